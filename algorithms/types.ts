@@ -1,0 +1,52 @@
+// The one interface every balancing algorithm implements.
+//
+// An Algorithm builds a Picker from a list of backends. The Picker is built once from the membership and
+// weights at that moment and is then immutable in membership and weights: a weight change or a backend
+// added/removed makes the pool build a new Picker and swap it in (Pingora's selection model). A Picker may
+// keep private rotation state (round-robin counters, smooth-WRR current weights) and may read a
+// candidate's `inflight` live, at pick time.
+//
+// Algorithms never read health or admin state. The caller passes a `usable` predicate that already folds in
+// health, drain, weight 0 and "already tried for this request" (retries); a Picker walks its candidates in
+// its own preference order and returns the first usable one, or undefined when none is, so failover works
+// the same way for every algorithm.
+
+export interface Candidate {
+  /** Stable identity, unique in the pool; the input of hash-based algorithms. */
+  readonly name: string;
+  /** Weight as configured or set at runtime (> 0 for every candidate a Picker is built with; see below). */
+  readonly weight: number;
+  /** Requests/connections in flight to this backend from this process, read live. */
+  readonly inflight: number;
+}
+
+export interface PickContext {
+  /**
+   * The request's hash key (client IP, a header value, ...), for algorithms with `usesKey`. Undefined when
+   * the request has none (e.g. the header is absent): hash algorithms then fall back to a round-robin walk
+   * over usable candidates, as HAProxy's `balance hdr()` does.
+   */
+  readonly key?: string;
+}
+
+export type Usable<B> = (candidate: B, index: number) => boolean;
+
+export interface Picker<B extends Candidate = Candidate> {
+  /** The first usable candidate in this algorithm's preference order, or undefined when none is usable. */
+  pick(ctx: PickContext, usable: Usable<B>): B | undefined;
+}
+
+export interface Algorithm {
+  /** The config name (`algorithm = "..."`). */
+  readonly name: string;
+  /** True when the algorithm honours weights (the conformance test checks the shares). */
+  readonly usesWeights: boolean;
+  /** True when picks depend on PickContext.key (`hash_key` is only valid for these). */
+  readonly usesKey: boolean;
+  /**
+   * Builds a Picker over `candidates`, in the given order (the pool's config order). Candidates with
+   * weight 0 may be passed; a Picker must never return them. `create` must be deterministic for
+   * algorithms with `usesKey`: the same names and weights give the same picks in every process.
+   */
+  create<B extends Candidate>(candidates: readonly B[]): Picker<B>;
+}

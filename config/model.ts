@@ -1,0 +1,150 @@
+// The validated, typed configuration that the runtime trusts. The raw TOML (snake_case, strings with units)
+// is a different type: config/load.ts turns one into the other once, up front, and reports every problem.
+// Durations here are milliseconds; addresses are parsed.
+
+export interface Address {
+  /** Host as written, without IPv6 brackets ("127.0.0.1", "::1", "localhost"). */
+  host: string;
+  port: number;
+  /** The address as the user wrote it, for messages and metrics labels ("[::1]:8080"). */
+  text: string;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export type HashKey =
+  | { kind: 'client-ip' }
+  | { kind: 'path' }
+  | { kind: 'header'; name: string } // name lower-cased
+  | { kind: 'cookie'; name: string }
+  | { kind: 'query'; name: string };
+
+export interface BackendConfig {
+  /** Defaults to the address text. Unique within its pool. */
+  name: string;
+  address: Address;
+  /** Integer >= 0; default 1. 0 = no new traffic. */
+  weight: number;
+}
+
+export interface HealthCheckConfig {
+  type: 'http' | 'tcp';
+  /** http only; default "/". */
+  path: string;
+  /** http only; optional Host header, default the backend address. */
+  host?: string;
+  /** http only; inclusive ranges, default [[200, 399]]. */
+  expectStatus: Array<[number, number]>;
+  /** Default 2s. */
+  intervalMs: number;
+  /** Default 1s. */
+  timeoutMs: number;
+  /** Consecutive passes to mark up; default 2. */
+  rise: number;
+  /** Consecutive failures to mark down; default 3. */
+  fall: number;
+}
+
+export interface PassiveConfig {
+  /** Consecutive failed requests/connections that eject a backend; default 5. */
+  maxFailures: number;
+  /** Default 30s. */
+  ejectForMs: number;
+  /** Count 5xx responses as failures (http); default false. */
+  on5xx: boolean;
+}
+
+export interface PoolConfig {
+  name: string;
+  /** A built-in algorithm name, or a module path (starts with "./", "../" or "/"). */
+  algorithm: string;
+  /** Present only for algorithms that use a key. Default client-ip for those. */
+  hashKey?: HashKey;
+  /** Other backends tried when connecting fails; default 2. */
+  retries: number;
+  /** Default 2s. */
+  connectTimeoutMs: number;
+  /** http: until the response head arrives; default 30s. */
+  responseTimeoutMs: number;
+  /** Ramp a backend's weight linearly over this window after it comes up; 0 = off (default). */
+  slowStartMs: number;
+  backends: BackendConfig[];
+  healthCheck?: HealthCheckConfig;
+  passive?: PassiveConfig;
+}
+
+export interface RouteConfig {
+  /** Exact host ("api.example.com") or a leading wildcard ("*.example.com"); lower-cased, no port. */
+  host?: string;
+  pathPrefix?: string;
+  pool: string;
+}
+
+export interface TlsConfig {
+  cert: string;
+  key: string;
+  /** Extra certificates chosen by SNI server name. */
+  sni: Array<{ serverName: string; cert: string; key: string }>;
+  /** Default "TLSv1.2". */
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+export interface ListenerConfig {
+  name: string;
+  protocol: 'http' | 'tcp';
+  listen: Address;
+  /** Default pool when no route matches. */
+  pool: string;
+  /** http only; checked in order. */
+  routes: RouteConfig[];
+  tls?: TlsConfig;
+  /** Cap on concurrent client connections for this listener, per worker; 0 = none (default). */
+  maxConnections: number;
+  /** http: time allowed to receive a request head; default 10s. */
+  clientHeaderTimeoutMs: number;
+  /** Idle time on a client connection (http keep-alive wait, tcp inactivity) before it is closed; default 60s for http, 0 (off) for tcp. */
+  idleTimeoutMs: number;
+  /** http: max request head size in bytes; default 16384. */
+  maxHeaderSize: number;
+}
+
+export interface LbConfig {
+  /** Absolute path of the file this was read from. */
+  file: string;
+  daemon: {
+    /** Resolved worker count (>= 1); "auto" = os.availableParallelism(). */
+    workers: number;
+    workersSetting: number | 'auto';
+    gracePeriodMs: number;
+  };
+  admin: {
+    /** Absolute path; relative paths in the file are resolved against the file's directory. */
+    socket: string;
+  };
+  metrics?: { listen: Address };
+  log: { level: LogLevel; access: boolean };
+  listeners: Record<string, ListenerConfig>;
+  pools: Record<string, PoolConfig>;
+}
+
+/** One problem found in a config file, printed as `FILE:LINE:COL: key.path: message`. */
+export interface ConfigIssue {
+  file: string;
+  line?: number;
+  col?: number;
+  /** Dotted key path, e.g. "pools.app.backends[1].weight"; empty for file-level problems. */
+  path: string;
+  message: string;
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  const loc = i.line !== undefined ? `${i.file}:${i.line}:${i.col ?? 1}` : i.file;
+  return i.path ? `${loc}: ${i.path}: ${i.message}` : `${loc}: ${i.message}`;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  constructor(readonly issues: ConfigIssue[]) {
+    super(issues.map(formatIssue).join('\n'));
+  }
+}
