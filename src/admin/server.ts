@@ -1,0 +1,157 @@
+// The admin socket (SPEC.md "Admin socket protocol"): newline-delimited JSON over a unix socket, one
+// response line per request line, requests on one connection answered in order. The socket is created with
+// mode 0660 (owner and group may use it: that is who may change the daemon at runtime); a stale socket file
+// left by a dead daemon is replaced, a live one (another lb answering on it) is an error.
+//
+// Malformed input never stops or slows the daemon: a line that is not JSON, not an object, an unknown command
+// or missing fields gets an `ok:false` answer with a stable code; a line over 64 KiB gets LINE_TOO_LONG and
+// the connection is closed.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+export const MAX_LINE = 64 * 1024;
+
+export class AdminError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+export type AdminRequest = Record<string, unknown> & { cmd: string };
+export type AdminHandler = (req: AdminRequest) => Promise<unknown>;
+
+export type AdminResponse =
+  | { ok: true; result: unknown }
+  | { ok: false; error: { code: string; message: string } & Record<string, unknown> };
+
+export class AdminServer {
+  private server: net.Server | undefined;
+  private readonly conns = new Set<net.Socket>();
+
+  constructor(
+    readonly socketPath: string,
+    private readonly handler: AdminHandler,
+  ) {}
+
+  async start(): Promise<void> {
+    await fs.promises.mkdir(path.dirname(this.socketPath), { recursive: true, mode: 0o750 });
+    if (fs.existsSync(this.socketPath)) {
+      if (await isLive(this.socketPath)) {
+        throw new AdminError('ADMIN_SOCKET_IN_USE', `admin socket ${this.socketPath} is in use: another lb is running on it`);
+      }
+      fs.unlinkSync(this.socketPath);
+    }
+    const server = net.createServer((c) => this.onConnection(c));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: Error & { code?: string }) =>
+        reject(new AdminError('ADMIN_SOCKET_FAILED', `cannot create admin socket ${this.socketPath}: ${err.code ?? err.message}`)),
+      );
+      // umask 0o117 while binding: the socket is never world-accessible, not even for an instant.
+      const old = process.umask(0o117);
+      server.listen(this.socketPath, () => {
+        process.umask(old);
+        resolve();
+      });
+    });
+    fs.chmodSync(this.socketPath, 0o660);
+  }
+
+  private onConnection(c: net.Socket): void {
+    this.conns.add(c);
+    c.once('close', () => this.conns.delete(c));
+    c.on('error', () => c.destroy());
+    c.setEncoding('utf8');
+    let buf = '';
+    let queue = Promise.resolve();
+    c.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.length > MAX_LINE) return this.tooLong(c);
+        if (line.trim() === '') continue;
+        queue = queue.then(() => this.answer(c, line));
+      }
+      if (buf.length > MAX_LINE) this.tooLong(c);
+    });
+    c.on('end', () => {
+      if (buf.trim() !== '') {
+        const line = buf;
+        buf = '';
+        queue = queue.then(() => this.answer(c, line));
+      }
+      queue.then(() => c.end());
+    });
+  }
+
+  private tooLong(c: net.Socket): void {
+    c.removeAllListeners('data');
+    c.end(JSON.stringify({ ok: false, error: { code: 'LINE_TOO_LONG', message: `request line over ${MAX_LINE} bytes` } }) + '\n');
+  }
+
+  private async answer(c: net.Socket, line: string): Promise<void> {
+    const res = await this.handle(line);
+    if (!c.destroyed && c.writable) c.write(JSON.stringify(res) + '\n');
+  }
+
+  /** Parses and runs one request line; never throws. */
+  async handle(line: string): Promise<AdminResponse> {
+    let req: unknown;
+    try {
+      req = JSON.parse(line);
+    } catch {
+      return fail('BAD_REQUEST', 'request is not valid JSON');
+    }
+    if (typeof req !== 'object' || req === null || Array.isArray(req)) return fail('BAD_REQUEST', 'request must be a JSON object');
+    const cmd = (req as { cmd?: unknown }).cmd;
+    if (typeof cmd !== 'string') return fail('MISSING_FIELD', 'request needs "cmd" (a string)');
+    try {
+      return { ok: true, result: await this.handler(req as AdminRequest) };
+    } catch (err) {
+      if (err instanceof AdminError) return { ok: false, error: { code: err.code, message: err.message, ...err.details } };
+      return fail('INTERNAL', (err as Error).message);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns) c.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    try {
+      fs.unlinkSync(this.socketPath);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+function fail(code: string, message: string): AdminResponse {
+  return { ok: false, error: { code, message } };
+}
+
+/** True when something accepts connections on the unix socket at `p`. */
+function isLive(p: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(p);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Field helpers for command handlers: each throws an AdminError with a stable code. */
+export function str(req: AdminRequest, field: string): string {
+  const v = req[field];
+  if (v === undefined) throw new AdminError('MISSING_FIELD', `"${req.cmd}" needs "${field}"`);
+  if (typeof v !== 'string' || v === '') throw new AdminError('INVALID_FIELD', `"${field}" must be a non-empty string`);
+  return v;
+}

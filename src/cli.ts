@@ -1,0 +1,226 @@
+// The `lb` command line (SPEC.md "Command line"). Usage errors exit 2 with commander's message.
+
+import cluster from 'node:cluster';
+import fs from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfigFile } from '../config/load.js';
+import { formatIssue } from '../config/model.js';
+import { adminRequest, AdminUnreachable } from './admin/client.js';
+import type { AdminResponse } from './admin/server.js';
+import { parseDuration } from '../config/duration.js';
+import { renderStatus, type StatusResult } from './status-table.js';
+
+export const DEFAULT_CONFIG = '/etc/lb/lb.toml';
+export const DEFAULT_SOCKET = '/run/lb/admin.sock';
+
+/** -s, else $LB_ADMIN_SOCKET, else [admin].socket of the -c config, else the default path. */
+async function socketPath(opts: { socket?: string; config: string }): Promise<string> {
+  if (opts.socket) return opts.socket;
+  if (process.env.LB_ADMIN_SOCKET) return process.env.LB_ADMIN_SOCKET;
+  if (fs.existsSync(opts.config)) {
+    const { config } = await loadConfigFile(opts.config);
+    if (config) return config.admin.socket;
+  }
+  return DEFAULT_SOCKET;
+}
+
+async function call(opts: { socket?: string; config: string }, req: Record<string, unknown>, timeoutMs?: number): Promise<AdminResponse> {
+  const sock = await socketPath(opts);
+  try {
+    return await adminRequest(sock, req, timeoutMs);
+  } catch (err) {
+    if (err instanceof AdminUnreachable) {
+      process.stderr.write(`lb: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+/** Prints an `ok:false` answer as `lb: CODE: message` (and each issue line for CONFIG_INVALID) and exits 1. */
+function failWith(res: AdminResponse): never {
+  if (res.ok) process.exit(0);
+  const e = res.error;
+  if (Array.isArray(e.issues)) {
+    process.stderr.write(`lb: ${e.code}: reload refused; the running config keeps serving\n`);
+    for (const line of e.issues as string[]) process.stderr.write(line + '\n');
+  } else {
+    process.stderr.write(`lb: ${e.code}: ${e.message}\n`);
+  }
+  process.exit(1);
+}
+
+function target(spec: string): { pool: string; backend: string } {
+  const slash = spec.indexOf('/');
+  if (slash <= 0 || slash === spec.length - 1) {
+    throw new CommanderError(2, 'lb.target', `error: expected POOL/BACKEND, got "${spec}"`);
+  }
+  return { pool: spec.slice(0, slash), backend: spec.slice(slash + 1) };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('lb')
+    .description('lb: an L4/L7 load balancer daemon')
+    .version(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string)
+    .showHelpAfterError()
+    .exitOverride();
+
+  const configOpt = (): Option => new Option('-c, --config <file>', 'config file').default(DEFAULT_CONFIG);
+  const socketOpt = (): Option => new Option('-s, --socket <path>', 'admin socket (default: $LB_ADMIN_SOCKET, else [admin].socket of the config)');
+
+  program
+    .command('run')
+    .description('run the daemon in the foreground (what systemd ExecStart calls)')
+    .addOption(configOpt())
+    .action(async (opts: { config: string }) => {
+      const { runPrimary } = await import('./daemon/primary.js');
+      await runPrimary(opts.config);
+    });
+
+  program
+    .command('validate')
+    .description('check a config file without starting anything')
+    .addOption(configOpt())
+    .action(async (opts: { config: string }) => {
+      const { config, issues } = await loadConfigFile(opts.config);
+      if (config && issues.length === 0) {
+        process.stdout.write('ok\n');
+        return;
+      }
+      for (const i of issues) process.stderr.write(formatIssue(i) + '\n');
+      process.exit(1);
+    });
+
+  program
+    .command('status')
+    .description('pools, backends, state, weight, in-flight, last health check')
+    .option('--json', 'print the status as JSON')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (opts: { json?: boolean; config: string; socket?: string }) => {
+      const res = await call(opts, { cmd: 'status' });
+      if (!res.ok) failWith(res);
+      process.stdout.write(opts.json ? JSON.stringify(res.result, null, 2) + '\n' : renderStatus(res.result as StatusResult));
+    });
+
+  program
+    .command('reload')
+    .description('make the daemon re-read its config file; prints what changed')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (opts: { config: string; socket?: string }) => {
+      const res = await call(opts, { cmd: 'reload' }, 120_000);
+      if (!res.ok) failWith(res);
+      const r = res.result as { changes: string[]; listenErrors: string[] };
+      process.stdout.write(r.changes.length ? r.changes.map((c) => `${c}\n`).join('') : 'reloaded: no changes\n');
+      for (const e of r.listenErrors) process.stderr.write(`lb: ${e}\n`);
+      if (r.listenErrors.length > 0) process.exit(1);
+    });
+
+  program
+    .command('drain')
+    .description('send no new requests/connections to a backend; in-flight ones finish')
+    .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
+    .option('--wait [duration]', 'block until the backend has no in-flight work, summed over all workers (default up to 5m; exit 1 when the time passes)')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (spec: string, opts: { wait?: string | boolean; config: string; socket?: string }) => {
+      const t = target(spec);
+      let waitMs: number | undefined;
+      if (opts.wait !== undefined) {
+        try {
+          waitMs = opts.wait === true ? 300_000 : parseDuration(String(opts.wait));
+        } catch (err) {
+          throw new CommanderError(2, 'lb.duration', `error: --wait: ${(err as Error).message}`);
+        }
+      }
+      const res = await call(opts, { cmd: 'drain', ...t });
+      if (!res.ok) failWith(res);
+      const r = res.result as { inflight: number };
+      if (waitMs === undefined) {
+        process.stdout.write(`${spec}: draining (${r.inflight} in flight)\n`);
+        return;
+      }
+      const deadline = Date.now() + waitMs;
+      let inflight = r.inflight;
+      while (inflight > 0) {
+        if (Date.now() >= deadline) {
+          process.stderr.write(`lb: ${spec}: still ${inflight} in flight after ${opts.wait === true ? '5m' : opts.wait}\n`);
+          process.exit(1);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const q = await call(opts, { cmd: 'inflight' });
+        if (!q.ok) failWith(q);
+        const report = q.result as { inflight: Record<string, Record<string, number>> };
+        inflight = report.inflight[t.pool]?.[t.backend] ?? 0;
+      }
+      process.stdout.write(`${spec}: drained, nothing in flight\n`);
+    });
+
+  program
+    .command('ready')
+    .description('put a drained backend back in service')
+    .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (spec: string, opts: { config: string; socket?: string }) => {
+      const res = await call(opts, { cmd: 'ready', ...target(spec) });
+      if (!res.ok) failWith(res);
+      process.stdout.write(`${spec}: ready\n`);
+    });
+
+  program
+    .command('weight')
+    .description('set a backend weight at runtime (0 = no new traffic)')
+    .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
+    .argument('<n>', 'the weight, an integer from 0 to 1000')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (spec: string, n: string, opts: { config: string; socket?: string }) => {
+      const t = target(spec);
+      if (!/^\d+$/.test(n) || Number(n) > 1000) throw new CommanderError(2, 'lb.weight', `error: weight must be an integer from 0 to 1000, got "${n}"`);
+      const res = await call(opts, { cmd: 'weight', ...t, weight: Number(n) });
+      if (!res.ok) failWith(res);
+      const r = res.result as { weight: number; before: number };
+      process.stdout.write(`${spec}: weight ${r.before} -> ${r.weight}\n`);
+    });
+
+  program
+    .command('demo')
+    .description('run lb with three demo upstreams on 127.0.0.1:9001-9003 (what `npm start` runs)')
+    .addOption(configOpt().default('lb.example.toml'))
+    .action(async (opts: { config: string }) => {
+      const { runDemo } = await import('./demo.js');
+      await runDemo(opts.config);
+    });
+
+  program
+    .command('bench')
+    .description('the algorithm comparison harness (see bench/README.md); `lb bench --help` for its parts')
+    .allowUnknownOption()
+    .helpOption(false)
+    .argument('[args...]')
+    .action(async (args: string[]) => {
+      const { benchMain } = await import('../bench/cli.js');
+      process.exitCode = await benchMain(args);
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+      if (err.code.startsWith('lb.')) process.stderr.write(err.message + '\n');
+      process.exit(2);
+    }
+    process.stderr.write(`lb: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+if (cluster.isPrimary) void main(process.argv);

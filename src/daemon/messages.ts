@@ -1,0 +1,32 @@
+// IPC between the primary and its workers (node:cluster's process channel). Every message is a plain
+// object with a `t` tag; requests that expect an answer carry an `id` the answer echoes.
+
+import type { LbConfig } from '../../config/model.js';
+import type { BackendControl } from '../dataplane/backend.js';
+import type { FailureReason } from '../dataplane/events.js';
+import type { InflightReport } from '../dataplane/dataplane.js';
+
+export type Controls = Record<string, Record<string, BackendControl>>;
+
+/** Primary → worker. */
+export type ToWorker =
+  | { t: 'config'; id: number; config: LbConfig; controls: Controls }
+  | { t: 'control'; pool: string; backend: string; control: BackendControl }
+  | { t: 'inflight'; id: number }
+  | { t: 'metrics'; id: number }
+  | { t: 'stop'; graceMs: number }
+  | { t: 'test-block'; ms: number };
+
+/** Worker → primary. */
+export type FromWorker =
+  | { t: 'hello' }
+  | { t: 'applied'; id: number; listenErrors: Array<{ listener: string; address: string; message: string }> }
+  | { t: 'inflight'; id: number; inflight: InflightReport; connections: number }
+  | { t: 'metrics'; id: number; metrics: unknown }
+  | { t: 'failure'; pool: string; backend: string; reason: FailureReason }
+  | { t: 'recovered'; pool: string; backend: string }
+  | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
+
+export function isMessage(m: unknown): m is { t: string } {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}

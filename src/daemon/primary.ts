@@ -1,0 +1,471 @@
+// The primary process: reads and validates the config, owns the admin socket, the authoritative backend
+// state, health checking and /metrics, and supervises the workers (spawn, respawn with backoff, retire).
+//
+// Exit codes (what systemd sees): 0 after a requested stop; 1 when the config is invalid, a listener cannot
+// bind or the admin socket cannot be created at start.
+
+import cluster, { type Worker } from 'node:cluster';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfigFile } from '../../config/load.js';
+import { formatIssue, type LbConfig } from '../../config/model.js';
+import { AdminError, AdminServer, str, type AdminRequest } from '../admin/server.js';
+import { createLogger, type Logger } from '../log.js';
+import type { FailureReason } from '../dataplane/events.js';
+import type { InflightReport } from '../dataplane/dataplane.js';
+import { isMessage, type FromWorker, type ToWorker } from './messages.js';
+import { StateStore, stateOf, type BackendRecord } from './state.js';
+import { describeChanges } from './changes.js';
+import { HealthMonitor } from '../health/monitor.js';
+import { MetricsServer } from '../metrics/primary.js';
+
+interface WorkerSlot {
+  worker: Worker;
+  /** Asked to stop (retired by a smaller `workers` count, or daemon stop): not respawned. */
+  retiring: boolean;
+  ready: boolean;
+}
+
+interface Pending {
+  resolve: (m: FromWorker) => void;
+  timer: NodeJS.Timeout;
+}
+
+const WORKER_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-main.js');
+/** Respawn backoff: 100 ms doubling to 30 s; more than 5 crashes in 60 s is logged as a crash loop. */
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 30_000;
+const CRASH_WINDOW_MS = 60_000;
+const CRASH_LOOP = 5;
+
+export class Primary {
+  config!: LbConfig;
+  readonly state = new StateStore();
+  private logger: Logger;
+  private slots = new Map<number, WorkerSlot>();
+  private pending = new Map<number, Pending>();
+  private nextId = 1;
+  private admin!: AdminServer;
+  private crashes: number[] = [];
+  private stopping = false;
+  private stopAt = 0;
+  private reloading: Promise<unknown> = Promise.resolve();
+  private readonly started = Date.now();
+  readonly health: HealthMonitor;
+  private metrics: MetricsServer | undefined;
+
+  constructor(private readonly configFile: string) {
+    this.logger = createLogger('info', { role: 'primary' });
+    this.health = new HealthMonitor(this.state, (r, why) => this.onStateChange(r, why), () => this.logger);
+  }
+
+  /** Starts everything; resolves when the daemon serves, or exits the process with 1 on a start error. */
+  async start(): Promise<void> {
+    const { config, issues } = await loadConfigFile(this.configFile);
+    if (!config) {
+      for (const i of issues) process.stderr.write(formatIssue(i) + '\n');
+      process.exit(1);
+    }
+    this.config = config;
+    this.logger = createLogger(config.log.level, { role: 'primary' });
+    this.state.apply(config);
+
+    this.admin = new AdminServer(config.admin.socket, (req) => this.command(req));
+    try {
+      await this.admin.start();
+    } catch (err) {
+      this.fatal((err as Error).message);
+    }
+
+    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], silent: false });
+    cluster.on('message', (w, m) => this.onMessage(w, m));
+    cluster.on('exit', (w, code, signal) => this.onExit(w, code, signal));
+
+    const errors = (await Promise.all(Array.from({ length: config.daemon.workers }, () => this.spawn()))).flat();
+    if (errors.length > 0) {
+      for (const s of this.slots.values()) s.worker.kill('SIGKILL');
+      await this.admin.close();
+      this.fatal(errors.join('\n'));
+    }
+    if (config.metrics) {
+      this.metrics = new MetricsServer(this);
+      try {
+        await this.metrics.listen(config.metrics.listen);
+      } catch (err) {
+        for (const s of this.slots.values()) s.worker.kill('SIGKILL');
+        await this.admin.close();
+        this.fatal(`metrics: cannot listen on ${config.metrics.listen.text}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    this.health.apply(config);
+
+    process.on('SIGHUP', () => {
+      this.reload('SIGHUP').catch(() => {});
+    });
+    process.on('SIGTERM', () => this.stop('SIGTERM'));
+    process.on('SIGINT', () => this.stop('SIGINT'));
+
+    this.logger.info(
+      {
+        config: config.file,
+        workers: config.daemon.workers,
+        listeners: Object.values(config.listeners).map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.text })),
+        admin: config.admin.socket,
+        metrics: config.metrics?.listen.text,
+        node: process.version,
+      },
+      'lb started',
+    );
+  }
+
+  private fatal(message: string): never {
+    process.stderr.write(`lb: ${message}\n`);
+    this.logger.error(message);
+    process.exit(1);
+  }
+
+  /** Forks one worker and sends it the config; resolves with its listen errors (empty when it serves). */
+  private async spawn(): Promise<string[]> {
+    const worker = cluster.fork({ LB_WORKER: '1' });
+    const slot: WorkerSlot = { worker, retiring: false, ready: false };
+    this.slots.set(worker.id, slot);
+    const hello = await new Promise<boolean>((resolve) => {
+      const onMessage = (m: unknown): void => {
+        if (isMessage(m) && m.t === 'hello') done(true);
+      };
+      const done = (ok: boolean): void => {
+        worker.removeListener('message', onMessage);
+        worker.removeListener('exit', onExit);
+        resolve(ok);
+      };
+      const onExit = (): void => done(false);
+      worker.on('message', onMessage);
+      worker.once('exit', onExit);
+    });
+    if (!hello) return [`worker ${worker.id} exited during start`];
+    const answer = await this.request(worker, { t: 'config', id: 0, config: this.config, controls: this.state.controls() }, 30_000);
+    if (!answer || answer.t !== 'applied') return [`worker ${worker.id} did not start`];
+    slot.ready = true;
+    this.logger.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker started');
+    return answer.listenErrors.map((e) => e.message);
+  }
+
+  /** Sends a request to one worker; resolves with its answer, or undefined after `timeoutMs`. */
+  request(worker: Worker, msg: ToWorker & { id: number }, timeoutMs: number): Promise<FromWorker | undefined> {
+    const id = this.nextId++;
+    msg.id = id;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        resolve(undefined);
+      }, timeoutMs);
+      this.pending.set(id, { resolve, timer });
+      try {
+        worker.send(msg);
+      } catch {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        resolve(undefined);
+      }
+    });
+  }
+
+  /** Live (not retiring, connected) workers. */
+  liveWorkers(): Worker[] {
+    const out: Worker[] = [];
+    for (const s of this.slots.values()) if (!s.retiring && s.ready && s.worker.isConnected()) out.push(s.worker);
+    return out;
+  }
+
+  private onMessage(w: Worker, m: unknown): void {
+    if (!isMessage(m)) return;
+    const msg = m as FromWorker;
+    if ('id' in msg && typeof msg.id === 'number') {
+      const p = this.pending.get(msg.id);
+      if (p) {
+        clearTimeout(p.timer);
+        this.pending.delete(msg.id);
+        p.resolve(msg);
+      }
+      return;
+    }
+    switch (msg.t) {
+      case 'failure':
+        this.health.failure(msg.pool, msg.backend, msg.reason as FailureReason);
+        break;
+      case 'recovered':
+        this.health.recovered(msg.pool, msg.backend);
+        break;
+      case 'log':
+        this.logger[msg.level]({ worker: w.id, ...msg.fields }, msg.msg);
+        break;
+    }
+  }
+
+  private onExit(w: Worker, code: number | null, signal: string | null): void {
+    const slot = this.slots.get(w.id);
+    this.slots.delete(w.id);
+    this.metrics?.workerGone(w.id);
+    if (!slot || slot.retiring || this.stopping) {
+      this.logger.info({ worker: w.id, code, signal }, 'worker exited');
+      return;
+    }
+    const now = Date.now();
+    this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
+    this.crashes.push(now);
+    const n = this.crashes.length;
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (n - 1));
+    if (n > CRASH_LOOP) {
+      this.logger.error({ worker: w.id, code, signal, crashesInWindow: n, respawnInMs: delay }, 'worker crash loop: respawning with backoff');
+    } else {
+      this.logger.warn({ worker: w.id, code, signal, respawnInMs: delay }, 'worker died unexpectedly; respawning');
+    }
+    this.metrics?.workerRestarted();
+    setTimeout(() => {
+      if (this.stopping || this.liveCount() >= this.config.daemon.workers) return;
+      this.spawn().then((errors) => {
+        for (const e of errors) this.logger.error({ error: e }, 'respawned worker could not open a listener');
+      });
+    }, delay).unref();
+  }
+
+  private liveCount(): number {
+    let n = 0;
+    for (const s of this.slots.values()) if (!s.retiring) n++;
+    return n;
+  }
+
+  /** Pushes the effective state of one backend to every worker. */
+  pushControl(r: BackendRecord): void {
+    const control = this.state.control(r);
+    for (const s of this.slots.values()) {
+      if (s.worker.isConnected()) s.worker.send({ t: 'control', pool: r.pool, backend: r.name, control } satisfies ToWorker);
+    }
+  }
+
+  private onStateChange(r: BackendRecord, why: string): void {
+    this.pushControl(r);
+    this.logger.info({ pool: r.pool, backend: r.name, state: stateOf(r), health: r.health, reason: why }, 'backend state changed');
+  }
+
+  /**
+   * In-flight counts summed over workers. Because IPC is ordered, an answer also proves the worker has
+   * applied every control message sent to it before the question.
+   */
+  async inflight(timeoutMs = 2_000): Promise<{ inflight: InflightReport; connections: number; answered: number; asked: number }> {
+    const workers = this.liveWorkers();
+    const answers = await Promise.all(workers.map((w) => this.request(w, { t: 'inflight', id: 0 }, timeoutMs)));
+    const sum: InflightReport = {};
+    let connections = 0;
+    let answered = 0;
+    for (const a of answers) {
+      if (!a || a.t !== 'inflight') continue;
+      answered++;
+      connections += a.connections;
+      for (const [pool, bs] of Object.entries(a.inflight)) {
+        const p = (sum[pool] ??= {});
+        for (const [b, n] of Object.entries(bs)) p[b] = (p[b] ?? 0) + n;
+      }
+    }
+    return { inflight: sum, connections, answered, asked: workers.length };
+  }
+
+  // ---- admin commands -------------------------------------------------------------------------------
+
+  private async command(req: AdminRequest): Promise<unknown> {
+    switch (req.cmd) {
+      case 'status':
+        return this.status();
+      case 'reload':
+        return this.reload('admin');
+      case 'drain':
+      case 'ready': {
+        const r = this.backend(req);
+        const admin = req.cmd === 'drain' ? 'drain' : 'ready';
+        const changed = r.admin !== admin;
+        r.admin = admin;
+        this.pushControl(r);
+        const { inflight } = await this.inflight();
+        this.logger.info({ pool: r.pool, backend: r.name, admin, changed, by: 'admin socket' }, `admin: ${req.cmd}`);
+        return { pool: r.pool, backend: r.name, state: stateOf(r), changed, inflight: inflight[r.pool]?.[r.name] ?? 0 };
+      }
+      case 'weight': {
+        const r = this.backend(req);
+        const w = req.weight;
+        if (w === undefined) throw new AdminError('MISSING_FIELD', '"weight" needs "weight"');
+        if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > 1000) {
+          throw new AdminError('INVALID_FIELD', `"weight" must be an integer from 0 to 1000, got ${JSON.stringify(w)}`);
+        }
+        const before = this.state.baseWeight(r);
+        r.weightOverride = w;
+        this.pushControl(r);
+        await this.inflight();
+        this.logger.info({ pool: r.pool, backend: r.name, weight: w, before, by: 'admin socket' }, 'admin: weight');
+        return { pool: r.pool, backend: r.name, weight: w, before };
+      }
+      case 'inflight':
+        return this.inflight();
+      case 'test-block': {
+        if (process.env.LB_TEST_HOOKS !== '1') break;
+        const ms = Number(req.ms ?? 1000);
+        const w = this.liveWorkers()[0];
+        w?.send({ t: 'test-block', ms } satisfies ToWorker);
+        return { worker: w?.id, ms };
+      }
+    }
+    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, weight`);
+  }
+
+  private backend(req: AdminRequest): BackendRecord {
+    const pool = str(req, 'pool');
+    const backend = str(req, 'backend');
+    if (!this.state.hasPool(pool)) throw new AdminError('UNKNOWN_POOL', `no pool ${pool}`);
+    const r = this.state.get(pool, backend);
+    if (!r) throw new AdminError('UNKNOWN_BACKEND', `pool ${pool} has no backend ${backend}`);
+    return r;
+  }
+
+  async status(): Promise<unknown> {
+    const { inflight, answered, asked } = await this.inflight(1_000);
+    const now = Date.now();
+    return {
+      config: this.config.file,
+      pid: process.pid,
+      uptimeSeconds: Math.round((now - this.started) / 1000),
+      workers: { configured: this.config.daemon.workers, answered, asked },
+      listeners: Object.values(this.config.listeners).map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.text, pool: l.pool, tls: !!l.tls })),
+      pools: Object.values(this.config.pools).map((p) => ({
+        name: p.name,
+        algorithm: p.algorithm,
+        healthCheck: p.healthCheck ? p.healthCheck.type : null,
+        backends: p.backends.map((b) => {
+          const r = this.state.get(p.name, b.name)!;
+          const c = this.state.control(r, now);
+          return {
+            name: r.name,
+            address: r.address,
+            state: stateOf(r),
+            health: r.health,
+            admin: r.admin,
+            weight: c.weight,
+            configWeight: r.configWeight,
+            inflight: inflight[p.name]?.[r.name] ?? 0,
+            reason: r.reason ?? null,
+            lastCheck: r.lastCheck ? { ok: r.lastCheck.ok, detail: r.lastCheck.detail, ageMs: now - r.lastCheck.at, ms: r.lastCheck.ms } : null,
+            ejectedUntil: r.ejectedUntil ? new Date(r.ejectedUntil).toISOString() : null,
+          };
+        }),
+      })),
+    };
+  }
+
+  /** Re-reads the config file; applies it in place when valid, else refuses and keeps the running config. */
+  reload(source: string): Promise<unknown> {
+    const run = this.reloading.then(() => this.doReload(source));
+    this.reloading = run.catch(() => {});
+    return run;
+  }
+
+  private async doReload(source: string): Promise<unknown> {
+    const { config, issues } = await loadConfigFile(this.configFile);
+    if (!config) {
+      const lines = issues.map(formatIssue);
+      this.metrics?.reloaded('refused');
+      this.logger.warn({ source, issues: lines }, 'reload refused: config invalid; the running config keeps serving');
+      throw new AdminError('CONFIG_INVALID', `config invalid, reload refused:\n${lines.join('\n')}`, { issues: lines });
+    }
+    const changes = describeChanges(this.config, config);
+    const old = this.config;
+    this.config = config;
+    if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
+    this.state.apply(config);
+    const workers = this.liveWorkers();
+    const answers = await Promise.all(workers.map((w) => this.request(w, { t: 'config', id: 0, config, controls: this.state.controls() }, 30_000)));
+    const listenErrors = new Set<string>();
+    for (const a of answers) if (a?.t === 'applied') for (const e of a.listenErrors) listenErrors.add(e.message);
+    this.health.apply(config);
+    // Worker count: spawn the missing ones, retire the extra ones (they finish their connections first).
+    const live = [...this.slots.values()].filter((s) => !s.retiring);
+    if (live.length < config.daemon.workers) {
+      const spawned = await Promise.all(Array.from({ length: config.daemon.workers - live.length }, () => this.spawn()));
+      for (const e of spawned.flat()) listenErrors.add(e);
+    } else {
+      for (const s of live.slice(config.daemon.workers)) {
+        s.retiring = true;
+        s.worker.send({ t: 'stop', graceMs: config.daemon.gracePeriodMs } satisfies ToWorker);
+      }
+    }
+    if (this.metrics || config.metrics) await this.reloadMetrics(old);
+    this.metrics?.reloaded('applied');
+    this.logger.info({ source, changes, listenErrors: [...listenErrors] }, 'config reloaded');
+    return { changes, listenErrors: [...listenErrors] };
+  }
+
+  private async reloadMetrics(old: LbConfig): Promise<void> {
+    const next = this.config.metrics?.listen.text;
+    if (old.metrics?.listen.text === next && this.metrics) return;
+    const previous = this.metrics;
+    this.metrics = undefined;
+    if (previous) await previous.close();
+    if (this.config.metrics) {
+      const m = new MetricsServer(this, previous);
+      try {
+        await m.listen(this.config.metrics.listen);
+        this.metrics = m;
+      } catch (err) {
+        this.logger.error({ listen: next, err: (err as Error).message }, 'metrics listener could not be opened');
+      }
+    }
+  }
+
+  /** Graceful stop; a second signal stops at once. */
+  stop(signal: string): void {
+    // The same signal delivered twice at once (to the process and to its group, as `timeout` and some
+    // supervisors do) is one request; a second signal counts from 200 ms after the first.
+    if (this.stopping && Date.now() - this.stopAt < 200) return;
+    if (this.stopping) {
+      this.logger.warn({ signal }, 'second stop signal: stopping at once');
+      for (const s of this.slots.values()) s.worker.kill('SIGKILL');
+      this.admin.close().finally(() => process.exit(0));
+      return;
+    }
+    this.stopping = true;
+    this.stopAt = Date.now();
+    const grace = this.config.daemon.gracePeriodMs;
+    this.logger.info({ signal, gracePeriodMs: grace }, 'stopping: no new connections; in-flight work finishes');
+    this.health.stop();
+    for (const s of this.slots.values()) {
+      s.retiring = true;
+      if (s.worker.isConnected()) s.worker.send({ t: 'stop', graceMs: grace } satisfies ToWorker);
+    }
+    const done = (): void => {
+      this.metrics?.close();
+      this.admin.close().finally(() => {
+        this.logger.info('lb stopped');
+        setTimeout(() => process.exit(0), 20);
+      });
+    };
+    if (this.slots.size === 0) return done();
+    const check = setInterval(() => {
+      if (this.slots.size === 0) {
+        clearInterval(check);
+        clearTimeout(hard);
+        done();
+      }
+    }, 20);
+    // Workers cut what is left at the grace period; this is the backstop if one cannot.
+    const hard = setTimeout(() => {
+      for (const s of this.slots.values()) s.worker.kill('SIGKILL');
+    }, grace + 5_000);
+  }
+
+  get workerCount(): number {
+    return this.config.daemon.workers;
+  }
+}
+
+export async function runPrimary(configFile: string): Promise<void> {
+  if (!cluster.isPrimary) throw new Error('runPrimary in a worker');
+  const p = new Primary(configFile);
+  await p.start();
+}

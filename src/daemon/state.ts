@@ -1,0 +1,117 @@
+// The primary's authoritative record of every backend: configured weight, runtime overrides from the admin
+// socket (drain, weight; they survive reloads for backends that still exist), health from active checks and
+// passive ejection, and slow start. Workers receive only the effective decision (BackendControl).
+
+import type { LbConfig, PoolConfig } from '../../config/model.js';
+import type { AdminState, BackendControl, HealthState } from '../dataplane/backend.js';
+import type { Controls } from './messages.js';
+
+export interface CheckResult {
+  ok: boolean;
+  /** What was seen: "200", "timeout after 1000ms", "ECONNREFUSED". */
+  detail: string;
+  at: number;
+  ms: number;
+}
+
+export interface BackendRecord {
+  pool: string;
+  name: string;
+  address: string;
+  configWeight: number;
+  /** Set by `lb weight`; survives reloads. */
+  weightOverride?: number;
+  admin: AdminState;
+  health: HealthState;
+  /** Why the health state is what it is ("check: 503", "passive: 5 consecutive failures"). */
+  reason?: string;
+  lastCheck?: CheckResult;
+  /** Passive ejection: consecutive failures reported by workers, and the end of the current ejection. */
+  passiveStreak: number;
+  ejectedUntil?: number;
+  /** When the backend last came up (slow start ramps from here). */
+  upSince?: number;
+}
+
+export class StateStore {
+  private records = new Map<string, Map<string, BackendRecord>>();
+  pools: Record<string, PoolConfig> = {};
+
+  /**
+   * Takes a new config: records of backends that still exist (same pool and name) are kept with their
+   * runtime state; new ones start `unchecked` (with active checks) or `up` (without).
+   */
+  apply(config: LbConfig): void {
+    const next = new Map<string, Map<string, BackendRecord>>();
+    for (const pool of Object.values(config.pools)) {
+      const old = this.records.get(pool.name);
+      const m = new Map<string, BackendRecord>();
+      for (const b of pool.backends) {
+        const prev = old?.get(b.name);
+        if (prev) {
+          prev.address = b.address.text;
+          prev.configWeight = b.weight;
+          if (!pool.healthCheck && prev.health === 'unchecked') prev.health = 'up';
+          m.set(b.name, prev);
+        } else {
+          m.set(b.name, {
+            pool: pool.name,
+            name: b.name,
+            address: b.address.text,
+            configWeight: b.weight,
+            admin: 'ready',
+            health: pool.healthCheck ? 'unchecked' : 'up',
+            passiveStreak: 0,
+          });
+        }
+      }
+      next.set(pool.name, m);
+    }
+    this.records = next;
+    this.pools = config.pools;
+  }
+
+  get(pool: string, backend: string): BackendRecord | undefined {
+    return this.records.get(pool)?.get(backend);
+  }
+
+  hasPool(pool: string): boolean {
+    return this.records.has(pool);
+  }
+
+  all(): BackendRecord[] {
+    const out: BackendRecord[] = [];
+    for (const m of this.records.values()) out.push(...m.values());
+    return out;
+  }
+
+  /** The weight before slow start: the runtime override if set, else the configured weight. */
+  baseWeight(r: BackendRecord): number {
+    return r.weightOverride ?? r.configWeight;
+  }
+
+  /** What workers must do with this backend now. */
+  control(r: BackendRecord, now = Date.now()): BackendControl {
+    let weight = this.baseWeight(r);
+    const slow = this.pools[r.pool]?.slowStartMs ?? 0;
+    if (slow > 0 && r.upSince !== undefined && weight > 0) {
+      const f = (now - r.upSince) / slow;
+      if (f < 1) weight = Math.round(weight * Math.max(0.05, f) * 1000) / 1000;
+    }
+    return { admin: r.admin, health: r.health, weight };
+  }
+
+  controls(now = Date.now()): Controls {
+    const out: Controls = {};
+    for (const [pool, m] of this.records) {
+      const p: Record<string, BackendControl> = (out[pool] = {});
+      for (const r of m.values()) p[r.name] = this.control(r, now);
+    }
+    return out;
+  }
+}
+
+/** The state users see (SPEC.md "Backend states"): admin drain wins over health. */
+export function stateOf(r: BackendRecord): 'up' | 'down' | 'drain' | 'unchecked' {
+  return r.admin === 'drain' ? 'drain' : r.health;
+}

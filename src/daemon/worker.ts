@@ -1,0 +1,102 @@
+// A worker process: owns the listeners and the data plane, takes config and backend decisions from the
+// primary over IPC, reports in-flight counts, passive failures and metrics back.
+//
+// Exit codes: 0 after a requested stop, 70 (EX_SOFTWARE) on an uncaught error; the primary respawns
+// workers that exit without being asked to.
+
+import cluster from 'node:cluster';
+import { createLogger, type Logger } from '../log.js';
+import { DataPlane } from '../dataplane/dataplane.js';
+import type { DataPlaneEvents, RequestRecord } from '../dataplane/events.js';
+import { isMessage, type FromWorker, type ToWorker } from './messages.js';
+import { WorkerMetrics } from '../metrics/worker.js';
+
+export function runWorker(): void {
+  const send = (m: FromWorker): void => {
+    if (process.connected) process.send!(m);
+  };
+  let logger: Logger = createLogger('info', { role: 'worker', worker: cluster.worker?.id });
+  let access = false;
+  const metrics = new WorkerMetrics();
+
+  const events: DataPlaneEvents = {
+    done(r: RequestRecord) {
+      metrics.done(r);
+      if (access) logger.info({ access: r }, 'access');
+    },
+    failure(pool, backend, reason) {
+      metrics.failure(pool, backend, reason);
+      send({ t: 'failure', pool, backend, reason });
+    },
+    recovered(pool, backend) {
+      send({ t: 'recovered', pool, backend });
+    },
+  };
+  const dp = new DataPlane(events);
+  let stopping = false;
+
+  process.on('message', (m: unknown) => {
+    if (!isMessage(m)) return;
+    const msg = m as ToWorker;
+    switch (msg.t) {
+      case 'config': {
+        const level = msg.config.log.level;
+        if (logger.level !== level) logger = createLogger(level, { role: 'worker', worker: cluster.worker?.id });
+        access = msg.config.log.access;
+        dp.apply(msg.config, msg.controls).then(
+          (r) => {
+            metrics.setPools(dp.pools);
+            send({
+              t: 'applied',
+              id: msg.id,
+              listenErrors: r.listenErrors.map((e) => ({ listener: e.listener, address: e.address, message: e.message })),
+            });
+          },
+          (err: Error) => send({ t: 'applied', id: msg.id, listenErrors: [{ listener: '', address: '', message: err.stack ?? err.message }] }),
+        );
+        break;
+      }
+      case 'control':
+        dp.control(msg.pool, msg.backend, msg.control);
+        break;
+      case 'inflight':
+        send({ t: 'inflight', id: msg.id, inflight: dp.inflight(), connections: dp.connections() });
+        break;
+      case 'metrics':
+        metrics.snapshot(dp.pools).then((metricsJson) => send({ t: 'metrics', id: msg.id, metrics: metricsJson }));
+        break;
+      case 'stop':
+        if (stopping) {
+          dp.destroy();
+          process.exit(0);
+        }
+        stopping = true;
+        dp.stop(msg.graceMs).then((inTime) => {
+          logger.info({ inTime }, 'worker stopped');
+          // Let the last log line and IPC message leave before exiting.
+          setTimeout(() => process.exit(0), 20);
+        });
+        break;
+      case 'test-block': {
+        // Test hook (LB_TEST_HOOKS=1 only): busy-loop this worker's event loop.
+        if (process.env.LB_TEST_HOOKS === '1') {
+          const until = Date.now() + msg.ms;
+          while (Date.now() < until);
+        }
+        break;
+      }
+    }
+  });
+
+  // Signals go to the primary, which tells workers what to do; a worker ignores the terminal's ^C.
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => {});
+  process.on('SIGHUP', () => {});
+  // The primary waits for this before sending the config: IPC messages that arrive before a 'message'
+  // listener exists are dropped, and an ESM worker is 'online' well before its modules have loaded.
+  send({ t: 'hello' });
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception in worker');
+    process.exit(70);
+  });
+}

@@ -1,0 +1,99 @@
+// The one backend state record of a worker: the data plane, the IPC state updates from the primary and the
+// in-flight reports all read and write this object. Admin state, health and runtime weight are decided by
+// the primary and pushed here; `inflight` is this process's own count.
+
+import { Pool as UndiciPool } from 'undici';
+import type { Candidate } from '../../algorithms/types.js';
+import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
+
+export type AdminState = 'ready' | 'drain';
+export type HealthState = 'up' | 'down' | 'unchecked';
+
+/** What the primary decides about a backend; pushed to every worker. */
+export interface BackendControl {
+  admin: AdminState;
+  health: HealthState;
+  /** Effective weight (runtime override and slow start applied). */
+  weight: number;
+}
+
+export class Backend implements Candidate {
+  readonly name: string;
+  address: Address;
+  /** Effective weight; the pool rebuilds its picker when this changes. */
+  weight: number;
+  admin: AdminState = 'ready';
+  health: HealthState = 'unchecked';
+  /** admin = ready, health != down and weight > 0: may receive new traffic. */
+  usable = true;
+  /** Requests (http) and connections (tcp, websocket) in flight from this process. Never negative. */
+  inflight = 0;
+  /** Consecutive failures seen by this process since the last success (passive checks report these). */
+  failStreak = 0;
+  /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
+  retired = false;
+  private http?: UndiciPool;
+
+  constructor(cfg: BackendConfig) {
+    this.name = cfg.name;
+    this.address = cfg.address;
+    this.weight = cfg.weight;
+    this.refresh();
+  }
+
+  /** Applies the primary's decision; returns true when the weight changed (the pool must rebuild). */
+  control(c: BackendControl): boolean {
+    const weightChanged = c.weight !== this.weight;
+    this.admin = c.admin;
+    this.health = c.health;
+    this.weight = c.weight;
+    this.refresh();
+    return weightChanged;
+  }
+
+  private refresh(): void {
+    this.usable = !this.retired && this.admin === 'ready' && this.health !== 'down' && this.weight > 0;
+  }
+
+  retire(): void {
+    this.retired = true;
+    this.refresh();
+    const http = this.http;
+    this.http = undefined;
+    // close() lets in-flight requests finish, then closes the kept-alive connections.
+    if (http) http.close().catch(() => {});
+  }
+
+  /** The keep-alive connection pool to this backend for http listeners, created on first use. */
+  dispatcher(pool: PoolConfig): UndiciPool {
+    if (this.http) return this.http;
+    const host = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
+    this.http = new UndiciPool(`http://${host}:${this.address.port}`, {
+      connections: null,
+      pipelining: 1,
+      connect: { timeout: pool.connectTimeoutMs },
+      headersTimeout: pool.responseTimeoutMs,
+      bodyTimeout: 0,
+      keepAliveTimeout: 4_000,
+      keepAliveMaxTimeout: 60_000,
+      // The proxy forwards the client's head as it is; undici's own limits must not reject it first.
+      maxHeaderSize: 1024 * 1024,
+    });
+    return this.http;
+  }
+
+  /** Timeouts changed on reload: the next request builds a new connection pool with them. */
+  resetDispatcher(): void {
+    const http = this.http;
+    this.http = undefined;
+    if (http) http.close().catch(() => {});
+  }
+
+  begin(): void {
+    this.inflight++;
+  }
+
+  end(): void {
+    if (this.inflight > 0) this.inflight--;
+  }
+}

@@ -1,0 +1,38 @@
+// What the data plane tells the rest of its process: finished requests and connections (metrics, access
+// log) and backend failures (passive health, reported to the primary). The data plane calls these on its
+// hot path; implementations must be cheap and must not throw.
+
+export type FailureReason = 'connect' | 'timeout' | 'reset' | 'protocol' | '5xx';
+
+export interface RequestRecord {
+  readonly kind: 'http' | 'tcp' | 'websocket';
+  readonly listener: string;
+  readonly pool: string;
+  /** Backend name; '' when none was picked (503). */
+  readonly backend: string;
+  /** HTTP status sent to the client (101 for a websocket, 0 for tcp; 499 when the client went away first). */
+  readonly status: number;
+  readonly method: string;
+  readonly path: string;
+  readonly client: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly seconds: number;
+  /** Backends tried before the one that answered (retries). */
+  readonly retries: number;
+  readonly error?: string;
+}
+
+export interface DataPlaneEvents {
+  done(r: RequestRecord): void;
+  /** A backend failed a request or connection (connect error, reset, timeout, 5xx when counted). */
+  failure(pool: string, backend: string, reason: FailureReason): void;
+  /** A backend that had failed succeeded again (sent only after a failure, never per request). */
+  recovered(pool: string, backend: string): void;
+}
+
+export const noEvents: DataPlaneEvents = {
+  done() {},
+  failure() {},
+  recovered() {},
+};

@@ -1,0 +1,187 @@
+// An `http` listener: node:http's strict parser in front (llhttp; the lenient parser is never enabled),
+// routes to a pool, forwards with ProxyCall, and tunnels HTTP/1.1 Upgrade (WebSocket) connections as raw
+// byte streams once the upstream connection is open.
+
+import http from 'node:http';
+import https from 'node:https';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ListenerConfig } from '../../config/model.js';
+import { connectUpstream, splice } from './connect.js';
+import type { DataPlaneEvents } from './events.js';
+import { ProxyCall, replyError, upstreamHeaders, type ListenerInfo } from './http-proxy.js';
+import type { BackendPool } from './pool.js';
+import { requestKey } from './request-key.js';
+import { Router } from './router.js';
+import { listenServer, type Listener, type TlsMaterial } from './listener.js';
+
+const REASONS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+  HPE_HEADERS_TIMEOUT: [408, 'Request Timeout'],
+};
+
+export class HttpListener implements Listener, ListenerInfo {
+  readonly name: string;
+  readonly protocol = 'http';
+  cfg: ListenerConfig;
+  readonly tls: boolean;
+  stopping = false;
+  private router: Router;
+  private readonly server: http.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private upgrades = 0;
+
+  constructor(
+    cfg: ListenerConfig,
+    pools: ReadonlyMap<string, BackendPool>,
+    readonly events: DataPlaneEvents,
+    tls?: TlsMaterial,
+  ) {
+    this.name = cfg.name;
+    this.cfg = cfg;
+    this.tls = !!tls;
+    this.router = new Router(cfg, pools);
+    const options: http.ServerOptions = {
+      maxHeaderSize: cfg.maxHeaderSize,
+      requestTimeout: 0,
+      headersTimeout: cfg.clientHeaderTimeoutMs,
+      keepAliveTimeout: cfg.idleTimeoutMs,
+      noDelay: true,
+      insecureHTTPParser: false,
+    };
+    this.server = tls ? https.createServer({ ...options, ...tls.options }) : http.createServer(options);
+    if (tls) tls.attach(this.server as https.Server);
+    this.server.on('request', this.onRequest);
+    this.server.on('upgrade', this.onUpgrade);
+    this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => rejectRaw(socket, 501, 'Not Implemented', 'CONNECT is not supported'));
+    this.server.on('clientError', this.onClientError);
+    this.server.on('connection', (s: net.Socket) => {
+      if (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections) {
+        s.destroy();
+        return;
+      }
+      this.sockets.add(s);
+      s.once('close', () => this.sockets.delete(s));
+    });
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Applies a reloaded listener config (routes, default pool, timeouts) in place. */
+  update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
+    this.cfg = cfg;
+    this.router = new Router(cfg, pools);
+    this.server.headersTimeout = cfg.clientHeaderTimeoutMs;
+    this.server.keepAliveTimeout = cfg.idleTimeoutMs;
+  }
+
+  listen(): Promise<void> {
+    return listenServer(this.server, this.cfg.listen);
+  }
+
+  private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 47 /* "/" */ && !(url === '*' && req.method === 'OPTIONS')) {
+      // absolute-form and authority-form: lb is a reverse proxy, not a forward proxy.
+      replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
+      return;
+    }
+    new ProxyCall(this, this.router.route(req.headers.host, url), req, res).start();
+  };
+
+  private readonly onUpgrade = (req: http.IncomingMessage, client: Duplex, head: Buffer): void => {
+    const socket = client as net.Socket;
+    const url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 47) {
+      rejectRaw(socket, 400, 'Bad Request', 'request target must be origin-form');
+      return;
+    }
+    const pool = this.router.route(req.headers.host, url);
+    const key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
+    const t0 = performance.now();
+    socket.pause();
+    const cancel = connectUpstream(pool, key, this.events, (err, ok) => {
+      socket.removeListener('close', cancel);
+      if (err || !ok) {
+        const status = err?.backend ? 502 : 503;
+        rejectRaw(socket, status, status === 502 ? 'Bad Gateway' : 'Service Unavailable', err?.backend ? `backend failed (${err.error})` : `no usable backend in pool ${pool.name}`);
+        this.record(pool, err?.backend?.name ?? '', status, req, t0, 0, 0, err?.retries ?? 0, err?.error);
+        return;
+      }
+      const { backend, socket: up } = ok;
+      this.upgrades++;
+      up.setNoDelay(true);
+      const headers = upstreamHeaders(req, this.tls, true);
+      let headText = `${req.method} ${url} HTTP/1.1\r\n`;
+      for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;
+      up.write(headText + '\r\n');
+      if (head.length > 0) up.write(head);
+      splice(socket, up, () => {
+        this.upgrades--;
+        backend.end();
+        this.record(pool, backend.name, 101, req, t0, socket.bytesRead, socket.bytesWritten, ok.retries);
+      });
+      socket.resume();
+    });
+    socket.once('close', cancel);
+  };
+
+  private record(pool: BackendPool, backend: string, status: number, req: http.IncomingMessage, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
+    this.events.done({
+      kind: 'websocket',
+      listener: this.name,
+      pool: pool.name,
+      backend,
+      status,
+      method: req.method ?? '',
+      path: req.url ?? '',
+      client: req.socket.remoteAddress ?? '',
+      bytesIn,
+      bytesOut,
+      seconds: (performance.now() - t0) / 1000,
+      retries,
+      error,
+    });
+  }
+
+  private readonly onClientError = (err: Error & { code?: string }, socket: Duplex): void => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, text] = REASONS[err.code ?? ''] ?? [400, 'Bad Request'];
+    rejectRaw(socket, status, text, status === 400 ? 'malformed request' : text.toLowerCase());
+  };
+
+  /** Stops accepting; idle keep-alive connections close now, busy ones after their current response. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const tick = setInterval(() => this.server.closeIdleConnections(), 50);
+    await closed;
+    clearInterval(tick);
+  }
+
+  /** Whether requests or upgraded connections are still open on this listener. */
+  get busy(): boolean {
+    return this.sockets.size > 0;
+  }
+
+  /** Ends every connection at once (grace period over, or a second stop signal). */
+  destroy(): void {
+    this.server.closeAllConnections();
+    for (const s of this.sockets) s.destroy();
+  }
+}
+
+function rejectRaw(socket: Duplex, status: number, text: string, message: string): void {
+  const body = `${status} ${text}: ${message}\n`;
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  setTimeout(() => socket.destroy(), 1000).unref();
+}

@@ -1,0 +1,313 @@
+// L7 forwarding of one HTTP request to a pool, over undici's keep-alive connection pools, with the body
+// streamed both ways (undici's dispatch handler API: back-pressure by returning false from onData and
+// calling `resume`; the request body is the client's IncomingMessage, read as the upstream accepts it).
+//
+// Contract with SPEC.md: 503 when the pool has no usable backend, 502 when the backend failed and retries
+// ran out, 504 when no response head arrived within `response_timeout`. Retries go to another backend when
+// connecting failed (for any method: nothing was sent), and for idempotent requests without a body whose
+// backend failed before a response byte.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { Backend } from './backend.js';
+import type { DataPlaneEvents, FailureReason } from './events.js';
+import type { BackendPool } from './pool.js';
+import { requestKey } from './request-key.js';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself; never forwarded upstream. */
+const REQUEST_DROP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+]);
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+]);
+
+export interface ListenerInfo {
+  readonly name: string;
+  readonly tls: boolean;
+  readonly events: DataPlaneEvents;
+  /** Set while the listener is stopping: responses carry `Connection: close`. */
+  readonly stopping: boolean;
+}
+
+/**
+ * Builds the header list sent upstream from the client's raw headers: hop-by-hop headers and those named in
+ * `Connection` removed, `X-Forwarded-For` appended to, `X-Forwarded-Proto` and `X-Forwarded-Host` set.
+ * The Host header is passed through as the client sent it (HAProxy's default).
+ */
+export function upstreamHeaders(req: IncomingMessage, tls: boolean, keepUpgrade: boolean): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  let xff: string | undefined;
+  let host: string | undefined;
+  let named: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (lower === 'connection') {
+      const v = raw[i + 1]!.toLowerCase();
+      if (v !== 'keep-alive' && v !== 'close') {
+        for (const token of v.split(',')) {
+          const t = token.trim();
+          if (t && t !== 'keep-alive' && t !== 'close' && t !== 'upgrade') (named ??= []).push(t);
+        }
+      }
+      if (keepUpgrade) out.push(name, raw[i + 1]!);
+      continue;
+    }
+    if (lower === 'upgrade' && keepUpgrade) {
+      out.push(name, raw[i + 1]!);
+      continue;
+    }
+    if (REQUEST_DROP.has(lower)) continue;
+    if (lower === 'x-forwarded-for') {
+      xff = xff === undefined ? raw[i + 1]! : `${xff}, ${raw[i + 1]!}`;
+      continue;
+    }
+    if (lower === 'host') host = raw[i + 1];
+    out.push(name, raw[i + 1]!);
+  }
+  if (named) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  const client = req.socket.remoteAddress ?? '';
+  out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
+  out.push('x-forwarded-proto', tls ? 'https' : 'http');
+  if (host !== undefined) out.push('x-forwarded-host', host);
+  return out;
+}
+
+function responseHeaders(raw: Buffer[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    if (RESPONSE_DROP.has(name.toLowerCase())) continue;
+    out.push(name, raw[i + 1]!.toString('latin1'));
+  }
+  return out;
+}
+
+function classify(err: Error & { code?: string }, connected: boolean): FailureReason {
+  const code = err.code ?? '';
+  if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET')) return 'connect';
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
+  if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
+  if (CONNECT_ERRORS.has(code)) return 'connect';
+  return 'protocol';
+}
+
+/** Writes a short plain-text error response (503/502/504/400), unless a response has started. */
+export function replyError(res: ServerResponse, status: number, message: string, close = false): void {
+  if (res.headersSent || res.destroyed) return;
+  const body = `${message}\n`;
+  const headers: Record<string, string | number> = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  };
+  if (close) headers.connection = 'close';
+  res.writeHead(status, headers);
+  res.end(body);
+}
+
+/** One client request on its way through a pool; the undici dispatch handler of its current attempt. */
+export class ProxyCall implements Dispatcher.DispatchHandler {
+  private backend: Backend | undefined;
+  private tried: Backend[] | undefined;
+  private readonly t0 = performance.now();
+  private readonly key: string | undefined;
+  private readonly hasBody: boolean;
+  private headers: string[] | undefined;
+  private abortUpstream: ((err?: Error) => void) | undefined;
+  private connected = false;
+  private finished = false;
+  private status = 0;
+  private bytesOut = 0;
+  private error: string | undefined;
+  private resumeUpstream: (() => void) | undefined;
+
+  constructor(
+    private readonly listener: ListenerInfo,
+    private readonly pool: BackendPool,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
+    const h = req.headers;
+    const cl = h['content-length'];
+    this.hasBody = h['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
+    this.key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
+    res.sendDate = false;
+    res.once('close', this.onClientClose);
+  }
+
+  start(): void {
+    const b = this.pool.pick({ key: this.key });
+    if (!b) {
+      this.status = 503;
+      this.error = 'no usable backend';
+      replyError(this.res, 503, `503 Service Unavailable: no usable backend in pool ${this.pool.name}`);
+      this.finish();
+      return;
+    }
+    this.send(b);
+  }
+
+  private send(b: Backend): void {
+    this.backend = b;
+    this.connected = false;
+    b.begin();
+    const req = this.req;
+    if (this.listener.stopping) this.res.shouldKeepAlive = false;
+    this.headers ??= upstreamHeaders(req, this.listener.tls, false);
+    b.dispatcher(this.pool.config).dispatch(
+      {
+        path: req.url ?? '/',
+        method: req.method ?? 'GET',
+        headers: this.headers,
+        body: this.hasBody ? req : null,
+      },
+      this,
+    );
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.connected = true;
+    this.abortUpstream = abort;
+    if (this.res.destroyed) abort(new Error('client closed'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    const res = this.res;
+    if (res.destroyed) {
+      this.abortUpstream?.(new Error('client closed'));
+      return false;
+    }
+    this.status = statusCode;
+    this.resumeUpstream = resume;
+    if (this.listener.stopping) res.shouldKeepAlive = false;
+    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders));
+    const b = this.backend!;
+    if (statusCode >= 500 && this.pool.config.passive?.on5xx) {
+      this.noteFailure(b, '5xx');
+    } else if (b.failStreak > 0) {
+      b.failStreak = 0;
+      this.listener.events.recovered(this.pool.name, b.name);
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.bytesOut += chunk.length;
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', this.resumeUpstream!);
+    return false;
+  }
+
+  onComplete(): void {
+    this.res.end();
+    this.finish();
+  }
+
+  onError(err: Error & { code?: string }): void {
+    if (this.finished) return;
+    const b = this.backend!;
+    b.end();
+    const res = this.res;
+    if (res.destroyed || (res.headersSent && this.status === 0)) {
+      // The client went away first; not the backend's fault.
+      this.backend = undefined;
+      this.finish();
+      return;
+    }
+    const reason = classify(err, this.connected);
+    this.noteFailure(b, reason);
+    this.error = `${reason}: ${err.code ?? err.message}`;
+    if (res.headersSent) {
+      // The response was under way: the client must see it cut, not a truncated body taken as whole.
+      this.backend = undefined;
+      res.destroy(err);
+      this.finish();
+      return;
+    }
+    const attempts = this.tried ? this.tried.length : 0;
+    if (attempts < this.pool.config.retries && this.retryable(reason)) {
+      (this.tried ??= []).push(b);
+      const next = this.pool.pickRetry({ key: this.key }, this.tried);
+      if (next) {
+        this.send(next);
+        return;
+      }
+    }
+    this.backend = undefined;
+    if (reason === 'timeout') {
+      this.status = 504;
+      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${this.pool.config.responseTimeoutMs}ms`);
+    } else {
+      this.status = 502;
+      replyError(res, 502, `502 Bad Gateway: backend ${b.name} failed (${err.code ?? err.message})`);
+    }
+    this.finish(b);
+  }
+
+  private retryable(reason: FailureReason): boolean {
+    if (reason === 'connect') return !this.req.readableDidRead;
+    if (reason === 'reset') return !this.hasBody && IDEMPOTENT.has(this.req.method ?? '');
+    return false;
+  }
+
+  private noteFailure(b: Backend, reason: FailureReason): void {
+    b.failStreak++;
+    this.listener.events.failure(this.pool.name, b.name, reason);
+  }
+
+  private readonly onClientClose = (): void => {
+    if (this.finished) return;
+    // Client disconnected before the response completed: stop the upstream exchange too.
+    this.status = this.status || 499;
+    this.error ??= 'client closed';
+    const abort = this.abortUpstream;
+    if (abort) abort(new Error('client closed'));
+    else if (this.backend) {
+      // Not yet written upstream: undici will error the request when we destroy its body, or it completes.
+      this.req.destroy();
+    }
+  };
+
+  private finish(failed?: Backend): void {
+    if (this.finished) return;
+    this.finished = true;
+    const b = this.backend;
+    if (b) b.end();
+    const retries = this.tried ? this.tried.length : 0;
+    this.listener.events.done({
+      kind: 'http',
+      listener: this.listener.name,
+      pool: this.pool.name,
+      backend: (b ?? failed)?.name ?? '',
+      status: this.status,
+      method: this.req.method ?? '',
+      path: this.req.url ?? '',
+      client: this.req.socket.remoteAddress ?? '',
+      bytesIn: Number(this.req.headers['content-length']) || 0,
+      bytesOut: this.bytesOut,
+      seconds: (performance.now() - this.t0) / 1000,
+      retries,
+      error: this.error,
+    });
+  }
+}

@@ -1,0 +1,49 @@
+// What the data plane needs of a listener of either protocol, and binding with errors that name the address.
+
+import type net from 'node:net';
+import type https from 'node:https';
+import type { Address, ListenerConfig } from '../../config/model.js';
+import type { BackendPool } from './pool.js';
+
+export interface Listener {
+  readonly name: string;
+  readonly protocol: 'http' | 'tcp';
+  cfg: ListenerConfig;
+  /** Open client connections. */
+  readonly connections: number;
+  listen(): Promise<void>;
+  update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void;
+  /** Stops accepting new connections; resolves when every connection has closed. */
+  stop(): Promise<void>;
+  /** Ends every open connection now. */
+  destroy(): void;
+}
+
+/** TLS settings for an https listener, built by the caller from `listeners.NAME.tls`. */
+export interface TlsMaterial {
+  options: https.ServerOptions;
+  /** Hooks SNI and certificate reloads onto the server. */
+  attach(server: https.Server): void;
+}
+
+export class ListenError extends Error {
+  readonly code = 'LISTEN_FAILED';
+  constructor(
+    readonly listener: string,
+    readonly address: string,
+    override readonly cause: Error & { code?: string },
+  ) {
+    super(`listener ${listener}: cannot listen on ${address}: ${cause.code ?? cause.message}`);
+  }
+}
+
+export function listenServer(server: net.Server, addr: Address, exclusive = false): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive }, () => {
+      server.removeListener('error', onError);
+      resolve();
+    });
+  });
+}

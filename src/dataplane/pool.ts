@@ -1,0 +1,77 @@
+// A pool at runtime: its backends (state records kept across reloads), the algorithm's Picker over them,
+// and selection with failover. The Picker is immutable in membership and weights; any such change builds a
+// new one (see algorithms/types.ts).
+
+import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
+import type { HashKey, PoolConfig } from '../../config/model.js';
+import { Backend, type BackendControl } from './backend.js';
+
+export class BackendPool {
+  readonly name: string;
+  config: PoolConfig;
+  algorithm: Algorithm;
+  backends: Backend[] = [];
+  private byName = new Map<string, Backend>();
+  private picker: Picker<Backend>;
+  /** The hash key to extract from a request, when the algorithm uses one. */
+  hashKey: HashKey | undefined;
+
+  private readonly usable = (b: Backend): boolean => b.usable;
+
+  constructor(config: PoolConfig, algorithm: Algorithm, previous?: BackendPool) {
+    this.name = config.name;
+    this.config = config;
+    this.algorithm = algorithm;
+    this.hashKey = algorithm.usesKey ? (config.hashKey ?? { kind: 'client-ip' }) : undefined;
+    for (const bc of config.backends) {
+      let b = previous?.byName.get(bc.name);
+      if (b) {
+        const addressChanged = b.address.text !== bc.address.text;
+        b.address = bc.address;
+        if (addressChanged || timeoutsChanged(previous!.config, config)) b.resetDispatcher();
+      } else {
+        b = new Backend(bc);
+      }
+      this.backends.push(b);
+      this.byName.set(b.name, b);
+    }
+    if (previous) {
+      for (const old of previous.backends) if (!this.byName.has(old.name)) old.retire();
+    }
+    this.picker = algorithm.create(this.backends);
+  }
+
+  get(name: string): Backend | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Applies the primary's decision for one backend; rebuilds the picker when the weight changed. */
+  control(name: string, c: BackendControl): boolean {
+    const b = this.byName.get(name);
+    if (!b) return false;
+    if (b.control(c)) this.picker = this.algorithm.create(this.backends);
+    return true;
+  }
+
+  /** First choice for a request. */
+  pick(ctx: PickContext): Backend | undefined {
+    return this.picker.pick(ctx, this.usable);
+  }
+
+  /**
+   * A retry's choice: a usable backend not tried yet for this request; when every usable one was tried,
+   * any usable one (a kept-alive connection closed under a request is worth retrying on the same backend).
+   */
+  pickRetry(ctx: PickContext, tried: readonly Backend[]): Backend | undefined {
+    return this.picker.pick(ctx, (b) => b.usable && !tried.includes(b)) ?? this.picker.pick(ctx, this.usable);
+  }
+
+  /** Closes idle upstream connections of all backends (stop). */
+  close(): void {
+    for (const b of this.backends) b.retire();
+  }
+}
+
+function timeoutsChanged(a: PoolConfig, b: PoolConfig): boolean {
+  return a.connectTimeoutMs !== b.connectTimeoutMs || a.responseTimeoutMs !== b.responseTimeoutMs;
+}

@@ -1,0 +1,126 @@
+// A `tcp` (L4) listener: each client connection is spliced to one backend connection, with back-pressure and
+// half-close; a failed connect is retried on another backend before any client byte is forwarded.
+
+import net from 'node:net';
+import type { ListenerConfig } from '../../config/model.js';
+import { connectUpstream, splice } from './connect.js';
+import type { DataPlaneEvents } from './events.js';
+import { listenServer, type Listener } from './listener.js';
+import type { BackendPool } from './pool.js';
+
+export class TcpListener implements Listener {
+  readonly name: string;
+  readonly protocol = 'tcp';
+  cfg: ListenerConfig;
+  private pool: BackendPool;
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private stopped: (() => void) | undefined;
+
+  constructor(
+    cfg: ListenerConfig,
+    pools: ReadonlyMap<string, BackendPool>,
+    private readonly events: DataPlaneEvents,
+  ) {
+    this.name = cfg.name;
+    this.cfg = cfg;
+    this.pool = pools.get(cfg.pool)!;
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.onConnection);
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
+    this.cfg = cfg;
+    this.pool = pools.get(cfg.pool)!;
+  }
+
+  listen(): Promise<void> {
+    return listenServer(this.server, this.cfg.listen);
+  }
+
+  private readonly onConnection = (client: net.Socket): void => {
+    if (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections) {
+      client.destroy();
+      return;
+    }
+    this.sockets.add(client);
+    const pool = this.pool;
+    const t0 = performance.now();
+    const remote = client.remoteAddress ?? '';
+    const idle = this.cfg.idleTimeoutMs;
+    // Until spliced, an error (reset) only needs the socket gone; 'close' cancels the connect attempts.
+    const early = (): void => {
+      client.destroy();
+    };
+    client.on('error', early);
+    let cancel: (() => void) | undefined;
+    const onEarlyClose = (): void => cancel?.();
+    client.once('close', () => {
+      this.sockets.delete(client);
+      if (this.stopped && this.sockets.size === 0) this.stopped();
+    });
+    client.once('close', onEarlyClose);
+    cancel = connectUpstream(pool, pool.hashKey ? remote : undefined, this.events, (err, ok) => {
+      client.removeListener('close', onEarlyClose);
+      if (err || !ok) {
+        client.destroy();
+        this.record(pool.name, err?.backend?.name ?? '', remote, t0, 0, 0, err?.retries ?? 0, err?.error ?? 'failed');
+        return;
+      }
+      if (client.destroyed) {
+        ok.socket.destroy();
+        ok.backend.end();
+        return;
+      }
+      client.removeListener('error', early);
+      const up = ok.socket;
+      if (idle > 0) {
+        const onIdle = (): void => {
+          client.destroy();
+          up.destroy();
+        };
+        client.setTimeout(idle, onIdle);
+        up.setTimeout(idle, onIdle);
+      }
+      splice(client, up, () => {
+        ok.backend.end();
+        this.record(pool.name, ok.backend.name, remote, t0, client.bytesRead, client.bytesWritten, ok.retries);
+      });
+      client.resume();
+    });
+  };
+
+  private record(pool: string, backend: string, client: string, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
+    this.events.done({
+      kind: 'tcp',
+      listener: this.name,
+      pool,
+      backend,
+      status: 0,
+      method: '',
+      path: '',
+      client,
+      bytesIn,
+      bytesOut,
+      seconds: (performance.now() - t0) / 1000,
+      retries,
+      error,
+    });
+  }
+
+  /** Stops accepting; open connections carry on until they end (the caller bounds this by the grace period). */
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close();
+      if (this.sockets.size === 0) resolve();
+      else this.stopped = resolve;
+    });
+  }
+
+  destroy(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+}

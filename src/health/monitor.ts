@@ -1,0 +1,323 @@
+// Health of every backend, decided once, in the primary: active checks (`[pools.NAME.health_check]`) and
+// passive outlier ejection from the workers' failure reports (`[pools.NAME.passive]`). The primary pushes
+// each decision to every worker through `changed`.
+//
+// Decision (active checks; HAProxy `inter`/`rise`/`fall` semantics, see machine.ts):
+// - A backend of a pool with active checks starts `unchecked` and receives traffic. The first passing
+//   check makes it `up` at once; `fall` consecutive failures make it `down` (from `unchecked` or `up`);
+//   `rise` consecutive passes make a `down` one `up`. A backend dead at start is therefore out of traffic
+//   within `interval` x `fall` (+ one `timeout`).
+// - Without active checks a backend is `up` (StateStore.apply sets that).
+// - Checks run one at a time per backend on the grid `offset + k * interval`; the offsets spread a pool's
+//   backends evenly over the interval (HAProxy `spread-checks`). A check that overruns skips the missed
+//   slots. Each result is stored in `record.lastCheck`.
+//
+// Decision (passive; Envoy outlier detection `consecutive_5xx`/`base_ejection_time`, HAProxy `observe`):
+// - Workers report each failed request/connection (connect, timeout, reset, protocol; 5xx only with
+//   `on_5xx`) and `recovered` after a success. Reports from all workers add up in `record.passiveStreak`;
+//   `recovered` resets it. At `max_failures` the backend is ejected for `eject_for`: health `down`,
+//   reason "passive: N consecutive failures (last: reset)". Reports during an ejection are ignored.
+// - When the ejection ends the backend gets the active verdict back (`up` without active checks).
+//   Active checks keep running while it is ejected, but their passes do not re-admit it early.
+//
+// Slow start (`slow_start`, HAProxy `slowstart`): when a backend goes from `down` to serving,
+// `record.upSince` is set; StateStore.control() ramps the weight from it, and `changed(record,
+// 'slow start')` is called SLOW_START_STEPS times over the window so that workers get the ramped weight;
+// the last call clears `upSince` (full weight). Going `down` ends the ramp.
+//
+// Every change of `record.health` calls `changed(record, why)` exactly once, with the reason, and sets
+// `record.reason` to it.
+//
+// Reload (`apply` again): backends that survive (same pool and name) keep their state, counters, streaks
+// and history; their checks keep their schedule unless the check config changed (then they restart on a
+// new offset). Removed backends stop; new ones start. `stop()` clears every timer and aborts in-flight
+// checks.
+
+import type { Address, HealthCheckConfig, LbConfig, PassiveConfig } from '../../config/model.js';
+import type { CheckResult, BackendRecord, StateStore } from '../daemon/state.js';
+import type { HealthState } from '../dataplane/backend.js';
+import type { FailureReason } from '../dataplane/events.js';
+import type { Logger } from '../log.js';
+import {
+  activeStep,
+  checkOffset,
+  countsAsFailure,
+  effectiveHealth,
+  ejectionReason,
+  initialActive,
+  nextSlot,
+  SLOW_START_STEPS,
+  type ActiveState,
+} from './machine.js';
+import { probe } from './probe.js';
+import { Timers } from './timers.js';
+
+interface Entry {
+  pool: string;
+  backend: string;
+  key: string;
+  address: Address;
+  check: HealthCheckConfig | undefined;
+  /** JSON of `check`; '' without active checks. A change restarts the check schedule. */
+  checkSig: string;
+  passive: PassiveConfig | undefined;
+  active: ActiveState;
+  /** Reason of the last active verdict change, restored when an ejection ends on a `down` verdict. */
+  activeWhy: string | undefined;
+  passCount: number;
+  failCount: number;
+  inflight: AbortController | undefined;
+  /** Bumped whenever the check schedule restarts or stops: continuations of older checks drop out. */
+  gen: number;
+}
+
+export interface CheckCount {
+  pool: string;
+  backend: string;
+  result: 'pass' | 'fail';
+  value: number;
+}
+
+export class HealthMonitor {
+  private readonly entries = new Map<string, Entry>();
+  private readonly timers: Timers;
+  private stopped = false;
+
+  constructor(
+    private readonly state: StateStore,
+    private readonly changed: (r: BackendRecord, why: string) => void,
+    private readonly logger: () => Logger,
+  ) {
+    this.timers = new Timers((key, err) => {
+      this.logger().error({ timer: key, err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'health monitor: timer callback failed');
+    });
+  }
+
+  /** Takes a config (at start and after each reload), after StateStore.apply has taken it. */
+  apply(config: LbConfig): void {
+    if (this.stopped) return;
+    const seen = new Set<string>();
+    for (const pool of Object.values(config.pools)) {
+      const hc = pool.healthCheck;
+      const sig = hc ? JSON.stringify(hc) : '';
+      pool.backends.forEach((b, index) => {
+        const key = JSON.stringify([pool.name, b.name]);
+        seen.add(key);
+        const offset = hc ? checkOffset(index, pool.backends.length, hc.intervalMs) : 0;
+        let e = this.entries.get(key);
+        if (!e) {
+          e = {
+            pool: pool.name,
+            backend: b.name,
+            key,
+            address: b.address,
+            check: hc,
+            checkSig: sig,
+            passive: pool.passive,
+            active: initialActive(!!hc),
+            activeWhy: undefined,
+            passCount: 0,
+            failCount: 0,
+            inflight: undefined,
+            gen: 0,
+          };
+          this.entries.set(key, e);
+          if (hc) this.scheduleCheck(e, Date.now() + offset);
+          return;
+        }
+        e.address = b.address;
+        e.passive = pool.passive;
+        if (e.checkSig !== sig) {
+          this.stopChecks(e);
+          e.check = hc;
+          e.checkSig = sig;
+          if (hc) {
+            this.scheduleCheck(e, Date.now() + offset);
+          } else {
+            // No more active checks: the backend is `up` unless ejected (StateStore.apply only lifts `unchecked`).
+            e.active = initialActive(false);
+            e.activeWhy = 'health check removed';
+            this.settle(e, 'health check removed');
+          }
+        }
+        const r = this.state.get(e.pool, e.backend);
+        if (r?.ejectedUntil !== undefined && !e.passive) this.readmit(e, 'passive checks removed');
+        if (r?.upSince !== undefined && !(pool.slowStartMs > 0)) this.rampStep(e);
+      });
+    }
+    for (const [key, e] of this.entries) {
+      if (seen.has(key)) continue;
+      this.stopChecks(e);
+      this.timers.clear(`${key}|eject`);
+      this.timers.clear(`${key}|ramp`);
+      this.entries.delete(key);
+    }
+  }
+
+  /** A worker saw `backend` fail a request or connection. */
+  failure(pool: string, backend: string, reason: FailureReason): void {
+    if (this.stopped) return;
+    const e = this.entries.get(JSON.stringify([pool, backend]));
+    const r = this.state.get(pool, backend);
+    if (!e || !r || !e.passive || !countsAsFailure(reason, e.passive.on5xx)) return;
+    if (r.ejectedUntil !== undefined) return;
+    r.passiveStreak++;
+    if (r.passiveStreak >= e.passive.maxFailures) this.eject(e, r, reason);
+  }
+
+  /** A worker saw `backend` succeed after a failure: the consecutive-failure streak starts over. */
+  recovered(pool: string, backend: string): void {
+    if (this.stopped) return;
+    const r = this.state.get(pool, backend);
+    if (r && r.ejectedUntil === undefined) r.passiveStreak = 0;
+  }
+
+  /**
+   * Runs one active check of `backend` now and feeds its result into the state machine, as the scheduler
+   * does. Resolves with the result; undefined when the backend has no active check, a check of it is
+   * already in flight, or the check was aborted (reload, stop) and its result discarded.
+   */
+  async checkOnce(pool: string, backend: string): Promise<CheckResult | undefined> {
+    const e = this.entries.get(JSON.stringify([pool, backend]));
+    if (this.stopped || !e || !e.check || e.inflight) return undefined;
+    const check = e.check;
+    const gen = e.gen;
+    const ac = new AbortController();
+    e.inflight = ac;
+    let res;
+    try {
+      res = await probe(e.address, check, ac.signal);
+    } finally {
+      if (e.inflight === ac) e.inflight = undefined;
+    }
+    if (res.aborted || this.stopped || gen !== e.gen || this.entries.get(e.key) !== e) return undefined;
+    const r = this.state.get(pool, backend);
+    if (!r) return undefined;
+    const result: CheckResult = { ok: res.ok, detail: res.detail, at: Date.now(), ms: res.ms };
+    r.lastCheck = result;
+    if (res.ok) e.passCount++;
+    else e.failCount++;
+    this.logger().debug({ pool, backend, ok: res.ok, detail: res.detail, ms: res.ms }, 'health check');
+    const t = activeStep(e.active, res.ok, res.detail, check.rise, check.fall);
+    if (t) {
+      e.activeWhy = t.why;
+      if (r.ejectedUntil !== undefined) {
+        this.logger().info({ pool, backend, active: t.to, reason: t.why, ejectedUntil: new Date(r.ejectedUntil).toISOString() }, 'active check verdict changed; backend stays ejected');
+      } else {
+        this.settle(e, t.why);
+      }
+    }
+    return result;
+  }
+
+  /** Active check results so far (monotonic; kept across reloads for surviving backends). */
+  checkCounts(): CheckCount[] {
+    const out: CheckCount[] = [];
+    for (const e of this.entries.values()) {
+      if (!e.check && e.passCount === 0 && e.failCount === 0) continue;
+      out.push({ pool: e.pool, backend: e.backend, result: 'pass', value: e.passCount });
+      out.push({ pool: e.pool, backend: e.backend, result: 'fail', value: e.failCount });
+    }
+    return out;
+  }
+
+  /** Clears every timer and aborts in-flight checks; the monitor does nothing afterwards. */
+  stop(): void {
+    this.stopped = true;
+    this.timers.clearAll();
+    for (const e of this.entries.values()) this.stopChecks(e);
+  }
+
+  // ---- internals ----------------------------------------------------------------------------------------
+
+  private scheduleCheck(e: Entry, at: number): void {
+    const gen = e.gen;
+    this.timers.set(`${e.key}|check`, at - Date.now(), async () => {
+      await this.checkOnce(e.pool, e.backend);
+      if (this.stopped || gen !== e.gen || this.entries.get(e.key) !== e || !e.check) return;
+      this.scheduleCheck(e, nextSlot(at, e.check.intervalMs, Date.now()));
+    });
+  }
+
+  private stopChecks(e: Entry): void {
+    e.gen++;
+    this.timers.clear(`${e.key}|check`);
+    e.inflight?.abort();
+    e.inflight = undefined;
+  }
+
+  /** Brings `record.health` to the effective verdict; a change goes through `transition`. */
+  private settle(e: Entry, why: string): void {
+    const r = this.state.get(e.pool, e.backend);
+    if (!r) return;
+    const to = effectiveHealth(e.active, r.ejectedUntil !== undefined);
+    if (r.health !== to) this.transition(e, r, to, why);
+  }
+
+  private transition(e: Entry, r: BackendRecord, to: HealthState, why: string): void {
+    const from = r.health;
+    r.health = to;
+    r.reason = why;
+    if (to === 'down') {
+      this.timers.clear(`${e.key}|ramp`);
+      r.upSince = undefined;
+    } else if (from === 'down' && (this.state.pools[e.pool]?.slowStartMs ?? 0) > 0) {
+      r.upSince = Date.now();
+      this.scheduleRamp(e);
+    }
+    this.notify(r, why);
+  }
+
+  private notify(r: BackendRecord, why: string): void {
+    try {
+      this.changed(r, why);
+    } catch (err) {
+      this.logger().error({ pool: r.pool, backend: r.name, reason: why, err: (err as Error).message }, 'health monitor: state change handler failed');
+    }
+  }
+
+  private eject(e: Entry, r: BackendRecord, last: FailureReason): void {
+    const ejectFor = e.passive?.ejectForMs ?? 0;
+    const why = ejectionReason(r.passiveStreak, last);
+    r.ejectedUntil = Date.now() + ejectFor;
+    this.timers.set(`${e.key}|eject`, ejectFor, () => this.readmit(e, 'ejection over'));
+    if (r.health === 'down') {
+      this.logger().info({ pool: e.pool, backend: e.backend, reason: why, ejectForMs: ejectFor }, 'backend ejected while already down');
+      return;
+    }
+    this.transition(e, r, 'down', why);
+  }
+
+  private readmit(e: Entry, why: string): void {
+    this.timers.clear(`${e.key}|eject`);
+    const r = this.state.get(e.pool, e.backend);
+    if (!r || r.ejectedUntil === undefined) return;
+    r.ejectedUntil = undefined;
+    r.passiveStreak = 0;
+    if (e.active.health === 'down' && e.activeWhy !== undefined) r.reason = e.activeWhy;
+    this.settle(e, why);
+  }
+
+  private scheduleRamp(e: Entry): void {
+    const r = this.state.get(e.pool, e.backend);
+    const window = this.state.pools[e.pool]?.slowStartMs ?? 0;
+    if (!r || r.upSince === undefined) return;
+    const left = r.upSince + window - Date.now();
+    this.timers.set(`${e.key}|ramp`, Math.min(Math.max(1, Math.ceil(window / SLOW_START_STEPS)), Math.max(0, left)), () => this.rampStep(e));
+  }
+
+  /** One slow-start push: the ramped weight, or, at the end of the window, full weight (upSince cleared). */
+  private rampStep(e: Entry): void {
+    this.timers.clear(`${e.key}|ramp`);
+    const r = this.state.get(e.pool, e.backend);
+    if (!r || r.upSince === undefined) return;
+    const window = this.state.pools[e.pool]?.slowStartMs ?? 0;
+    if (window <= 0 || Date.now() - r.upSince >= window) {
+      r.upSince = undefined;
+      this.notify(r, 'slow start');
+      return;
+    }
+    this.notify(r, 'slow start');
+    this.scheduleRamp(e);
+  }
+}

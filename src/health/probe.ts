@@ -1,0 +1,152 @@
+// Active health probes: one `http` GET or one `tcp` connect against one backend. Contract: a probe never
+// rejects and never throws; it resolves exactly once with a verdict, what was seen and how long it took,
+// within `timeoutMs` (connect, request and the whole response included), or when `signal` aborts.
+//
+// Every probe uses a fresh connection (`agent: false`, `Connection: close`), as HAProxy's `option httpchk`
+// and Envoy's HTTP health checker do by default, so a check never rides on, nor keeps, a pooled connection.
+
+import http from 'node:http';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Address, HealthCheckConfig } from '../../config/model.js';
+
+export interface ProbeResult {
+  ok: boolean;
+  /** What was seen: "200", "status 503 not in 200-399", "timeout after 1000ms", "ECONNREFUSED", "connected". */
+  detail: string;
+  /** Duration in milliseconds, 0.1 ms resolution. */
+  ms: number;
+  /** True when `signal` ended the probe: the result says nothing about the backend. */
+  aborted?: boolean;
+}
+
+export interface HttpProbeOptions {
+  path: string;
+  /** Host header; default the backend address as written ("10.0.0.1:3000", "[::1]:8080"). */
+  host?: string;
+  /** Inclusive status ranges that pass. */
+  expectStatus: Array<[number, number]>;
+  timeoutMs: number;
+}
+
+export const USER_AGENT = 'lb-health-check';
+
+/** "200-399", "200,204", "200-299,404". */
+export function formatStatusRanges(ranges: Array<[number, number]>): string {
+  return ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
+}
+
+export function statusMatches(status: number, ranges: Array<[number, number]>): boolean {
+  return ranges.some(([a, b]) => status >= a && status <= b);
+}
+
+function errorDetail(err: unknown): string {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code ?? e?.message ?? String(err);
+}
+
+/**
+ * Runs `body` with a settle-once callback, a deadline of `timeoutMs` and the abort signal wired in;
+ * `cleanup` runs once, whichever way the probe ends.
+ */
+function guarded(
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  body: (settle: (ok: boolean, detail: string) => void, onCleanup: (fn: () => void) => void) => void,
+  onTimeout: () => string = () => `timeout after ${timeoutMs}ms`,
+): Promise<ProbeResult> {
+  const t0 = performance.now();
+  return new Promise<ProbeResult>((resolve) => {
+    let done = false;
+    const cleanups: Array<() => void> = [];
+    const finish = (r: Omit<ProbeResult, 'ms'>): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      for (const fn of cleanups) {
+        try {
+          fn();
+        } catch {
+          // cleanup of a finished probe: nothing left to report
+        }
+      }
+      resolve({ ...r, ms: Math.round((performance.now() - t0) * 10) / 10 });
+    };
+    const onAbort = (): void => finish({ ok: false, detail: 'aborted', aborted: true });
+    const timer = setTimeout(() => finish({ ok: false, detail: onTimeout() }), timeoutMs);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      body(
+        (ok, detail) => finish({ ok, detail }),
+        (fn) => cleanups.push(fn),
+      );
+    } catch (err) {
+      finish({ ok: false, detail: errorDetail(err) });
+    }
+  });
+}
+
+/**
+ * GET `path`; passes when the status is in `expectStatus`. The response body is read to its end (within
+ * the same deadline) so the server sees an orderly close rather than a reset.
+ */
+export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: AbortSignal): Promise<ProbeResult> {
+  let status: number | undefined;
+  return guarded(
+    opts.timeoutMs,
+    signal,
+    (settle, onCleanup) => {
+      const req = http.request({
+        host: address.host,
+        port: address.port,
+        method: 'GET',
+        path: opts.path,
+        agent: false,
+        headers: {
+          host: opts.host ?? address.text,
+          connection: 'close',
+          'user-agent': USER_AGENT,
+          accept: '*/*',
+        },
+      });
+      onCleanup(() => req.destroy());
+      req.on('error', (err) => settle(false, errorDetail(err)));
+      req.on('response', (res) => {
+        status = res.statusCode ?? 0;
+        const code = status;
+        const verdict = (): void =>
+          statusMatches(code, opts.expectStatus)
+            ? settle(true, `${code}`)
+            : settle(false, `status ${code} not in ${formatStatusRanges(opts.expectStatus)}`);
+        res.on('end', verdict);
+        res.on('error', (err) => settle(false, errorDetail(err)));
+        res.on('close', () => {
+          if (!res.complete) settle(false, `status ${code}, response cut short`);
+        });
+        res.resume();
+      });
+      req.end();
+    },
+    () => (status === undefined ? `timeout after ${opts.timeoutMs}ms` : `timeout after ${opts.timeoutMs}ms reading the body (status ${status})`),
+  );
+}
+
+/** TCP connect; passes once the handshake completes, then closes the connection. */
+export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
+  return guarded(timeoutMs, signal, (settle, onCleanup) => {
+    const sock = net.connect({ host: address.host, port: address.port });
+    onCleanup(() => sock.destroy());
+    sock.on('connect', () => settle(true, 'connected'));
+    sock.on('error', (err) => settle(false, errorDetail(err)));
+  });
+}
+
+/** The probe a pool's `[health_check]` table asks for. */
+export function probe(address: Address, check: HealthCheckConfig, signal?: AbortSignal): Promise<ProbeResult> {
+  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal);
+  const opts: HttpProbeOptions = { path: check.path, expectStatus: check.expectStatus, timeoutMs: check.timeoutMs };
+  if (check.host !== undefined) opts.host = check.host;
+  return probeHttp(address, opts, signal);
+}

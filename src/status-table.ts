@@ -1,0 +1,43 @@
+// `lb status` as a table for people (`--json` prints the admin answer as it is).
+
+export interface StatusBackend {
+  name: string;
+  address: string;
+  state: string;
+  weight: number;
+  configWeight: number;
+  inflight: number;
+  reason: string | null;
+  lastCheck: { ok: boolean; detail: string; ageMs: number; ms: number } | null;
+}
+export interface StatusResult {
+  config: string;
+  pid: number;
+  uptimeSeconds: number;
+  workers: { configured: number; answered: number; asked: number };
+  pools: Array<{ name: string; algorithm: string; healthCheck: string | null; backends: StatusBackend[] }>;
+}
+
+export function renderStatus(s: StatusResult): string {
+  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'WEIGHT', 'INFLIGHT', 'LAST CHECK']];
+  for (const p of s.pools) {
+    for (const b of p.backends) {
+      const weight = b.weight === b.configWeight ? String(b.weight) : `${b.weight} (config ${b.configWeight})`;
+      const check = b.lastCheck ? `${b.lastCheck.ok ? 'pass' : 'fail'} ${b.lastCheck.detail}, ${formatAge(b.lastCheck.ageMs)} ago` : p.healthCheck ? 'pending' : '-';
+      rows.push([p.name, b.name, b.address, b.state, weight, String(b.inflight), check]);
+    }
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
+  const missing = s.workers.asked - s.workers.answered;
+  const head = `lb pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config}`;
+  return `${head}\n${lines.join('\n')}\n`;
+}
+
+function formatAge(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s}s`;
+  const m = Math.round(s / 60);
+  return m < 120 ? `${m}m` : `${Math.round(m / 60)}h`;
+}
