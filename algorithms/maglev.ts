@@ -1,0 +1,153 @@
+// `maglev`: Maglev hashing (Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load Balancer",
+// NSDI 2016, §3.4, Pseudocode 1), with a lookup table of M = 65537 entries (prime, as the paper and Envoy
+// use). Compared with consistent-hash: O(1) lookups and near-perfect balance, at the cost of slightly more
+// than the minimal disruption when the membership changes.
+//
+// Each backend with weight > 0 gets a permutation of the table slots from its name:
+// offset = murmur3_32(name, OFFSET_SEED) mod M, skip = murmur3_32(name, SKIP_SEED) mod (M - 1) + 1,
+// permutation[j] = (offset + j * skip) mod M. The population loop lets backends claim their next free
+// preferred slot in turns until the table is full.
+//
+// Weights: Envoy's weighted Maglev (MaglevTable's constructor in
+// source/extensions/load_balancing_policies/maglev/maglev_lb.cc): in iteration t = 1, 2, ... a backend of
+// weight w takes a turn when t * w >= counts, and its counts then grow by max(weight). A backend of the
+// largest weight takes a turn every iteration, one of a third of it every third, so table shares follow
+// the weights, fractional ones included.
+//
+// Lookup: table[murmur3_32(key) mod M]. When that backend is unusable, the walk goes forward through the
+// table to the first entry whose backend is usable (each backend asked once); since consecutive entries
+// belong to independent backends, a down backend's keys spread over the others by their shares, and no
+// key of a usable backend moves. The table depends only on names and weights (turns are taken in name
+// order, not config order), so every process maps a key alike. A weight change rebuilds the whole table
+// (the Picker is immutable, see types.ts): about 6 ms for 10 backends, 10 ms for 100. Without a key:
+// round-robin.
+
+import { HASH_SEED, murmur3_32 } from './hash.js';
+import { roundRobin } from './round-robin.js';
+import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+
+/** Lookup table size: prime (every skip in 1 .. M-1 then visits all slots), the paper's and Envoy's default. */
+export const TABLE_SIZE = 65537;
+/** Seeds of the two name hashes giving a backend's offset and skip. */
+export const OFFSET_SEED = 0x4d41474c; // "MAGL"
+export const SKIP_SEED = 0x45562d32; // "EV-2"
+
+/** Sentinel for an empty slot while the table is built. */
+const EMPTY = 0xffffffff;
+
+class MaglevPicker<B extends Candidate> implements Picker<B> {
+  /** Backends with weight > 0, sorted by name, and their indexes in the list given to create. */
+  private readonly list: B[];
+  private readonly index: number[];
+  /**
+   * table[slot] = position in `list`; empty when no backend has weight > 0. 16-bit entries (128 KiB, kinder
+   * to the CPU cache than 256 KiB) unless there are more than 65536 backends.
+   */
+  private readonly table: Uint16Array | Uint32Array;
+  /** Number of distinct backends holding at least one slot: the failover walk stops after asking them all. */
+  private readonly present: number;
+  private readonly seen: Uint32Array;
+  private generation = 0;
+  private readonly fallback: Picker<B>;
+
+  constructor(candidates: readonly B[]) {
+    const live = candidates.map((c, i) => ({ c, i })).filter((e) => e.c.weight > 0);
+    live.sort((a, b) => (a.c.name < b.c.name ? -1 : a.c.name > b.c.name ? 1 : 0));
+    this.list = live.map((e) => e.c);
+    this.index = live.map((e) => e.i);
+    this.fallback = roundRobin.create(candidates);
+    const n = live.length;
+    this.seen = new Uint32Array(n);
+    if (n === 0) {
+      this.table = new Uint32Array(0);
+      this.present = 0;
+      return;
+    }
+    const table = populate(this.list);
+    this.table = n <= 0x10000 ? Uint16Array.from(table) : table;
+    const has = new Uint8Array(n);
+    for (let s = 0; s < TABLE_SIZE; s++) has[this.table[s]!] = 1;
+    this.present = has.reduce((a, b) => a + b, 0);
+  }
+
+  /** O(1) when the key's backend is usable; otherwise a forward walk, each backend asked at most once. */
+  pick(ctx: PickContext, usable: Usable<B>): B | undefined {
+    const key = ctx.key;
+    if (key === undefined) return this.fallback.pick(ctx, usable);
+    const { table, list, index } = this;
+    if (table.length === 0) return undefined;
+
+    let s = mod65537(murmur3_32(key, HASH_SEED));
+    let o = table[s]!;
+    if (usable(list[o]!, index[o]!)) return list[o];
+
+    if (this.present === 1) return undefined;
+    const seen = this.seen;
+    const gen = this.nextGeneration();
+    seen[o] = gen;
+    let asked = 1;
+    for (let step = 1; step < TABLE_SIZE; step++) {
+      if (++s === TABLE_SIZE) s = 0;
+      o = table[s]!;
+      if (seen[o] === gen) continue;
+      if (usable(list[o]!, index[o]!)) return list[o];
+      seen[o] = gen;
+      if (++asked === this.present) return undefined;
+    }
+    return undefined;
+  }
+
+  private nextGeneration(): number {
+    if (this.generation === 0xffffffff) {
+      this.seen.fill(0);
+      this.generation = 0;
+    }
+    return ++this.generation;
+  }
+}
+
+/** h mod 65537 for an unsigned 32-bit h, in int32 arithmetic: 2^16 = -1 (mod 65537). */
+function mod65537(h: number): number {
+  const r = (h & 0xffff) - (h >>> 16);
+  return r < 0 ? r + TABLE_SIZE : r;
+}
+
+/** Pseudocode 1 of the paper with Envoy's weighted turns; `list` is in name order, all weights > 0. */
+function populate(list: readonly Candidate[]): Uint32Array {
+  const n = list.length;
+  const next = new Float64Array(n); // current slot of each backend's permutation
+  const skip = new Float64Array(n);
+  const weight = new Float64Array(n);
+  const counts = new Float64Array(n);
+  let maxWeight = 0;
+  for (let o = 0; o < n; o++) {
+    const c = list[o]!;
+    next[o] = murmur3_32(c.name, OFFSET_SEED) % TABLE_SIZE;
+    skip[o] = (murmur3_32(c.name, SKIP_SEED) % (TABLE_SIZE - 1)) + 1;
+    weight[o] = c.weight;
+    if (c.weight > maxWeight) maxWeight = c.weight;
+  }
+
+  const table = new Uint32Array(TABLE_SIZE).fill(EMPTY);
+  let filled = 0;
+  for (let iteration = 1; ; iteration++) {
+    for (let o = 0; o < n; o++) {
+      if (iteration * weight[o]! < counts[o]!) continue;
+      counts[o] = counts[o]! + maxWeight;
+      let slot = next[o]!;
+      while (table[slot] !== EMPTY) slot = (slot + skip[o]!) % TABLE_SIZE;
+      table[slot] = o;
+      next[o] = (slot + skip[o]!) % TABLE_SIZE;
+      if (++filled === TABLE_SIZE) return table;
+    }
+  }
+}
+
+export const maglev: Algorithm = {
+  name: 'maglev',
+  usesWeights: true,
+  usesKey: true,
+  create: <B extends Candidate>(candidates: readonly B[]): Picker<B> => new MaglevPicker(candidates),
+};
+
+export default maglev;

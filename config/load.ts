@@ -1,0 +1,712 @@
+// Raw TOML text -> validated LbConfig, or every problem found, each with file, line, column and key path.
+// Three stages, all of whose issues are reported together: TOML syntax (smol-toml; a syntax error stops
+// there), the schema (config/schema.ts, every TypeBox error mapped to a short message), then semantic
+// checks that the schema cannot express (cross references, value ranges of durations and addresses,
+// combinations of keys). A semantic check is skipped where the schema already reported the same key or
+// one of its ancestors, so one mistake gives one message.
+
+import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors';
+import type { TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { parse, TomlError } from 'smol-toml';
+import { algorithms, isModulePath } from '../algorithms/registry.js';
+import { ADDRESS_PATTERN, tryParseAddress } from './address.js';
+import { DURATION_PATTERN, formatDuration, tryParseDuration } from './duration.js';
+import { createLocator, type Locator, type PathSegment } from './locate.js';
+import type {
+  Address,
+  BackendConfig,
+  ConfigIssue,
+  HashKey,
+  HealthCheckConfig,
+  LbConfig,
+  ListenerConfig,
+  LogLevel,
+  PassiveConfig,
+  PoolConfig,
+  RouteConfig,
+  TlsConfig,
+} from './model.js';
+import {
+  ConfigSchema,
+  DEFAULTS,
+  EXPECT_STATUS_PATTERN,
+  HASH_KEY_PATTERN,
+  MODULE_PATH_PATTERN,
+  PATH_PREFIX_PATTERN,
+  ROUTE_HOST_PATTERN,
+  BACKEND_NAME_PATTERN,
+} from './schema.js';
+
+export interface LoadResult {
+  /** Present only when `issues` is empty. */
+  config?: LbConfig;
+  /** In file order. */
+  issues: ConfigIssue[];
+}
+
+/**
+ * Validates config text. `file` is used as written in issues (so messages show the path the user typed)
+ * and resolved against the working directory for `config.file` and for the relative paths in the config.
+ */
+export function parseConfigText(text: string, file: string): LoadResult {
+  if (text.startsWith('\uFEFF')) text = text.slice(1);
+  let raw: unknown;
+  try {
+    raw = parse(text);
+  } catch (err) {
+    if (err instanceof TomlError) {
+      const message = err.message.split('\n')[0] ?? err.message;
+      return { issues: [{ file, line: err.line, col: err.column, path: '', message }] };
+    }
+    return { issues: [{ file, path: '', message: `cannot parse: ${errorText(err)}` }] };
+  }
+  const issues = new Issues(file, text);
+  for (const e of schemaIssues(raw)) issues.add(e.at, e.message, e.display);
+  const config = build(raw, issues, resolve(file));
+  const list = issues.list();
+  return list.length > 0 ? { issues: list } : { config, issues: [] };
+}
+
+/** Reads and validates a config file; a read error is one issue without a line. */
+export async function loadConfigFile(file: string): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    return { issues: [{ file, path: '', message: `cannot read: ${errorText(err)}` }] };
+  }
+  return parseConfigText(text, file);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Issues
+
+/** `pools.app.backends[1].weight`; keys that are not bare TOML keys are quoted: `pools."my app"`. */
+export function formatPath(path: readonly PathSegment[]): string {
+  let out = '';
+  for (const s of path) {
+    if (typeof s === 'number') out += `[${s}]`;
+    else {
+      const key = /^[A-Za-z0-9_-]+$/.test(s) ? s : JSON.stringify(s);
+      out += out ? `.${key}` : key;
+    }
+  }
+  return out;
+}
+
+class Issues {
+  private readonly items: ConfigIssue[] = [];
+  private locator?: Locator;
+  private readonly seen = new Set<string>();
+  /** Paths with a schema issue; semantic checks stay quiet at and below them. */
+  private readonly schemaPaths: PathSegment[][] = [];
+
+  constructor(
+    private readonly file: string,
+    private readonly text: string,
+  ) {}
+
+  /** A schema issue about `at`, shown at `display` (defaults to `at`). */
+  add(at: PathSegment[], message: string, display: PathSegment[] = at): void {
+    this.schemaPaths.push(at);
+    this.push(display, message);
+  }
+
+  /** A semantic issue, unless the schema already reported `at` or an ancestor of it. */
+  report(at: PathSegment[], message: string): void {
+    if (this.schemaPaths.some((p) => p.length <= at.length && p.every((s, i) => s === at[i]))) return;
+    this.push(at, message);
+  }
+
+  private push(path: PathSegment[], message: string): void {
+    const dotted = formatPath(path);
+    const dedupe = `${dotted}\n${message}`;
+    if (this.seen.has(dedupe)) return;
+    this.seen.add(dedupe);
+    this.locator ??= createLocator(this.text);
+    const { line, col } = this.locator(path);
+    this.items.push({ file: this.file, line, col, path: dotted, message });
+  }
+
+  list(): ConfigIssue[] {
+    return this.items
+      .map((issue, order) => ({ issue, order }))
+      .sort(
+        (a, b) =>
+          (a.issue.line ?? 0) - (b.issue.line ?? 0) || (a.issue.col ?? 0) - (b.issue.col ?? 0) || a.order - b.order,
+      )
+      .map((x) => x.issue);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Schema errors -> messages
+
+type Table = Record<string, unknown>;
+
+function isTable(v: unknown): v is Table {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** How a TOML value reads in a message: `string "3"`, `integer 3`, `a table`. */
+export function describeValue(v: unknown): string {
+  if (typeof v === 'string') return `string ${JSON.stringify(v)}`;
+  if (typeof v === 'bigint') return `integer ${v}`;
+  if (typeof v === 'number') return Number.isInteger(v) ? `integer ${v}` : `float ${v}`;
+  if (typeof v === 'boolean') return `boolean ${v}`;
+  if (Array.isArray(v)) return 'an array';
+  if (v instanceof Date) return 'a date-time';
+  if (isTable(v)) return 'a table';
+  return String(v);
+}
+
+/** Optimal string alignment distance (Levenshtein plus adjacent transpositions). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 0; j <= b.length; j++) (d[0] as number[])[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    const row = d[i] as number[];
+    const prev = d[i - 1] as number[];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        v = Math.min(v, ((d[i - 2] as number[])[j - 2] as number) + 1);
+      }
+      row[j] = v;
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
+/**
+ * The candidate closest to `word` within edit distance 2, if any; a candidate of 3 or more characters that
+ * `word` starts with (or that starts with `word`) counts as distance 1 ("warning" -> "warn").
+ */
+export function suggest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  const w = word.toLowerCase();
+  for (const c of candidates) {
+    const lc = c.toLowerCase();
+    const prefix = Math.min(w.length, lc.length) >= 3 && (w.startsWith(lc) || lc.startsWith(w));
+    const dist = prefix ? 1 : editDistance(w, lc);
+    if (dist < bestDistance && dist < c.length) {
+      best = c;
+      bestDistance = dist;
+    }
+  }
+  return best;
+}
+
+const didYouMean = (word: string, candidates: Iterable<string>): string => {
+  const s = suggest(word, candidates);
+  return s === undefined ? '' : `did you mean ${JSON.stringify(s)}?`;
+};
+
+const NAME_HINT = 'use letters, digits, "_", "-" and ".", starting with a letter or digit';
+
+const STATUS_HINT = 'use a status, a range or a list, e.g. "200", "200-399" or "200,204,300-399"';
+
+/** Messages for strings that fail a `pattern` of the schema, by pattern. */
+const PATTERN_MESSAGES: ReadonlyMap<string, (value: string) => string> = new Map([
+  [DURATION_PATTERN, (v: string) => errorOf(tryParseDuration(v)) ?? `invalid duration ${JSON.stringify(v)}`],
+  [
+    ADDRESS_PATTERN,
+    (v: string) => errorOf(tryParseAddress(v, { allowPortZero: true })) ?? `invalid address ${JSON.stringify(v)}`,
+  ],
+  [HASH_KEY_PATTERN, hashKeyError],
+  [EXPECT_STATUS_PATTERN, (v: string) => `invalid expect_status ${JSON.stringify(v)}: ${STATUS_HINT}`],
+  [ROUTE_HOST_PATTERN, hostError],
+  [PATH_PREFIX_PATTERN, (v: string) => `must start with "/" (got ${JSON.stringify(v)})`],
+  [
+    BACKEND_NAME_PATTERN,
+    (v: string) => `invalid backend name ${JSON.stringify(v)}: no spaces and no "/" (the lb CLI writes POOL/BACKEND)`,
+  ],
+  [MODULE_PATH_PATTERN, (v: string) => `invalid module path ${JSON.stringify(v)}`],
+]);
+
+function errorOf(r: { ok: true } | { ok: false; error: string }): string | undefined {
+  return r.ok ? undefined : r.error;
+}
+
+function hashKeyError(v: string): string {
+  const kind = /^([a-z-]+):/i.exec(v)?.[1];
+  if (kind && ['header', 'cookie', 'query'].includes(kind.toLowerCase()) && kind !== kind.toLowerCase()) {
+    return `invalid hash_key ${JSON.stringify(v)}: write ${kind.toLowerCase()}:NAME in lower case`;
+  }
+  const hint =
+    kind && ['header', 'cookie', 'query'].includes(kind) ? `; ${kind} needs a NAME, e.g. "${kind}:x-user-id"` : '';
+  return `invalid hash_key ${JSON.stringify(v)}: use client-ip, path, header:NAME, cookie:NAME or query:NAME${hint}`;
+}
+
+function hostError(v: string): string {
+  if (/:[0-9]*$/.test(v)) return `invalid host ${JSON.stringify(v)}: write the host name without a port`;
+  if (v.includes('*')) {
+    return `invalid host ${JSON.stringify(v)}: only a leading wildcard is supported, e.g. "*.example.com"`;
+  }
+  return `invalid host ${JSON.stringify(v)}: use a host name such as "api.example.com" or "*.example.com"`;
+}
+
+/** A schema in words, for union messages: `an integer >= 1`, `"auto"`. */
+function describeSchema(s: TSchema): string {
+  if ('const' in s) return JSON.stringify(s['const']);
+  const nouns: Record<string, string> = { integer: 'an integer', string: 'a string', boolean: 'a boolean' };
+  const noun = nouns[String(s['type'])] ?? `a ${String(s['type'])}`;
+  const range = [
+    typeof s['minimum'] === 'number' ? `>= ${s['minimum']}` : '',
+    typeof s['maximum'] === 'number' ? `<= ${s['maximum']}` : '',
+  ].filter(Boolean);
+  return range.length > 0 ? `${noun} ${range.join(' and ')}` : noun;
+}
+
+interface SchemaIssue {
+  at: PathSegment[];
+  display: PathSegment[];
+  message: string;
+}
+
+/** JSON pointer (RFC 6901) -> path segments, with array indexes as numbers. */
+function toSegments(pointer: string, root: unknown): PathSegment[] {
+  const out: PathSegment[] = [];
+  let node: unknown = root;
+  for (const token of pointer.split('/').slice(1)) {
+    const key = token.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (Array.isArray(node)) {
+      out.push(Number(key));
+      node = node[Number(key)];
+    } else {
+      out.push(key);
+      node = isTable(node) ? node[key] : undefined;
+    }
+  }
+  return out;
+}
+
+const ENTITY: Readonly<Record<string, string>> = { listeners: 'listener', pools: 'pool' };
+
+function schemaIssues(raw: unknown): SchemaIssue[] {
+  const errors = [...Value.Errors(ConfigSchema, raw)];
+  const missing = new Set(errors.filter((e) => e.type === ValueErrorType.ObjectRequiredProperty).map((e) => e.path));
+  const out: SchemaIssue[] = [];
+  for (const e of errors) {
+    if (missing.has(e.path) && e.type !== ValueErrorType.ObjectRequiredProperty) continue;
+    const at = toSegments(e.path, raw);
+    const mapped = schemaMessage(e, at);
+    out.push({ at, display: mapped.display ?? at, message: mapped.message });
+  }
+  return out;
+}
+
+/** `e.g. [pools.app]` for a missing or empty [pools] / [listeners]. */
+const entityExample = (table: string): string => `e.g. [${table}.${table === 'pools' ? 'app' : 'web'}]`;
+
+function schemaMessage(e: ValueError, at: PathSegment[]): { message: string; display?: PathSegment[] } {
+  const s = e.schema;
+  const v = e.value;
+  const last = at[at.length - 1];
+  const parent = at.slice(0, -1);
+  const got = describeValue(v);
+  const entity = parent.length === 0 && typeof last === 'string' ? ENTITY[last] : undefined;
+  switch (e.type) {
+    case ValueErrorType.ObjectAdditionalProperties: {
+      const key = String(last);
+      const owner = parent[parent.length - 1];
+      if (s['patternProperties'] && !s['properties'] && typeof owner === 'string' && ENTITY[owner]) {
+        return { message: `invalid ${ENTITY[owner]} name ${JSON.stringify(key)}: ${NAME_HINT}` };
+      }
+      const known = Object.keys((s['properties'] ?? {}) as Record<string, unknown>);
+      const hint = didYouMean(key, known) || (known.length > 0 ? `allowed: ${known.join(', ')}` : '');
+      return { message: `unknown key ${JSON.stringify(key)}${hint ? ` (${hint})` : ''}` };
+    }
+    case ValueErrorType.ObjectRequiredProperty:
+      if (entity) {
+        return { message: `missing [${String(last)}]: at least one ${entity} is required, ${entityExample(String(last))}`, display: [] };
+      }
+      return { message: `missing required key ${JSON.stringify(last)}`, display: parent };
+    case ValueErrorType.ObjectMinProperties:
+      if (entity) return { message: `at least one ${entity} is required, ${entityExample(String(last))}` };
+      return { message: `must have at least ${String(s['minProperties'])} keys` };
+    case ValueErrorType.ArrayMinItems:
+      if (last === 'backends') {
+        return { message: 'at least one backend is required, e.g. backends = [ { address = "10.0.0.11:3000" } ]' };
+      }
+      return { message: `must have at least ${String(s['minItems'])} elements` };
+    case ValueErrorType.Object:
+      return { message: `expected a table, got ${got}` };
+    case ValueErrorType.Array:
+      return { message: `expected an array, got ${got}` };
+    case ValueErrorType.String:
+      if (s['pattern'] === DURATION_PATTERN) return { message: `expected a duration string such as "2s", got ${got}` };
+      if (s['pattern'] === ADDRESS_PATTERN) {
+        return { message: `expected an address string such as "10.0.0.1:8080", got ${got}` };
+      }
+      return { message: `expected a string, got ${got}` };
+    case ValueErrorType.StringPattern: {
+      const f = PATTERN_MESSAGES.get(String(s['pattern']));
+      return { message: f ? f(String(v)) : `invalid value ${JSON.stringify(v)}` };
+    }
+    case ValueErrorType.StringMinLength:
+      return { message: 'must not be empty' };
+    case ValueErrorType.Integer:
+      return { message: `expected an integer, got ${got}` };
+    case ValueErrorType.IntegerMinimum:
+      return { message: `must be >= ${String(s['minimum'])} (got ${String(v)})` };
+    case ValueErrorType.IntegerMaximum:
+      return { message: `must be <= ${String(s['maximum'])} (got ${String(v)})` };
+    case ValueErrorType.Boolean:
+      return { message: `expected true or false, got ${got}` };
+    case ValueErrorType.Union: {
+      // TypeBox reports a union once, with the variants' own errors nested in e.errors; those are not used.
+      const variants = (s['anyOf'] ?? []) as TSchema[];
+      const literals = variants.filter((x) => 'const' in x).map((x) => String(x['const']));
+      if (last === 'algorithm') {
+        if (typeof v !== 'string') return { message: `expected an algorithm name, got ${got}` };
+        const hint = didYouMean(v, literals);
+        return {
+          message:
+            `unknown algorithm ${JSON.stringify(v)}${hint ? ` (${hint})` : ''}: use one of ${literals.join(', ')}, ` +
+            'or a module path starting with "./", "../" or "/"',
+        };
+      }
+      if (literals.length === variants.length) {
+        const hint = typeof v === 'string' ? didYouMean(v, literals) : '';
+        const gotText = typeof v === 'string' ? JSON.stringify(v) : got;
+        return { message: `must be one of: ${literals.join(', ')} (got ${gotText}${hint ? `; ${hint}` : ''})` };
+      }
+      return { message: `expected ${variants.map(describeSchema).join(' or ')}, got ${got}` };
+    }
+    default:
+      return { message: e.message };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Value parsers that the schema patterns front
+
+export type HashKeyResult = { ok: true; key: HashKey } | { ok: false; error: string };
+
+/** client-ip | path | header:NAME | cookie:NAME | query:NAME; header names are lower-cased. */
+export function parseHashKey(text: string): HashKeyResult {
+  if (!new RegExp(HASH_KEY_PATTERN).test(text)) return { ok: false, error: hashKeyError(text) };
+  if (text === 'client-ip' || text === 'path') return { ok: true, key: { kind: text } };
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon) as 'header' | 'cookie' | 'query';
+  const name = text.slice(colon + 1);
+  return { ok: true, key: { kind, name: kind === 'header' ? name.toLowerCase() : name } };
+}
+
+export type StatusRangesResult = { ok: true; ranges: Array<[number, number]> } | { ok: false; error: string };
+
+/** "200", "200-399", "200,204,300-399" -> inclusive ranges. */
+export function parseStatusRanges(text: string): StatusRangesResult {
+  const bad = (why: string): StatusRangesResult => ({
+    ok: false,
+    error: `invalid expect_status ${JSON.stringify(text)}: ${why}`,
+  });
+  if (!new RegExp(EXPECT_STATUS_PATTERN).test(text)) {
+    return bad(STATUS_HINT);
+  }
+  const ranges: Array<[number, number]> = [];
+  for (const part of text.split(',')) {
+    const [lo, hi = lo] = part.split('-').map((x) => Number(x.trim())) as [number, number?];
+    if (lo > hi) return bad(`${lo}-${hi} is an empty range`);
+    ranges.push([lo, hi]);
+  }
+  return { ok: true, ranges };
+}
+
+/** Whether binding both addresses would conflict (same port, and the same host or a wildcard host). */
+function addressesOverlap(a: Address, b: Address): boolean {
+  if (a.port === 0 || a.port !== b.port) return false;
+  const ha = a.host.toLowerCase();
+  const hb = b.host.toLowerCase();
+  if (ha === hb || ha === '::' || hb === '::') return true;
+  const v6 = (h: string) => h.includes(':');
+  return (ha === '0.0.0.0' && !v6(hb)) || (hb === '0.0.0.0' && !v6(ha));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Semantic checks and the model
+
+const keyedAlgorithms = [...algorithms.values()].filter((a) => a.usesKey).map((a) => a.name);
+
+/** "a", "a and b", "a, b and c". */
+function listWords(words: readonly string[]): string {
+  return words.length <= 1 ? words.join('') : `${words.slice(0, -1).join(', ')} and ${words[words.length - 1]}`;
+}
+
+function build(raw: unknown, issues: Issues, file: string): LbConfig {
+  const dir = dirname(file);
+  const root = isTable(raw) ? raw : {};
+
+  const str = (t: Table, k: string): string | undefined => (typeof t[k] === 'string' ? (t[k] as string) : undefined);
+  const int = (t: Table, k: string): number | undefined =>
+    typeof t[k] === 'number' && Number.isInteger(t[k]) ? (t[k] as number) : undefined;
+  const bool = (t: Table, k: string): boolean | undefined =>
+    typeof t[k] === 'boolean' ? (t[k] as boolean) : undefined;
+  const arr = (t: Table, k: string): unknown[] => (Array.isArray(t[k]) ? (t[k] as unknown[]) : []);
+  /** A sub-table; a date-time where a table belongs passes the schema's object check, so it is caught here. */
+  const sub = (t: Table, k: string, path: PathSegment[]): Table | undefined => {
+    const v = t[k];
+    if (v instanceof Date) issues.report([...path, k], `expected a table, got ${describeValue(v)}`);
+    return isTable(v) ? v : undefined;
+  };
+  const duration = (t: Table, k: string, path: PathSegment[], def: string, positive: boolean): number => {
+    const written = str(t, k);
+    const r = tryParseDuration(written ?? def);
+    if (!r.ok) {
+      issues.report([...path, k], r.error);
+      return 0;
+    }
+    if (positive && r.ms === 0) issues.report([...path, k], `must be longer than 0 (got ${JSON.stringify(written)})`);
+    return r.ms;
+  };
+  /** The parsed address, or undefined when it is missing or invalid (and reported). */
+  const address = (t: Table, k: string, path: PathSegment[], allowPortZero: boolean): Address | undefined => {
+    const written = str(t, k);
+    if (written === undefined) return undefined;
+    const r = tryParseAddress(written, { allowPortZero });
+    if (!r.ok) issues.report([...path, k], r.error);
+    return r.ok ? r.address : undefined;
+  };
+  const noAddress: Address = { host: '', port: 0, text: '' };
+
+  // [daemon], [admin], [metrics], [log]
+  const daemonT = sub(root, 'daemon', []) ?? {};
+  const workersSetting: number | 'auto' = int(daemonT, 'workers') ?? 'auto';
+  const daemon: LbConfig['daemon'] = {
+    workers: workersSetting === 'auto' ? availableParallelism() : workersSetting,
+    workersSetting,
+    gracePeriodMs: duration(daemonT, 'grace_period', ['daemon'], DEFAULTS.daemon.grace_period, false),
+  };
+  const adminT = sub(root, 'admin', []) ?? {};
+  const admin = { socket: resolve(dir, str(adminT, 'socket') ?? DEFAULTS.admin.socket) };
+  const metricsT = sub(root, 'metrics', []);
+  const metrics = metricsT ? { listen: address(metricsT, 'listen', ['metrics'], true) ?? noAddress } : undefined;
+  const logT = sub(root, 'log', []) ?? {};
+  const log = {
+    level: (str(logT, 'level') ?? DEFAULTS.log.level) as LogLevel,
+    access: bool(logT, 'access') ?? DEFAULTS.log.access,
+  };
+
+  // [pools.NAME]
+  const poolsT = sub(root, 'pools', []) ?? {};
+  const pools: Record<string, PoolConfig> = {};
+  for (const [name, p] of Object.entries(poolsT)) {
+    if (!isTable(p)) continue;
+    const path: PathSegment[] = ['pools', name];
+    const algorithmText = str(p, 'algorithm') ?? DEFAULTS.pool.algorithm;
+    const isModule = isModulePath(algorithmText);
+    const builtIn = algorithms.get(algorithmText);
+    if (!isModule && !builtIn) {
+      issues.report([...path, 'algorithm'], `unknown algorithm ${JSON.stringify(algorithmText)}`);
+    }
+
+    let hashKey: HashKey | undefined;
+    const hashKeyText = str(p, 'hash_key');
+    if (hashKeyText !== undefined) {
+      const r = parseHashKey(hashKeyText);
+      if (!r.ok) issues.report([...path, 'hash_key'], r.error);
+      else if (builtIn && !builtIn.usesKey) {
+        issues.report(
+          [...path, 'hash_key'],
+          `hash_key has no effect with algorithm ${JSON.stringify(algorithmText)}: ` +
+            `only ${listWords(keyedAlgorithms)} hash a key`,
+        );
+      } else hashKey = r.key;
+    } else if (builtIn?.usesKey) {
+      hashKey = { kind: 'client-ip' };
+    }
+
+    const backends: BackendConfig[] = [];
+    const byName = new Map<string, number>();
+    arr(p, 'backends').forEach((b, i) => {
+      if (!isTable(b)) return;
+      const bpath: PathSegment[] = [...path, 'backends', i];
+      const backendAddress = address(b, 'address', bpath, false);
+      const written = str(b, 'name');
+      const backendName = written ?? backendAddress?.text ?? '';
+      const first = byName.get(backendName);
+      if (first !== undefined && backendName !== '') {
+        const why =
+          written === undefined ? '; a backend\'s name defaults to its address: set name = "..." to tell them apart' : '';
+        issues.report(
+          written === undefined ? [...bpath, 'address'] : [...bpath, 'name'],
+          `duplicate backend name ${JSON.stringify(backendName)} (also ${formatPath([...path, 'backends', first])})${why}`,
+        );
+      } else byName.set(backendName, i);
+      backends.push({
+        name: backendName,
+        address: backendAddress ?? noAddress,
+        weight: int(b, 'weight') ?? DEFAULTS.backend.weight,
+      });
+    });
+
+    const hcT = sub(p, 'health_check', path);
+    let healthCheck: HealthCheckConfig | undefined;
+    if (hcT) {
+      const hpath = [...path, 'health_check'];
+      const type = str(hcT, 'type') === 'tcp' ? 'tcp' : 'http';
+      if (type === 'tcp') {
+        for (const k of ['path', 'expect_status', 'host']) {
+          if (k in hcT) {
+            issues.report([...hpath, k], `${k} applies to http health checks only (this one has type = "tcp")`);
+          }
+        }
+      }
+      let expectStatus: Array<[number, number]> = [[200, 399]];
+      const statusText = str(hcT, 'expect_status');
+      if (statusText !== undefined) {
+        const r = parseStatusRanges(statusText);
+        if (r.ok) expectStatus = r.ranges;
+        else issues.report([...hpath, 'expect_status'], r.error);
+      }
+      const intervalMs = duration(hcT, 'interval', hpath, DEFAULTS.health_check.interval, true);
+      const timeoutMs = duration(hcT, 'timeout', hpath, DEFAULTS.health_check.timeout, true);
+      if (timeoutMs > intervalMs && intervalMs > 0) {
+        issues.report([...hpath, 'timeout' in hcT ? 'timeout' : 'interval'],
+          `timeout (${formatDuration(timeoutMs)}) must not be longer than interval (${formatDuration(intervalMs)})`);
+      }
+      const host = str(hcT, 'host');
+      healthCheck = {
+        type,
+        path: str(hcT, 'path') ?? DEFAULTS.health_check.path,
+        ...(host !== undefined ? { host } : {}),
+        expectStatus,
+        intervalMs,
+        timeoutMs,
+        rise: int(hcT, 'rise') ?? DEFAULTS.health_check.rise,
+        fall: int(hcT, 'fall') ?? DEFAULTS.health_check.fall,
+      };
+    }
+
+    const passiveT = sub(p, 'passive', path);
+    let passive: PassiveConfig | undefined;
+    if (passiveT) {
+      passive = {
+        maxFailures: int(passiveT, 'max_failures') ?? DEFAULTS.passive.max_failures,
+        ejectForMs: duration(passiveT, 'eject_for', [...path, 'passive'], DEFAULTS.passive.eject_for, true),
+        on5xx: bool(passiveT, 'on_5xx') ?? DEFAULTS.passive.on_5xx,
+      };
+    }
+
+    pools[name] = {
+      name,
+      algorithm: isModule ? resolve(dir, algorithmText) : algorithmText,
+      ...(hashKey ? { hashKey } : {}),
+      retries: int(p, 'retries') ?? DEFAULTS.pool.retries,
+      connectTimeoutMs: duration(p, 'connect_timeout', path, DEFAULTS.pool.connect_timeout, true),
+      responseTimeoutMs: duration(p, 'response_timeout', path, DEFAULTS.pool.response_timeout, true),
+      slowStartMs: duration(p, 'slow_start', path, DEFAULTS.pool.slow_start, false),
+      backends,
+      ...(healthCheck ? { healthCheck } : {}),
+      ...(passive ? { passive } : {}),
+    };
+  }
+
+  const poolNames = Object.keys(poolsT);
+  const checkPool = (t: Table, path: PathSegment[]): string => {
+    const pool = str(t, 'pool') ?? '';
+    if (pool !== '' && !Object.hasOwn(poolsT, pool)) {
+      const hint = didYouMean(pool, poolNames);
+      const known = poolNames.length > 0 ? `defined pools: ${poolNames.join(', ')}` : 'no pools are defined';
+      issues.report([...path, 'pool'], `unknown pool ${JSON.stringify(pool)} (${hint || known})`);
+    }
+    return pool;
+  };
+
+  // [listeners.NAME]
+  const listenersT = sub(root, 'listeners', []) ?? {};
+  const listeners: Record<string, ListenerConfig> = {};
+  const bound: Array<{ path: PathSegment[]; address: Address }> = [];
+  for (const [name, l] of Object.entries(listenersT)) {
+    if (!isTable(l)) continue;
+    const path: PathSegment[] = ['listeners', name];
+    const protocol = str(l, 'protocol') === 'tcp' ? 'tcp' : 'http';
+    const listen = address(l, 'listen', path, true) ?? noAddress;
+    if (listen.text !== '') bound.push({ path: [...path, 'listen'], address: listen });
+
+    const pool = checkPool(l, path);
+    const hashKey = pools[pool]?.hashKey;
+    if (protocol === 'tcp' && hashKey && hashKey.kind !== 'client-ip') {
+      const text = hashKey.kind === 'path' ? 'path' : `${hashKey.kind}:${hashKey.name}`;
+      issues.report(
+        [...path, 'pool'],
+        `pool ${JSON.stringify(pool)} hashes on ${JSON.stringify(text)}, which a tcp listener does not have; ` +
+          'use hash_key = "client-ip" in that pool',
+      );
+    }
+
+    if (protocol === 'tcp') {
+      for (const k of ['client_header_timeout', 'max_header_size']) {
+        if (k in l) issues.report([...path, k], `${k} applies to http listeners only (this one has protocol = "tcp")`);
+      }
+    }
+    const routes: RouteConfig[] = [];
+    const routeList = arr(l, 'routes');
+    if (protocol === 'tcp' && routeList.length > 0) {
+      issues.report([...path, 'routes'], 'routes apply to http listeners only (this one has protocol = "tcp")');
+    } else {
+      routeList.forEach((r, i) => {
+        if (!isTable(r)) return;
+        const host = str(r, 'host');
+        const pathPrefix = str(r, 'path_prefix');
+        routes.push({
+          ...(host !== undefined ? { host: host.toLowerCase().replace(/\.$/, '') } : {}),
+          ...(pathPrefix !== undefined ? { pathPrefix } : {}),
+          pool: checkPool(r, [...path, 'routes', i]),
+        });
+      });
+    }
+
+    const tlsT = sub(l, 'tls', path);
+    let tls: TlsConfig | undefined;
+    if (tlsT) {
+      tls = {
+        cert: resolve(dir, str(tlsT, 'cert') ?? ''),
+        key: resolve(dir, str(tlsT, 'key') ?? ''),
+        sni: arr(tlsT, 'sni').filter(isTable).map((s) => ({
+          serverName: (str(s, 'server_name') ?? '').toLowerCase().replace(/\.$/, ''),
+          cert: resolve(dir, str(s, 'cert') ?? ''),
+          key: resolve(dir, str(s, 'key') ?? ''),
+        })),
+        minVersion: str(tlsT, 'min_version') === 'TLSv1.3' ? 'TLSv1.3' : 'TLSv1.2',
+      };
+    }
+
+    listeners[name] = {
+      name,
+      protocol,
+      listen,
+      pool,
+      routes,
+      ...(tls ? { tls } : {}),
+      maxConnections: int(l, 'max_connections') ?? DEFAULTS.listener.max_connections,
+      clientHeaderTimeoutMs: duration(l, 'client_header_timeout', path, DEFAULTS.listener.client_header_timeout, true),
+      idleTimeoutMs: duration(l, 'idle_timeout', path,
+        protocol === 'http' ? DEFAULTS.listener.idle_timeout_http : DEFAULTS.listener.idle_timeout_tcp, false),
+      maxHeaderSize: int(l, 'max_header_size') ?? DEFAULTS.listener.max_header_size,
+    };
+  }
+
+  if (metrics && metrics.listen.text !== '') bound.push({ path: ['metrics', 'listen'], address: metrics.listen });
+  bound.forEach((b, j) => {
+    const other = bound.slice(0, j).find((a) => addressesOverlap(a.address, b.address));
+    if (!other) return;
+    const where = `${formatPath(other.path)} = ${JSON.stringify(other.address.text)}`;
+    issues.report(b.path, other.address.text === b.address.text
+      ? `address already used by ${where}`
+      : `overlaps ${where}: a wildcard address takes the port on every interface`);
+  });
+
+  return { file, daemon, admin, ...(metrics ? { metrics } : {}), log, listeners, pools };
+}
