@@ -33,7 +33,7 @@
 // new offset). Removed backends stop; new ones start. `stop()` clears every timer and aborts in-flight
 // checks.
 
-import type { Address, HealthCheckConfig, LbConfig, PassiveConfig } from '../../config/model.js';
+import type { Address, BackendConfig, HealthCheckConfig, LbConfig, PassiveConfig, PoolConfig } from '../../config/model.js';
 import type { CheckResult, BackendRecord, StateStore } from '../daemon/state.js';
 import type { HealthState } from '../dataplane/backend.js';
 import type { FailureReason } from '../dataplane/events.js';
@@ -71,6 +71,25 @@ interface Entry {
   gen: number;
 }
 
+/** A fresh entry, checks not yet scheduled (`check` unset: `apply` sets it and starts them). */
+function newEntry(pool: PoolConfig, b: BackendConfig, key: string): Entry {
+  return {
+    pool: pool.name,
+    backend: b.name,
+    key,
+    address: b.address,
+    check: undefined,
+    checkSig: '',
+    passive: pool.passive,
+    active: initialActive(!!pool.healthCheck),
+    activeWhy: undefined,
+    passCount: 0,
+    failCount: 0,
+    inflight: undefined,
+    gen: 0,
+  };
+}
+
 export interface CheckCount {
   pool: string;
   backend: string;
@@ -106,21 +125,9 @@ export class HealthMonitor {
         const offset = hc ? checkOffset(index, pool.backends.length, hc.intervalMs) : 0;
         let e = this.entries.get(key);
         if (!e) {
-          e = {
-            pool: pool.name,
-            backend: b.name,
-            key,
-            address: b.address,
-            check: hc,
-            checkSig: sig,
-            passive: pool.passive,
-            active: initialActive(!!hc),
-            activeWhy: undefined,
-            passCount: 0,
-            failCount: 0,
-            inflight: undefined,
-            gen: 0,
-          };
+          e = newEntry(pool, b, key);
+          e.check = hc;
+          e.checkSig = sig;
           this.entries.set(key, e);
           if (hc) this.scheduleCheck(e, Date.now() + offset);
           return;
@@ -157,11 +164,12 @@ export class HealthMonitor {
   /** A worker saw `backend` fail a request or connection. */
   failure(pool: string, backend: string, reason: FailureReason): void {
     if (this.stopped) return;
-    const e = this.entries.get(JSON.stringify([pool, backend]));
     const r = this.state.get(pool, backend);
+    const e = r && this.entry(pool, backend);
     if (!e || !r || !e.passive || !countsAsFailure(reason, e.passive.on5xx)) return;
     if (r.ejectedUntil !== undefined) return;
     r.passiveStreak++;
+    this.logger().debug({ pool, backend, reason, streak: r.passiveStreak }, 'passive: failure reported');
     if (r.passiveStreak >= e.passive.maxFailures) this.eject(e, r, reason);
   }
 
@@ -169,7 +177,9 @@ export class HealthMonitor {
   recovered(pool: string, backend: string): void {
     if (this.stopped) return;
     const r = this.state.get(pool, backend);
-    if (r && r.ejectedUntil === undefined) r.passiveStreak = 0;
+    if (!r || r.ejectedUntil !== undefined || r.passiveStreak === 0) return;
+    this.logger().debug({ pool, backend, streak: r.passiveStreak }, 'passive: recovered');
+    r.passiveStreak = 0;
   }
 
   /**
@@ -229,6 +239,23 @@ export class HealthMonitor {
   }
 
   // ---- internals ----------------------------------------------------------------------------------------
+
+  /**
+   * The entry of a backend StateStore knows. Workers may report failures before `apply` has run (the
+   * primary applies the config to StateStore first, spawns workers, then calls `apply`): such an entry is
+   * created here from StateStore's pool config, and `apply` then starts its checks.
+   */
+  private entry(pool: string, backend: string): Entry | undefined {
+    const key = JSON.stringify([pool, backend]);
+    const found = this.entries.get(key);
+    if (found) return found;
+    const p = this.state.pools[pool];
+    const b = p?.backends.find((x) => x.name === backend);
+    if (!p || !b) return undefined;
+    const e = newEntry(p, b, key);
+    this.entries.set(key, e);
+    return e;
+  }
 
   private scheduleCheck(e: Entry, at: number): void {
     const gen = e.gen;
