@@ -332,7 +332,7 @@ export class Primary {
       config: this.config.file,
       pid: process.pid,
       uptimeSeconds: Math.round((now - this.started) / 1000),
-      workers: { configured: this.config.daemon.workers, answered, asked },
+      workers: { configured: this.config.daemon.workers, answered, asked, pids: this.liveWorkers().map((w) => w.process.pid) },
       listeners: Object.values(this.config.listeners).map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.text, pool: l.pool, tls: !!l.tls })),
       pools: Object.values(this.config.pools).map((p) => ({
         name: p.name,

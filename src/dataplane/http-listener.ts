@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
-import { ProxyCall, replyError, upstreamHeaders, type ListenerInfo } from './http-proxy.js';
+import { ProxyCall, replyError, scanRequest, type ListenerInfo } from './http-proxy.js';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { Router } from './router.js';
@@ -89,7 +89,8 @@ export class HttpListener implements Listener, ListenerInfo {
       replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
       return;
     }
-    new ProxyCall(this, this.router.route(req.headers.host, url), req, res).start();
+    const scan = scanRequest(req, this.tls, false);
+    new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
   };
 
   private readonly onUpgrade = (req: http.IncomingMessage, client: Duplex, head: Buffer): void => {
@@ -99,7 +100,8 @@ export class HttpListener implements Listener, ListenerInfo {
       rejectRaw(socket, 400, 'Bad Request', 'request target must be origin-form');
       return;
     }
-    const pool = this.router.route(req.headers.host, url);
+    const scan = scanRequest(req, this.tls, true);
+    const pool = this.router.route(scan.host, url);
     const key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
     const t0 = performance.now();
     socket.pause();
@@ -114,7 +116,7 @@ export class HttpListener implements Listener, ListenerInfo {
       const { backend, socket: up } = ok;
       this.upgrades++;
       up.setNoDelay(true);
-      const headers = upstreamHeaders(req, this.tls, true);
+      const headers = scan.headers;
       let headText = `${req.method} ${url} HTTP/1.1\r\n`;
       for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;
       up.write(headText + '\r\n');

@@ -46,42 +46,65 @@ export interface ListenerInfo {
   readonly stopping: boolean;
 }
 
+/** What one pass over the client's raw headers yields. */
+export interface ScannedRequest {
+  /** The header list sent upstream (flat name, value pairs). */
+  headers: string[];
+  host: string | undefined;
+  /** A body follows the head (Content-Length > 0 or Transfer-Encoding). */
+  hasBody: boolean;
+}
+
 /**
- * Builds the header list sent upstream from the client's raw headers: hop-by-hop headers and those named in
- * `Connection` removed, `X-Forwarded-For` appended to, `X-Forwarded-Proto` and `X-Forwarded-Host` set.
- * The Host header is passed through as the client sent it (HAProxy's default).
+ * One pass over the client's raw headers, lower-casing only names whose length matches a header the proxy
+ * acts on: hop-by-hop headers and those named in `Connection` are removed, `X-Forwarded-For` is appended
+ * to, `X-Forwarded-Proto` and `X-Forwarded-Host` are set by lb (client values are not trusted). The Host
+ * header is passed through as the client sent it (HAProxy's default). `keepUpgrade` keeps `Connection` and
+ * `Upgrade` for websocket tunnels.
  */
-export function upstreamHeaders(req: IncomingMessage, tls: boolean, keepUpgrade: boolean): string[] {
+export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boolean): ScannedRequest {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let xff: string | undefined;
   let host: string | undefined;
   let named: string[] | undefined;
+  let hasBody = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const len = name.length;
+    if (len !== 2 && len !== 4 && len !== 7 && len !== 10 && len !== 14 && len !== 15 && len !== 16 && len !== 17) {
+      out.push(name, value);
+      continue;
+    }
     const lower = name.toLowerCase();
-    if (lower === 'connection') {
-      const v = raw[i + 1]!.toLowerCase();
+    if (lower === 'host') {
+      host = value;
+    } else if (lower === 'content-length') {
+      if (value !== '0') hasBody = true;
+    } else if (lower === 'transfer-encoding') {
+      hasBody = true;
+      continue;
+    } else if (lower === 'connection') {
+      const v = value.toLowerCase();
       if (v !== 'keep-alive' && v !== 'close') {
         for (const token of v.split(',')) {
           const t = token.trim();
           if (t && t !== 'keep-alive' && t !== 'close' && t !== 'upgrade') (named ??= []).push(t);
         }
       }
-      if (keepUpgrade) out.push(name, raw[i + 1]!);
+      if (keepUpgrade) out.push(name, value);
+      continue;
+    } else if (lower === 'upgrade') {
+      if (keepUpgrade) out.push(name, value);
+      continue;
+    } else if (lower === 'x-forwarded-for') {
+      xff = xff === undefined ? value : `${xff}, ${value}`;
+      continue;
+    } else if (REQUEST_DROP.has(lower)) {
       continue;
     }
-    if (lower === 'upgrade' && keepUpgrade) {
-      out.push(name, raw[i + 1]!);
-      continue;
-    }
-    if (REQUEST_DROP.has(lower)) continue;
-    if (lower === 'x-forwarded-for') {
-      xff = xff === undefined ? raw[i + 1]! : `${xff}, ${raw[i + 1]!}`;
-      continue;
-    }
-    if (lower === 'host') host = raw[i + 1];
-    out.push(name, raw[i + 1]!);
+    out.push(name, value);
   }
   if (named) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
@@ -90,14 +113,16 @@ export function upstreamHeaders(req: IncomingMessage, tls: boolean, keepUpgrade:
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', tls ? 'https' : 'http');
   if (host !== undefined) out.push('x-forwarded-host', host);
-  return out;
+  return { headers: out, host, hasBody };
 }
 
+/** Response headers for the client: hop-by-hop ones dropped (names lower-cased only when the length fits). */
 function responseHeaders(raw: Buffer[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
-    if (RESPONSE_DROP.has(name.toLowerCase())) continue;
+    const len = name.length;
+    if ((len === 2 || len === 7 || len === 10 || len === 16 || len === 17) && RESPONSE_DROP.has(name.toLowerCase())) continue;
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
   return out;
@@ -130,9 +155,11 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
   private backend: Backend | undefined;
   private tried: Backend[] | undefined;
   private readonly t0 = performance.now();
+  /** Bytes read on the client connection before this request (keep-alive connections carry several). */
+  private readonly bytesReadAtStart: number;
   private readonly key: string | undefined;
   private readonly hasBody: boolean;
-  private headers: string[] | undefined;
+  private readonly headers: string[];
   private abortUpstream: ((err?: Error) => void) | undefined;
   private connected = false;
   private finished = false;
@@ -146,10 +173,11 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     private readonly pool: BackendPool,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
+    scan: ScannedRequest,
   ) {
-    const h = req.headers;
-    const cl = h['content-length'];
-    this.hasBody = h['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
+    this.hasBody = scan.hasBody;
+    this.bytesReadAtStart = req.socket.bytesRead;
+    this.headers = scan.headers;
     this.key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
     res.sendDate = false;
     res.once('close', this.onClientClose);
@@ -173,7 +201,6 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     b.begin();
     const req = this.req;
     if (this.listener.stopping) this.res.shouldKeepAlive = false;
-    this.headers ??= upstreamHeaders(req, this.listener.tls, false);
     b.dispatcher(this.pool.config).dispatch(
       {
         path: req.url ?? '/',
@@ -303,7 +330,7 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
       method: this.req.method ?? '',
       path: this.req.url ?? '',
       client: this.req.socket.remoteAddress ?? '',
-      bytesIn: Number(this.req.headers['content-length']) || 0,
+      bytesIn: this.req.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,

@@ -225,3 +225,43 @@ export function backends(list: Array<{ name?: string; port: number; weight?: num
     .map((b) => `{ ${b.name ? `name = "${b.name}", ` : ''}address = "127.0.0.1:${b.port}"${b.weight !== undefined ? `, weight = ${b.weight}` : ''} }`)
     .join(', ')}]`;
 }
+
+export interface LoadResult {
+  ok: number;
+  failed: number;
+  errors: string[];
+}
+
+/**
+ * Closed-loop load: `concurrency` clients each send requests back to back until `stop()` is called.
+ * `keepAlive` clients reuse one connection each; the others open a new connection per request.
+ */
+export function startLoad(port: number, opts: { concurrency: number; keepAlive: boolean; path?: string }): { stop: () => Promise<LoadResult>; result: LoadResult } {
+  const result: LoadResult = { ok: 0, failed: 0, errors: [] };
+  let running = true;
+  const clients = Array.from({ length: opts.concurrency }, async () => {
+    const agent = opts.keepAlive ? new http.Agent({ keepAlive: true, maxSockets: 1 }) : false;
+    while (running) {
+      try {
+        const r = await get(port, opts.path ?? '/', { agent });
+        if (r.status === 200) result.ok++;
+        else {
+          result.failed++;
+          result.errors.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
+        }
+      } catch (err) {
+        result.failed++;
+        result.errors.push((err as Error).message);
+      }
+    }
+    if (agent) agent.destroy();
+  });
+  return {
+    result,
+    stop: async () => {
+      running = false;
+      await Promise.all(clients);
+      return result;
+    },
+  };
+}
