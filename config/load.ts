@@ -487,7 +487,11 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     workers: workersSetting === 'auto' ? availableParallelism() : workersSetting,
     workersSetting,
     gracePeriodMs: duration(daemonT, 'grace_period', ['daemon'], DEFAULTS.daemon.grace_period, false),
+    accept: (str(daemonT, 'accept') ?? DEFAULTS.daemon.accept) as LbConfig['daemon']['accept'],
   };
+  if (daemon.accept === 'reuseport' && !supportsReusePort()) {
+    issues.report(['daemon', 'accept'], `"reuseport" needs Node >= 22.12 (net.Server listen option reusePort); this is ${process.version}: use "round-robin" or "shared"`);
+  }
   const adminT = sub(root, 'admin', []) ?? {};
   const admin = { socket: resolve(dir, str(adminT, 'socket') ?? DEFAULTS.admin.socket) };
   const metricsT = sub(root, 'metrics', []);
@@ -709,4 +713,10 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
   });
 
   return { file, daemon, admin, ...(metrics ? { metrics } : {}), log, listeners, pools };
+}
+
+/** Node gained `reusePort` for net.Server#listen in v23.1.0 and v22.12.0. */
+export function supportsReusePort(version = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }

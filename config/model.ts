@@ -116,6 +116,8 @@ export interface LbConfig {
     workers: number;
     workersSetting: number | 'auto';
     gracePeriodMs: number;
+    /** How new connections reach workers (daemon.accept); default "shared" (README: measured against round-robin). */
+    accept: 'round-robin' | 'shared' | 'reuseport';
   };
   admin: {
     /** Absolute path; relative paths in the file are resolved against the file's directory. */

@@ -9,7 +9,7 @@ import { ADDRESS_PATTERN } from './address.js';
 import { DURATION_PATTERN } from './duration.js';
 
 export const DEFAULTS = {
-  daemon: { workers: 'auto', grace_period: '30s' },
+  daemon: { workers: 'auto', grace_period: '30s', accept: 'shared' },
   admin: { socket: '/run/lb/admin.sock' },
   log: { level: 'info', access: false },
   listener: {
@@ -58,6 +58,8 @@ function address(description: string, examples: string[]) {
   });
 }
 
+export const ACCEPT_MODES = ['round-robin', 'shared', 'reuseport'] as const;
+
 function oneOf<const T extends readonly string[]>(values: T, options: Record<string, unknown>) {
   return Type.Union(
     values.map((v) => Type.Literal(v)),
@@ -78,6 +80,15 @@ const DaemonSchema = Type.Object(
         'How long a stop or a reload waits for in-flight requests and connections to finish.',
         DEFAULTS.daemon.grace_period,
       ),
+    ),
+    accept: Type.Optional(
+      oneOf(ACCEPT_MODES, {
+        description:
+          'How new connections reach workers: "round-robin" (the primary accepts and hands each connection to the next worker; ' +
+          'even spread), "shared" (workers accept from one shared socket; the kernel picks, often unevenly), "reuseport" ' +
+          '(each worker binds its own SO_REUSEPORT socket; Node >= 22.12). Takes effect at start, not on reload.',
+        default: DEFAULTS.daemon.accept,
+      }),
     ),
   },
   { ...closed, description: 'Process settings.', default: {} },

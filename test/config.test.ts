@@ -110,7 +110,7 @@ t.test('the SPEC.md example', async (t) => {
   const workers = availableParallelism();
   t.same(c, {
     file: '/etc/lb/lb.toml',
-    daemon: { workers, workersSetting: 'auto', gracePeriodMs: 30_000 },
+    daemon: { workers, workersSetting: 'auto', gracePeriodMs: 30_000, accept: 'shared' },
     admin: { socket: '/run/lb/admin.sock' },
     metrics: { listen: { host: '127.0.0.1', port: 9100, text: '127.0.0.1:9100' } },
     log: { level: 'info', access: false },
@@ -192,7 +192,7 @@ t.test('the SPEC.md example', async (t) => {
 
 t.test('defaults of a minimal config', async (t) => {
   const c = valid(MIN);
-  t.same(c.daemon, { workers: availableParallelism(), workersSetting: 'auto', gracePeriodMs: 30_000 });
+  t.same(c.daemon, { workers: availableParallelism(), workersSetting: 'auto', gracePeriodMs: 30_000, accept: 'shared' });
   t.same(c.admin, { socket: '/run/lb/admin.sock' });
   t.equal(c.metrics, undefined, 'no [metrics] = metrics disabled');
   t.same(c.log, { level: 'info', access: false });
@@ -272,7 +272,7 @@ passive = { on_5xx = true }
 algorithm = "consistent-hash"
 backends = [ { address = "10.0.0.9:5432" } ]
 `);
-  t.same(c.daemon, { workers: 3, workersSetting: 3, gracePeriodMs: 90_000 });
+  t.same(c.daemon, { workers: 3, workersSetting: 3, gracePeriodMs: 90_000, accept: 'shared' });
   t.equal(c.admin.socket, '/etc/lb/run/admin.sock', 'relative to the config file');
   t.same(c.log, { level: 'debug', access: true });
   const web = c.listeners['web'];
@@ -313,7 +313,7 @@ const errorCases: Array<[string, string, string[]]> = [
     'lb.toml:7:16: pools.app.backends[0].wieght: unknown key "wieght" (did you mean "weight"?)',
   ]],
   ['unknown key without a suggestion', `[daemon]\ncolour = "blue"\n${MIN}`, [
-    'lb.toml:2:1: daemon.colour: unknown key "colour" (allowed: workers, grace_period)',
+    'lb.toml:2:1: daemon.colour: unknown key "colour" (allowed: workers, grace_period, accept)',
   ]],
   ['unknown top-level table', `${MIN}[listener.api]\nprotocol = "http"\n`, [
     'lb.toml:9:2: listener: unknown key "listener" (did you mean "listeners"?)',

@@ -49,7 +49,7 @@ function poolCfg(name: string, ports: number[], over: Partial<PoolConfig> = {}):
 function lbConfig(...pools: PoolConfig[]): LbConfig {
   return {
     file: '/dev/null',
-    daemon: { workers: 1, workersSetting: 1, gracePeriodMs: 1000 },
+    daemon: { workers: 1, workersSetting: 1, gracePeriodMs: 1000, accept: 'round-robin' },
     admin: { socket: '/nonexistent/admin.sock' },
     log: { level: 'info', access: false },
     listeners: {},

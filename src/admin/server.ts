@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { peerOf, type Peer } from './peer.js';
 
 export const MAX_LINE = 64 * 1024;
 
@@ -24,7 +25,12 @@ export class AdminError extends Error {
 }
 
 export type AdminRequest = Record<string, unknown> & { cmd: string };
-export type AdminHandler = (req: AdminRequest) => Promise<unknown>;
+/** Per connection: who is on the other end (src/admin/peer.ts), looked up on first call, then memoized. */
+export interface AdminContext {
+  peer(): Promise<Peer | undefined>;
+}
+export type AdminHandler = (req: AdminRequest, ctx: AdminContext) => Promise<unknown>;
+const NO_PEER: AdminContext = { peer: async () => undefined };
 
 export type AdminResponse =
   | { ok: true; result: unknown }
@@ -70,6 +76,8 @@ export class AdminServer {
     c.setEncoding('utf8');
     let buf = '';
     let queue = Promise.resolve();
+    let peer: Promise<Peer | undefined> | undefined;
+    const ctx: AdminContext = { peer: () => (peer ??= peerOf(c, this.socketPath)) };
     c.on('data', (chunk: string) => {
       buf += chunk;
       let nl: number;
@@ -78,7 +86,7 @@ export class AdminServer {
         buf = buf.slice(nl + 1);
         if (line.length > MAX_LINE) return this.tooLong(c);
         if (line.trim() === '') continue;
-        queue = queue.then(() => this.answer(c, line));
+        queue = queue.then(() => this.answer(c, line, ctx));
       }
       if (buf.length > MAX_LINE) this.tooLong(c);
     });
@@ -86,7 +94,7 @@ export class AdminServer {
       if (buf.trim() !== '') {
         const line = buf;
         buf = '';
-        queue = queue.then(() => this.answer(c, line));
+        queue = queue.then(() => this.answer(c, line, ctx));
       }
       queue.then(() => c.end());
     });
@@ -97,13 +105,13 @@ export class AdminServer {
     c.end(JSON.stringify({ ok: false, error: { code: 'LINE_TOO_LONG', message: `request line over ${MAX_LINE} bytes` } }) + '\n');
   }
 
-  private async answer(c: net.Socket, line: string): Promise<void> {
-    const res = await this.handle(line);
+  private async answer(c: net.Socket, line: string, ctx: AdminContext): Promise<void> {
+    const res = await this.handle(line, ctx);
     if (!c.destroyed && c.writable) c.write(JSON.stringify(res) + '\n');
   }
 
   /** Parses and runs one request line; never throws. */
-  async handle(line: string): Promise<AdminResponse> {
+  async handle(line: string, ctx: AdminContext = NO_PEER): Promise<AdminResponse> {
     let req: unknown;
     try {
       req = JSON.parse(line);
@@ -114,7 +122,7 @@ export class AdminServer {
     const cmd = (req as { cmd?: unknown }).cmd;
     if (typeof cmd !== 'string') return fail('MISSING_FIELD', 'request needs "cmd" (a string)');
     try {
-      return { ok: true, result: await this.handler(req as AdminRequest) };
+      return { ok: true, result: await this.handler(req as AdminRequest, ctx) };
     } catch (err) {
       if (err instanceof AdminError) return { ok: false, error: { code: err.code, message: err.message, ...err.details } };
       return fail('INTERNAL', (err as Error).message);

@@ -44,6 +44,7 @@ export function describeChanges(a: LbConfig, b: LbConfig): string[] {
   if (a.daemon.gracePeriodMs !== b.daemon.gracePeriodMs) out.push(`daemon.grace_period: ${a.daemon.gracePeriodMs}ms -> ${b.daemon.gracePeriodMs}ms`);
   if (a.log.level !== b.log.level || a.log.access !== b.log.access) out.push('log settings changed');
   if (a.metrics?.listen.text !== b.metrics?.listen.text) out.push(`metrics.listen: ${a.metrics?.listen.text ?? 'off'} -> ${b.metrics?.listen.text ?? 'off'}`);
+  if (a.daemon.accept !== b.daemon.accept) out.push(`daemon.accept: ${a.daemon.accept} -> ${b.daemon.accept}: takes effect at the next restart`);
   if (a.admin.socket !== b.admin.socket) out.push('admin.socket changed: takes effect at the next restart');
   return out;
 }

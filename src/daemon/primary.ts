@@ -9,8 +9,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfigFile } from '../../config/load.js';
 import { formatIssue, type LbConfig } from '../../config/model.js';
-import { AdminError, AdminServer, str, type AdminRequest } from '../admin/server.js';
-import { createLogger, type Logger } from '../log.js';
+import { AdminError, AdminServer, str, type AdminContext, type AdminRequest } from '../admin/server.js';
+import type { Peer } from '../admin/peer.js';
+import { createLogger, who, type Logger } from '../log.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
 import { isMessage, type FromWorker, type ToWorker } from './messages.js';
@@ -70,13 +71,15 @@ export class Primary {
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
 
-    this.admin = new AdminServer(config.admin.socket, (req) => this.command(req));
+    this.admin = new AdminServer(config.admin.socket, (req, ctx) => this.command(req, ctx));
     try {
       await this.admin.start();
     } catch (err) {
       this.fatal((err as Error).message);
     }
 
+    // daemon.accept: fixed for the life of the primary (node:cluster reads it at the first fork).
+    cluster.schedulingPolicy = config.daemon.accept === 'round-robin' ? cluster.SCHED_RR : cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], silent: false });
     cluster.on('message', (w, m) => this.onMessage(w, m));
     cluster.on('exit', (w, code, signal) => this.onExit(w, code, signal));
@@ -272,21 +275,22 @@ export class Primary {
 
   // ---- admin commands -------------------------------------------------------------------------------
 
-  private async command(req: AdminRequest): Promise<unknown> {
+  private async command(req: AdminRequest, ctx: AdminContext): Promise<unknown> {
     switch (req.cmd) {
       case 'status':
         return this.status();
       case 'reload':
-        return this.reload('admin');
+        return this.reload('admin', ctx.peer());
       case 'drain':
       case 'ready': {
         const r = this.backend(req);
+        const peer = ctx.peer();
         const admin = req.cmd === 'drain' ? 'drain' : 'ready';
         const changed = r.admin !== admin;
         r.admin = admin;
         this.pushControl(r);
         const { inflight } = await this.inflight();
-        this.logger.info({ pool: r.pool, backend: r.name, admin, changed, by: 'admin socket' }, `admin: ${req.cmd}`);
+        this.logger.info({ pool: r.pool, backend: r.name, admin, changed, by: who(await peer) }, `admin: ${req.cmd}`);
         return { pool: r.pool, backend: r.name, state: stateOf(r), changed, inflight: inflight[r.pool]?.[r.name] ?? 0 };
       }
       case 'weight': {
@@ -296,11 +300,12 @@ export class Primary {
         if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > 1000) {
           throw new AdminError('INVALID_FIELD', `"weight" must be an integer from 0 to 1000, got ${JSON.stringify(w)}`);
         }
+        const peer = ctx.peer();
         const before = this.state.baseWeight(r);
         r.weightOverride = w;
         this.pushControl(r);
         await this.inflight();
-        this.logger.info({ pool: r.pool, backend: r.name, weight: w, before, by: 'admin socket' }, 'admin: weight');
+        this.logger.info({ pool: r.pool, backend: r.name, weight: w, before, by: who(await peer) }, 'admin: weight');
         return { pool: r.pool, backend: r.name, weight: w, before };
       }
       case 'inflight':
@@ -360,18 +365,19 @@ export class Primary {
   }
 
   /** Re-reads the config file; applies it in place when valid, else refuses and keeps the running config. */
-  reload(source: string): Promise<unknown> {
-    const run = this.reloading.then(() => this.doReload(source));
+  reload(source: string, peer?: Promise<Peer | undefined>): Promise<unknown> {
+    const run = this.reloading.then(() => this.doReload(source, peer));
     this.reloading = run.catch(() => {});
     return run;
   }
 
-  private async doReload(source: string): Promise<unknown> {
+  private async doReload(source: string, peer?: Promise<Peer | undefined>): Promise<unknown> {
+    const by = peer ? who(await peer) : undefined;
     const { config, issues } = await loadConfigFile(this.configFile);
     if (!config) {
       const lines = issues.map(formatIssue);
       this.metrics?.reloaded('refused');
-      this.logger.warn({ source, issues: lines }, 'reload refused: config invalid; the running config keeps serving');
+      this.logger.warn({ source, by, issues: lines }, 'reload refused: config invalid; the running config keeps serving');
       throw new AdminError('CONFIG_INVALID', `config invalid, reload refused:\n${lines.join('\n')}`, { issues: lines });
     }
     const changes = describeChanges(this.config, config);
@@ -397,7 +403,7 @@ export class Primary {
     }
     if (this.metrics || config.metrics) await this.reloadMetrics(old);
     this.metrics?.reloaded('applied');
-    this.logger.info({ source, changes, listenErrors: [...listenErrors] }, 'config reloaded');
+    this.logger.info({ source, by, changes, listenErrors: [...listenErrors] }, 'config reloaded');
     return { changes, listenErrors: [...listenErrors] };
   }
 

@@ -5,7 +5,7 @@
 // workers that exit without being asked to.
 
 import cluster from 'node:cluster';
-import { createLogger, type Logger } from '../log.js';
+import { accessLog, createLogger, type Logger } from '../log.js';
 import { DataPlane } from '../dataplane/dataplane.js';
 import type { DataPlaneEvents, RequestRecord } from '../dataplane/events.js';
 import { isMessage, type FromWorker, type ToWorker } from './messages.js';
@@ -22,7 +22,7 @@ export function runWorker(): void {
   const events: DataPlaneEvents = {
     done(r: RequestRecord) {
       metrics.done(r);
-      if (access) logger.info({ access: r }, 'access');
+      if (access) accessLog(logger, r);
     },
     failure(pool, backend, reason) {
       metrics.failure(pool, backend, reason);

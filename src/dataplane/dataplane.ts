@@ -65,7 +65,7 @@ export class DataPlane {
       }
       const l = cfg.protocol === 'http' ? new HttpListener(cfg, pools, this.events, cfg.tls ? buildTls(cfg.tls) : undefined) : new TcpListener(cfg, pools, this.events);
       try {
-        await l.listen();
+        await l.listen(config.daemon.accept);
         next.set(cfg.name, l);
       } catch (err) {
         listenErrors.push(new ListenError(cfg.name, cfg.listen.text, err as Error));

@@ -13,7 +13,7 @@ import { ProxyCall, replyError, scanRequest, type ListenerInfo } from './http-pr
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { Router } from './router.js';
-import { listenServer, type Listener, type TlsMaterial } from './listener.js';
+import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 
 const REASONS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
@@ -78,8 +78,8 @@ export class HttpListener implements Listener, ListenerInfo {
     this.server.keepAliveTimeout = cfg.idleTimeoutMs;
   }
 
-  listen(): Promise<void> {
-    return listenServer(this.server, this.cfg.listen);
+  listen(accept?: AcceptMode): Promise<void> {
+    return listenServer(this.server, this.cfg.listen, accept);
   }
 
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {

@@ -11,7 +11,8 @@ export interface Listener {
   cfg: ListenerConfig;
   /** Open client connections. */
   readonly connections: number;
-  listen(): Promise<void>;
+  /** Binds; `accept` is daemon.accept ("reuseport" binds this process's own SO_REUSEPORT socket). */
+  listen(accept?: AcceptMode): Promise<void>;
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void;
   /** Stops accepting new connections; resolves when every connection has closed. */
   stop(): Promise<void>;
@@ -37,11 +38,16 @@ export class ListenError extends Error {
   }
 }
 
-export function listenServer(server: net.Server, addr: Address, exclusive = false): Promise<void> {
+export type AcceptMode = 'round-robin' | 'shared' | 'reuseport';
+
+export function listenServer(server: net.Server, addr: Address, accept: AcceptMode = 'round-robin'): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
-    server.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive }, () => {
+    // "reuseport": each worker binds its own socket (exclusive: not through the cluster primary) with
+    // SO_REUSEPORT, so the kernel spreads connections; Node >= 22.12 (config validation checks the version).
+    const reuse = accept === 'reuseport';
+    server.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: reuse, ...(reuse ? { reusePort: true } : {}) }, () => {
       server.removeListener('error', onError);
       resolve();
     });

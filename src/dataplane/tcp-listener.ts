@@ -5,7 +5,7 @@ import net from 'node:net';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
-import { listenServer, type Listener } from './listener.js';
+import { listenServer, type AcceptMode, type Listener } from './listener.js';
 import type { BackendPool } from './pool.js';
 
 export class TcpListener implements Listener {
@@ -37,8 +37,8 @@ export class TcpListener implements Listener {
     this.pool = pools.get(cfg.pool)!;
   }
 
-  listen(): Promise<void> {
-    return listenServer(this.server, this.cfg.listen);
+  listen(accept?: AcceptMode): Promise<void> {
+    return listenServer(this.server, this.cfg.listen, accept);
   }
 
   private readonly onConnection = (client: net.Socket): void => {

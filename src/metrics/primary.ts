@@ -1,12 +1,22 @@
-// /metrics on `metrics.listen`, served by the primary: every worker's series (asked over IPC) and the
-// primary's own, summed with prom-client's AggregatorRegistry.aggregate.
+// The metrics listener (`metrics.listen`), served by the primary:
+//   GET /metrics      Prometheus text format: every worker's series (asked over IPC, 'metrics' message) and
+//                     the primary's own, summed with prom-client's AggregatorRegistry.aggregate.
+//   GET /status.json  Primary.status() plus per-backend request and error totals (the status page's data).
+//   GET /             the status page (status-page.ts). Read-only: anything but GET/HEAD gets 405.
 //
-// A scrape never waits longer than SCRAPE_DEADLINE_MS for workers: a worker that is busy or dead is
-// represented by its last answer and counted in lb_metrics_scrape_workers_missing. Counters never go
-// backwards when a worker is replaced: the last snapshot of a worker that exited is kept and added to
-// every later scrape (what it counted after its last scrape is lost, which rate() tolerates as a dip-free
-// undercount).
+// Contracts:
+// - Bounded: a collection round never waits longer than SCRAPE_DEADLINE_MS for workers. A worker that is
+//   busy or dead is represented by its last answer and counted in lb_metrics_scrape_workers_missing.
+//   Concurrent scrapes (and status polls) share one round, so a stuck worker never gets a queue of
+//   metrics requests, and at most one request per worker is outstanding.
+// - Monotonic: counters (and histograms) never go backwards for a scraper when a worker is replaced. The
+//   last answer of a worker that exited is folded into `departed` and added to every later scrape. What
+//   the worker counted after its last answer is lost: an undercount, never a dip, which rate() tolerates.
+//   An answer that arrives after its worker exited is ignored (departed already holds an earlier one).
+//   Workers that are retiring (reload to fewer workers, stop) stay in the sums until they exit.
+// - Gauges of a dead process (in-flight, memory) are dropped with it: only counters/histograms carry over.
 
+import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Address } from '../../config/model.js';
@@ -25,14 +35,68 @@ function monotonic(s: Snapshot): Snapshot {
   return s.filter((m) => String(m.type) === 'counter' || String(m.type) === 'histogram');
 }
 
+/**
+ * AggregatorRegistry.aggregate, as metrics JSON, synchronously: the aggregated registry's metrics carry
+ * their aggregated fields directly (prom-client 15 cluster.js wraps them with Object.assign), so no await
+ * of getMetricsAsJSON() is needed. Used where a fold must happen inside a synchronous event handler.
+ */
+function sumSync(snaps: Snapshot[]): Snapshot {
+  return AggregatorRegistry.aggregate(snaps)
+    .getMetricsAsArray()
+    .map((m) => {
+      const x = m as unknown as Metric & { aggregator: string };
+      return { name: x.name, help: x.help, type: x.type, values: x.values, aggregator: x.aggregator } as unknown as Metric;
+    });
+}
+
+/** Per-backend totals since start (monotonic like the counters they come from). */
+export interface BackendTotals {
+  /** HTTP requests answered plus TCP/websocket connections. */
+  requests: number;
+  /** HTTP answers with a 5xx status (502, 503, 504, or the backend's own 5xx). */
+  errors: number;
+}
+
+/** Sums lb_requests_total and lb_connections_total per pool and backend over snapshots. */
+export function backendTotals(snaps: Snapshot[]): Map<string, Map<string, BackendTotals>> {
+  const out = new Map<string, Map<string, BackendTotals>>();
+  const at = (pool: string, backend: string): BackendTotals => {
+    let p = out.get(pool);
+    if (!p) out.set(pool, (p = new Map()));
+    let t = p.get(backend);
+    if (!t) p.set(backend, (t = { requests: 0, errors: 0 }));
+    return t;
+  };
+  for (const snap of snaps)
+    for (const m of snap) {
+      const isReq = m.name === METRICS.requests.name;
+      if (!isReq && m.name !== METRICS.connections.name) continue;
+      for (const v of m.values) {
+        const l = v.labels as Record<string, string | number | undefined>;
+        const t = at(String(l.pool ?? ''), String(l.backend ?? ''));
+        t.requests += v.value;
+        if (isReq && Number(l.code) >= 500) t.errors += v.value;
+      }
+    }
+  return out;
+}
+
+interface StatusShape {
+  pools: Array<{ name: string; backends: Array<{ name: string } & Record<string, unknown>> }>;
+  [k: string]: unknown;
+}
+
 export class MetricsServer {
   private server: http.Server | undefined;
   private readonly registry = new Registry();
+  /** The last answer of every worker that has not exited, by cluster worker id. */
   private readonly last = new Map<number, Snapshot>();
+  /** Counters and histograms of exited workers, summed. */
   private departed: Snapshot = [];
   private missing = 0;
-  private readonly reloads: Counter;
-  private readonly restarts: Counter;
+  private round: Promise<Snapshot[]> | undefined;
+  private readonly reloadCounts: Record<'applied' | 'refused', number> = { applied: 0, refused: 0 };
+  private restartCount = 0;
 
   constructor(
     private readonly primary: Primary,
@@ -40,6 +104,7 @@ export class MetricsServer {
   ) {
     collectDefaultMetrics({ register: this.registry });
     const p = primary;
+    const self = this;
     const g = (m: (typeof METRICS)['backendUp' | 'backendDrain' | 'backendWeight'], value: (r: ReturnType<Primary['state']['all']>[number]) => number): Gauge =>
       new Gauge({
         name: m.name,
@@ -64,9 +129,26 @@ export class MetricsServer {
         for (const c of p.health.checkCounts()) this.inc({ pool: c.pool, backend: c.backend, result: c.result }, c.value);
       },
     });
-    this.reloads = new Counter({ name: METRICS.configReloads.name, help: METRICS.configReloads.help, labelNames: [...METRICS.configReloads.labels], registers: [this.registry] });
-    this.restarts = new Counter({ name: METRICS.workerRestarts.name, help: METRICS.workerRestarts.help, registers: [this.registry] });
-    const self = this;
+    // Plain numbers behind the counters: carried synchronously to a successor (metrics.listen moved).
+    new Counter({
+      name: METRICS.configReloads.name,
+      help: METRICS.configReloads.help,
+      labelNames: [...METRICS.configReloads.labels],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [result, n] of Object.entries(self.reloadCounts)) this.inc({ result }, n);
+      },
+    });
+    new Counter({
+      name: METRICS.workerRestarts.name,
+      help: METRICS.workerRestarts.help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(self.restartCount);
+      },
+    });
     new Gauge({
       name: METRICS.scrapeMissing.name,
       help: METRICS.scrapeMissing.help,
@@ -76,55 +158,92 @@ export class MetricsServer {
       },
     });
     if (previous) {
-      // A moved metrics listener keeps the series counted so far.
       for (const [k, v] of previous.last) this.last.set(k, v);
       this.departed = previous.departed;
-      this.carry(previous);
+      this.reloadCounts.applied = previous.reloadCounts.applied;
+      this.reloadCounts.refused = previous.reloadCounts.refused;
+      this.restartCount = previous.restartCount;
     }
   }
 
-  private carry(previous: MetricsServer): void {
-    void previous.registry.getMetricsAsJSON().then((json) => {
-      for (const m of json as Snapshot) {
-        if (m.name === METRICS.configReloads.name) for (const v of m.values) this.reloads.inc(v.labels as Record<string, string>, v.value);
-        if (m.name === METRICS.workerRestarts.name) for (const v of m.values) this.restarts.inc(v.value);
-      }
-    });
-  }
-
   reloaded(result: 'applied' | 'refused'): void {
-    this.reloads.inc({ result });
+    this.reloadCounts[result]++;
   }
 
   workerRestarted(): void {
-    this.restarts.inc();
+    this.restartCount++;
   }
 
-  /** A worker exited: its last counters stay in the sums. */
+  /** A worker exited: its last counters stay in the sums. Synchronous (called from cluster's 'exit'). */
   workerGone(id: number): void {
     const snap = this.last.get(id);
     this.last.delete(id);
     if (!snap) return;
-    this.departed = monotonic(AggregatorRegistry.aggregate([this.departed, monotonic(snap)]).getMetricsAsJSON() as unknown as Snapshot);
+    this.departed = sumSync(this.departed.length > 0 ? [this.departed, monotonic(snap)] : [monotonic(snap)]);
+  }
+
+  /** Workers to ask: the primary's live ones, plus retiring ones that answered before and still listen. */
+  private targets(): Worker[] {
+    const out = new Map<number, Worker>();
+    for (const w of this.primary.liveWorkers()) out.set(w.id, w);
+    for (const id of [...this.last.keys()]) {
+      const w = cluster.workers?.[id];
+      // Exited while this server was not registered with the primary (metrics listener being replaced).
+      if (!w || w.isDead()) this.workerGone(id);
+      else if (!out.has(id) && w.isConnected()) out.set(id, w);
+    }
+    return [...out.values()];
+  }
+
+  /**
+   * One collection round over the workers (shared by concurrent callers), bounded by SCRAPE_DEADLINE_MS.
+   * Resolves with the latest snapshot of every worker that has not exited (answered now or before).
+   */
+  private gather(): Promise<Snapshot[]> {
+    this.round ??= this.gatherOnce().finally(() => {
+      this.round = undefined;
+    });
+    return this.round;
+  }
+
+  private async gatherOnce(): Promise<Snapshot[]> {
+    const workers = this.targets();
+    const answers = await Promise.all(workers.map((w) => this.primary.request(w, { t: 'metrics', id: 0 }, SCRAPE_DEADLINE_MS)));
+    let missing = 0;
+    workers.forEach((w, i) => {
+      const a = answers[i];
+      if (!a || a.t !== 'metrics') missing++;
+      // A late answer from a worker that has exited since is dropped: departed has its previous one.
+      else if (!w.isDead()) this.last.set(w.id, a.metrics as Snapshot);
+    });
+    this.missing = missing;
+    return [...this.last.values()];
   }
 
   /** The text exposition of every process's series, summed. */
   async collect(): Promise<string> {
-    const workers = this.primary.liveWorkers();
-    const answers = await Promise.all(workers.map((w) => this.primary.request(w, { t: 'metrics', id: 0 }, SCRAPE_DEADLINE_MS)));
-    let missing = 0;
-    const snaps: Snapshot[] = [];
-    workers.forEach((w, i) => {
-      const a = answers[i];
-      if (a && a.t === 'metrics') this.last.set(w.id, a.metrics as Snapshot);
-      else missing++;
-      const s = this.last.get(w.id);
-      if (s) snaps.push(s);
-    });
-    this.missing = missing;
+    const snaps = [...(await this.gather())]; // a copy: the round's array is shared by concurrent callers
     snaps.push((await this.registry.getMetricsAsJSON()) as Snapshot);
     if (this.departed.length > 0) snaps.push(this.departed);
     return AggregatorRegistry.aggregate(snaps).metrics();
+  }
+
+  /** Primary.status() with `requests` and `errors` totals on every backend, for the status page. */
+  async statusWithTotals(): Promise<unknown> {
+    const [status, round] = await Promise.all([this.primary.status() as Promise<StatusShape>, this.gather()]);
+    const snaps = this.departed.length > 0 ? [...round, this.departed] : round;
+    const totals = backendTotals(snaps);
+    for (const p of status.pools) {
+      for (const b of p.backends) {
+        const t = totals.get(p.name)?.get(b.name);
+        b.requests = t?.requests ?? 0;
+        b.errors = t?.errors ?? 0;
+      }
+      // 503s with no usable backend are counted under backend "".
+      const none = totals.get(p.name)?.get('');
+      (p as Record<string, unknown>).unrouted = none ?? { requests: 0, errors: 0 };
+    }
+    return { ...status, at: Date.now(), metricsWorkersMissing: this.missing };
   }
 
   listen(addr: Address): Promise<void> {
@@ -146,6 +265,7 @@ export class MetricsServer {
       return;
     }
     const send = (status: number, type: string, body: string): void => {
+      if (res.destroyed) return;
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
@@ -155,9 +275,10 @@ export class MetricsServer {
         this.collect().then((text) => send(200, this.registry.contentType, text), failed);
         return;
       case '/status.json':
-        this.primary.status().then((s) => send(200, 'application/json', JSON.stringify(s)), failed);
+        this.statusWithTotals().then((s) => send(200, 'application/json', JSON.stringify(s)), failed);
         return;
       case '/':
+      case '/index.html':
         send(200, 'text/html; charset=utf-8', statusPage());
         return;
       default:
