@@ -67,7 +67,7 @@ t.test('20 reloads under continuous load (kept-alive and new connections): no fa
     const members = i % 2 === 0 ? all.slice(0, 2).map((b) => ({ ...b, weight: 1 + (i % 3) })) : all;
     fs.writeFileSync(lb.configFile, config(port, tcpPort, members, { algorithm: algos[i % algos.length] }).replaceAll('{{socket}}', lb.socket));
     const r = await cli(['reload', '-s', lb.socket]);
-    t.equal(r.code, 0, `reload ${i + 1} applied (${r.stdout.trim().split('\n')[0]})`);
+    t.equal(r.code, 0, `reload ${i + 1} applied (${r.stdout.trim().split('\n')[0]}${r.stderr})`);
   }
   const a = await kept.stop();
   const b = await fresh.stop();

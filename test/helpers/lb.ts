@@ -130,7 +130,9 @@ export async function startLb(toml: string, ports: number[], opts: { env?: Recor
   await waitFor(
     async () => {
       if (gone) throw new Error(`lb exited early: ${err}`);
-      await admin(socket, { cmd: 'status' });
+      const st = await admin(socket, { cmd: 'status' });
+      // Every configured worker has started (the admin socket answers before the workers are up).
+      if (st.result.workers.asked !== st.result.workers.configured) return false;
       for (const p of ports) await connectOnce(p);
       return true;
     },
