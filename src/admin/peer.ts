@@ -15,7 +15,8 @@
 // processes the daemon may ptrace-read (root sees all; an unprivileged lb sees only its own uid's
 // processes, so a peer of another uid comes back undefined); a process that received the fd over
 // SCM_RIGHTS or by fork is reported as whichever holder is found first. The whole lookup is bounded by
-// `deadlineMs` and only runs for admin commands that change something, never on the data path.
+// `deadlineMs` (an `ss` still running then is killed), at most MAX_CONCURRENT lookups run at once, and
+// it only runs for admin commands that change something (once per connection), never on the data path.
 
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -27,10 +28,22 @@ export interface Peer {
 }
 
 const DEFAULT_DEADLINE_MS = 500;
+/** Lookups in flight at once; more (a client opening many connections) get undefined at once. */
+const MAX_CONCURRENT = 4;
+let running = 0;
 
 /** The peer of an accepted unix socket connection, or undefined when Linux does not tell us in time. */
 export async function peerOf(sock: net.Socket, socketPath: string, deadlineMs = DEFAULT_DEADLINE_MS): Promise<Peer | undefined> {
-  if (process.platform !== 'linux') return undefined;
+  if (process.platform !== 'linux' || running >= MAX_CONCURRENT) return undefined;
+  running++;
+  try {
+    return await bounded(sock, socketPath, deadlineMs);
+  } finally {
+    running--;
+  }
+}
+
+async function bounded(sock: net.Socket, socketPath: string, deadlineMs: number): Promise<Peer | undefined> {
   const deadline = Date.now() + deadlineMs;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {

@@ -125,7 +125,7 @@ export class AdminServer {
       return { ok: true, result: await this.handler(req as AdminRequest, ctx) };
     } catch (err) {
       if (err instanceof AdminError) return { ok: false, error: { code: err.code, message: err.message, ...err.details } };
-      return fail('INTERNAL', (err as Error).message);
+      return fail('INTERNAL', thrownMessage(err));
     }
   }
 
@@ -142,6 +142,17 @@ export class AdminServer {
 
 function fail(code: string, message: string): AdminResponse {
   return { ok: false, error: { code, message } };
+}
+
+/** A message for anything a handler threw or rejected with (not only Errors: `null`, `{}`, a Symbol). */
+function thrownMessage(err: unknown): string {
+  const m = err instanceof Error ? err.message : undefined;
+  if (typeof m === 'string' && m !== '') return m;
+  try {
+    return `internal error: ${String(err)}`;
+  } catch {
+    return 'internal error';
+  }
 }
 
 /** True when something accepts connections on the unix socket at `p`. */

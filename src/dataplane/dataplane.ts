@@ -58,12 +58,24 @@ export class DataPlane {
     for (const cfg of Object.values(config.listeners)) {
       const kept = byAddress.get(listenerKey(cfg));
       if (kept && !kept.cfg.tls === !cfg.tls) {
-        kept.update(cfg, pools);
+        try {
+          kept.update(cfg, pools);
+        } catch (err) {
+          // New certificate files that cannot be used: the listener keeps serving the ones it has.
+          listenErrors.push(tlsError(cfg, err as Error, 'keeps its previous certificates'));
+        }
         byAddress.delete(listenerKey(cfg));
         next.set(cfg.name, kept);
         continue;
       }
-      const l = cfg.protocol === 'http' ? new HttpListener(cfg, pools, this.events, cfg.tls ? buildTls(cfg.tls) : undefined) : new TcpListener(cfg, pools, this.events);
+      let material;
+      try {
+        material = cfg.tls ? buildTls(cfg.tls) : undefined;
+      } catch (err) {
+        listenErrors.push(tlsError(cfg, err as Error, 'not opened'));
+        continue;
+      }
+      const l = cfg.protocol === 'http' ? new HttpListener(cfg, pools, this.events, material) : new TcpListener(cfg, pools, this.events, material);
       try {
         await l.listen(config.daemon.accept);
         next.set(cfg.name, l);
@@ -123,6 +135,12 @@ export class DataPlane {
   destroy(): void {
     for (const l of [...this.listeners.values(), ...this.retiring]) l.destroy();
   }
+}
+
+function tlsError(cfg: ListenerConfig, err: Error, outcome: string): ListenError {
+  const e = new ListenError(cfg.name, cfg.listen.text, err);
+  e.message = `listener ${cfg.name} (${cfg.listen.text}): ${err.message}; ${outcome}`;
+  return e;
 }
 
 function listenerKey(cfg: ListenerConfig): string {

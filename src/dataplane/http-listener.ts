@@ -15,6 +15,9 @@ import { requestKey } from './request-key.js';
 import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 
+/** More header fields than this get 431 (node:http would silently drop the ones past its maxHeadersCount). */
+export const MAX_HEADER_FIELDS = 1000;
+
 const REASONS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
@@ -31,6 +34,7 @@ export class HttpListener implements Listener, ListenerInfo {
   private readonly server: http.Server;
   private readonly sockets = new Set<net.Socket>();
   private upgrades = 0;
+  private readonly material: TlsMaterial | undefined;
 
   constructor(
     cfg: ListenerConfig,
@@ -41,6 +45,7 @@ export class HttpListener implements Listener, ListenerInfo {
     this.name = cfg.name;
     this.cfg = cfg;
     this.tls = !!tls;
+    this.material = tls;
     this.router = new Router(cfg, pools);
     const options: http.ServerOptions = {
       maxHeaderSize: cfg.maxHeaderSize,
@@ -49,8 +54,13 @@ export class HttpListener implements Listener, ListenerInfo {
       keepAliveTimeout: cfg.idleTimeoutMs,
       noDelay: true,
       insecureHTTPParser: false,
+      // node:http checks client_header_timeout only this often (its default is every 30 s).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(cfg.clientHeaderTimeoutMs / 4))),
     };
-    this.server = tls ? https.createServer({ ...options, ...tls.options }) : http.createServer(options);
+    // A TLS handshake must finish within client_header_timeout too (node's default is 120 s).
+    this.server = tls ? https.createServer({ ...options, ...tls.options, handshakeTimeout: cfg.clientHeaderTimeoutMs }) : http.createServer(options);
+    // One field more than the limit is stored, so that a request over it can be told apart and refused.
+    this.server.maxHeadersCount = MAX_HEADER_FIELDS + 1;
     if (tls) tls.attach(this.server as https.Server);
     this.server.on('request', this.onRequest);
     this.server.on('upgrade', this.onUpgrade);
@@ -70,12 +80,13 @@ export class HttpListener implements Listener, ListenerInfo {
     return this.sockets.size;
   }
 
-  /** Applies a reloaded listener config (routes, default pool, timeouts) in place. */
+  /** Applies a reloaded listener config (routes, default pool, timeouts, re-read certificates) in place. */
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
     this.cfg = cfg;
     this.router = new Router(cfg, pools);
     this.server.headersTimeout = cfg.clientHeaderTimeoutMs;
     this.server.keepAliveTimeout = cfg.idleTimeoutMs;
+    if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
   listen(accept?: AcceptMode): Promise<void> {
@@ -83,14 +94,40 @@ export class HttpListener implements Listener, ListenerInfo {
   }
 
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    // A request pipelined behind one refused on this connection is not served: the refusal said
+    // "Connection: close", and node:http closes the connection once that response is out.
+    if (closing.has(req.socket)) return;
     const url = req.url ?? '/';
-    if (url.charCodeAt(0) !== 47 /* "/" */ && !(url === '*' && req.method === 'OPTIONS')) {
+    const refused = refuse(req);
+    if (refused) {
+      closing.add(req.socket);
+      replyError(res, refused[0], refused[1], true);
+      return;
+    }
+    if (url === '*' && req.method === 'OPTIONS') {
+      // "the server in general": lb answers it; undici cannot send a "*" target upstream.
+      res.writeHead(200, { 'content-length': 0 }).end();
+      return;
+    }
+    if (url.charCodeAt(0) !== 47 /* "/" */) {
       // absolute-form and authority-form: lb is a reverse proxy, not a forward proxy.
+      closing.add(req.socket);
       replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
       return;
     }
     const scan = scanRequest(req, this.tls, false);
-    new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
+    if (!scan.hasBody) {
+      new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
+      return;
+    }
+    // node:http emits 'request' from inside the parser, before it has parsed the body bytes that came in
+    // the same read: let it finish them, so that a body with bad framing (a bad chunk size, more data than
+    // a chunk's size) is refused with 400 before anything is sent upstream. Framing errors in bytes that
+    // arrive later cut the upstream request before it is complete.
+    setImmediate(() => {
+      if (req.destroyed || !req.socket.writable) return;
+      new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
+    });
   };
 
   private readonly onUpgrade = (req: http.IncomingMessage, client: Duplex, head: Buffer): void => {
@@ -98,6 +135,11 @@ export class HttpListener implements Listener, ListenerInfo {
     const url = req.url ?? '/';
     if (url.charCodeAt(0) !== 47) {
       rejectRaw(socket, 400, 'Bad Request', 'request target must be origin-form');
+      return;
+    }
+    const refused = refuse(req);
+    if (refused) {
+      rejectRaw(socket, refused[0], refused[0] === 431 ? 'Request Header Fields Too Large' : refused[0] === 501 ? 'Not Implemented' : 'Bad Request', refused[1]);
       return;
     }
     const scan = scanRequest(req, this.tls, true);
@@ -154,6 +196,14 @@ export class HttpListener implements Listener, ListenerInfo {
       socket.destroy();
       return;
     }
+    const current = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (current && current.headersSent) {
+      // Bad bytes after a request whose response is already under way (pipelining): a second response
+      // would be taken as the answer to the bad bytes' successor; end the connection after this one.
+      if (current.writableFinished) socket.end();
+      else current.once('close', () => socket.end());
+      return;
+    }
     const [status, text] = REASONS[err.code ?? ''] ?? [400, 'Bad Request'];
     rejectRaw(socket, status, text, status === 400 ? 'malformed request' : text.toLowerCase());
   };
@@ -178,6 +228,33 @@ export class HttpListener implements Listener, ListenerInfo {
     this.server.closeAllConnections();
     for (const s of this.sockets) s.destroy();
   }
+}
+
+/** Connections on which a request was refused: nothing more is read from them. */
+const closing = new WeakSet<Duplex>();
+
+/**
+ * What llhttp's strict mode lets through but lb refuses before routing (so the upstream sees nothing):
+ * HTTP/0.9, more than one Host (lb routes on one value, a backend might use another), a Transfer-Encoding
+ * other than exactly "chunked" (501, as NGINX: lb would drop the other coding while re-framing the body) or
+ * on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing), and more than MAX_HEADER_FIELDS header fields.
+ */
+function refuse(req: http.IncomingMessage): [number, string] | undefined {
+  if (req.httpVersionMajor !== 1) return [400, '400 Bad Request: HTTP/1.0 or HTTP/1.1 only'];
+  const raw = req.rawHeaders;
+  if (raw.length > MAX_HEADER_FIELDS * 2) return [431, `431 Request Header Fields Too Large: more than ${MAX_HEADER_FIELDS} header fields`];
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const len = raw[i]!.length;
+    if (len === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+  }
+  if (hosts > 1) return [400, '400 Bad Request: more than one Host header'];
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined) {
+    if (req.httpVersionMinor === 0) return [400, '400 Bad Request: Transfer-Encoding in an HTTP/1.0 request'];
+    if (te.trim().toLowerCase() !== 'chunked') return [501, `501 Not Implemented: Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is supported`];
+  }
+  return undefined;
 }
 
 function rejectRaw(socket: Duplex, status: number, text: string, message: string): void {

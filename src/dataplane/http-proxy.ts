@@ -25,6 +25,8 @@ const REQUEST_DROP = new Set([
   'upgrade',
   'x-forwarded-proto',
   'x-forwarded-host',
+  // Expect: 100-continue is answered to the client by node:http itself; undici refuses to send it upstream.
+  'expect',
 ]);
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -53,6 +55,8 @@ export interface ScannedRequest {
   host: string | undefined;
   /** A body follows the head (Content-Length > 0 or Transfer-Encoding). */
   hasBody: boolean;
+  /** The declared body size (Content-Length), when there is one. */
+  contentLength: number | undefined;
 }
 
 /**
@@ -69,11 +73,12 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
   let host: string | undefined;
   let named: string[] | undefined;
   let hasBody = false;
+  let contentLength: number | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
     const len = name.length;
-    if (len !== 2 && len !== 4 && len !== 7 && len !== 10 && len !== 14 && len !== 15 && len !== 16 && len !== 17) {
+    if (len !== 2 && len !== 4 && len !== 6 && len !== 7 && len !== 10 && len !== 14 && len !== 15 && len !== 16 && len !== 17) {
       out.push(name, value);
       continue;
     }
@@ -81,6 +86,7 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
     if (lower === 'host') {
       host = value;
     } else if (lower === 'content-length') {
+      contentLength = Number(value);
       if (value !== '0') hasBody = true;
     } else if (lower === 'transfer-encoding') {
       hasBody = true;
@@ -113,7 +119,7 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', tls ? 'https' : 'http');
   if (host !== undefined) out.push('x-forwarded-host', host);
-  return { headers: out, host, hasBody };
+  return { headers: out, host, hasBody, contentLength };
 }
 
 /** Response headers for the client: hop-by-hop ones dropped (names lower-cased only when the length fits). */
@@ -157,6 +163,9 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
   private readonly t0 = performance.now();
   /** Bytes read on the client connection before this request (keep-alive connections carry several). */
   private readonly bytesReadAtStart: number;
+  /** The client connection; kept because IncomingMessage drops `socket` once its body has been read. */
+  private readonly socket: IncomingMessage['socket'];
+  private readonly contentLength: number | undefined;
   private readonly key: string | undefined;
   private readonly hasBody: boolean;
   private readonly headers: string[];
@@ -176,7 +185,9 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     scan: ScannedRequest,
   ) {
     this.hasBody = scan.hasBody;
+    this.socket = req.socket;
     this.bytesReadAtStart = req.socket.bytesRead;
+    this.contentLength = scan.contentLength;
     this.headers = scan.headers;
     this.key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
     res.sendDate = false;
@@ -255,6 +266,16 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     const b = this.backend!;
     b.end();
     const res = this.res;
+    if (err.code === 'UND_ERR_INVALID_ARG' || err.code === 'UND_ERR_NOT_SUPPORTED') {
+      // undici refused to build the request from what the client sent: the client's fault, never the
+      // backend's (counting it would let a client eject backends), and nothing was sent upstream.
+      this.backend = undefined;
+      this.status = 400;
+      this.error = `invalid request: ${err.message}`;
+      replyError(res, 400, `400 Bad Request: ${err.message}`, true);
+      this.finish();
+      return;
+    }
     if (res.destroyed || (res.headersSent && this.status === 0)) {
       // The client went away first; not the backend's fault.
       this.backend = undefined;
@@ -329,8 +350,9 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
       status: this.status,
       method: this.req.method ?? '',
       path: this.req.url ?? '',
-      client: this.req.socket.remoteAddress ?? '',
-      bytesIn: this.req.socket.bytesRead - this.bytesReadAtStart,
+      client: this.socket.remoteAddress ?? '',
+      // The declared body size; for chunked bodies, what the connection read after the head (approximate).
+      bytesIn: this.contentLength ?? this.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,

@@ -2,7 +2,8 @@
 
 import type net from 'node:net';
 import type https from 'node:https';
-import type { Address, ListenerConfig } from '../../config/model.js';
+import type tls from 'node:tls';
+import type { Address, ListenerConfig, TlsConfig } from '../../config/model.js';
 import type { BackendPool } from './pool.js';
 
 export interface Listener {
@@ -13,6 +14,7 @@ export interface Listener {
   readonly connections: number;
   /** Binds; `accept` is daemon.accept ("reuseport" binds this process's own SO_REUSEPORT socket). */
   listen(accept?: AcceptMode): Promise<void>;
+  /** Applies a reloaded config in place; throws (after applying the rest) when new TLS files cannot be used. */
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void;
   /** Stops accepting new connections; resolves when every connection has closed. */
   stop(): Promise<void>;
@@ -20,11 +22,13 @@ export interface Listener {
   destroy(): void;
 }
 
-/** TLS settings for an https listener, built by the caller from `listeners.NAME.tls`. */
+/** TLS settings for a listener (https or TLS-over-tcp), built by the caller from `listeners.NAME.tls`. */
 export interface TlsMaterial {
-  options: https.ServerOptions;
+  options: https.ServerOptions & tls.TlsOptions;
   /** Hooks SNI and certificate reloads onto the server. */
-  attach(server: https.Server): void;
+  attach(server: tls.Server): void;
+  /** Re-reads the certificate files (lb reload); throws, changing nothing, when one cannot be used. */
+  reload(cfg: TlsConfig): void;
 }
 
 export class ListenError extends Error {

@@ -1,11 +1,14 @@
 // A `tcp` (L4) listener: each client connection is spliced to one backend connection, with back-pressure and
-// half-close; a failed connect is retried on another backend before any client byte is forwarded.
+// half-close; a failed connect is retried on another backend before any client byte is forwarded. With
+// `tls`, lb terminates TLS (the handshake must finish within client_header_timeout) and the backend gets
+// the plain byte stream; the connection counts toward max_connections once the handshake is done.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
-import { listenServer, type AcceptMode, type Listener } from './listener.js';
+import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import type { BackendPool } from './pool.js';
 
 export class TcpListener implements Listener {
@@ -16,16 +19,25 @@ export class TcpListener implements Listener {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private stopped: (() => void) | undefined;
+  private closed = false;
 
   constructor(
     cfg: ListenerConfig,
     pools: ReadonlyMap<string, BackendPool>,
     private readonly events: DataPlaneEvents,
+    private readonly material?: TlsMaterial,
   ) {
     this.name = cfg.name;
     this.cfg = cfg;
     this.pool = pools.get(cfg.pool)!;
-    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.onConnection);
+    if (material) {
+      const server = tls.createServer({ ...material.options, allowHalfOpen: true, noDelay: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
+      server.on('secureConnection', this.onConnection);
+      material.attach(server);
+      this.server = server;
+    } else {
+      this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.onConnection);
+    }
   }
 
   get connections(): number {
@@ -35,6 +47,7 @@ export class TcpListener implements Listener {
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
     this.cfg = cfg;
     this.pool = pools.get(cfg.pool)!;
+    if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
   listen(accept?: AcceptMode): Promise<void> {
@@ -42,7 +55,8 @@ export class TcpListener implements Listener {
   }
 
   private readonly onConnection = (client: net.Socket): void => {
-    if (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections) {
+    // (A TLS handshake that finishes after stop() has been called must not start a new upstream exchange.)
+    if (this.closed || (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections)) {
       client.destroy();
       return;
     }
@@ -113,6 +127,7 @@ export class TcpListener implements Listener {
 
   /** Stops accepting; open connections carry on until they end (the caller bounds this by the grace period). */
   stop(): Promise<void> {
+    this.closed = true;
     return new Promise((resolve) => {
       this.server.close();
       if (this.sockets.size === 0) resolve();
