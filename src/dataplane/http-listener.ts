@@ -243,13 +243,15 @@ function refuse(req: http.IncomingMessage): [number, string] | undefined {
   if (req.httpVersionMajor !== 1) return [400, '400 Bad Request: HTTP/1.0 or HTTP/1.1 only'];
   const raw = req.rawHeaders;
   if (raw.length > MAX_HEADER_FIELDS * 2) return [431, `431 Request Header Fields Too Large: more than ${MAX_HEADER_FIELDS} header fields`];
+  // Raw headers, not req.headers: that getter builds an object of every header on first use.
   let hosts = 0;
+  let te: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const len = raw[i]!.length;
     if (len === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+    else if (len === 17 && raw[i]!.toLowerCase() === 'transfer-encoding') te = te === undefined ? raw[i + 1]! : `${te}, ${raw[i + 1]!}`;
   }
   if (hosts > 1) return [400, '400 Bad Request: more than one Host header'];
-  const te = req.headers['transfer-encoding'];
   if (te !== undefined) {
     if (req.httpVersionMinor === 0) return [400, '400 Bad Request: Transfer-Encoding in an HTTP/1.0 request'];
     if (te.trim().toLowerCase() !== 'chunked') return [501, `501 Not Implemented: Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is supported`];
