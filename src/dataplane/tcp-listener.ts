@@ -1,7 +1,7 @@
 // A `tcp` (L4) listener: each client connection is spliced to one backend connection, with back-pressure and
 // half-close; a failed connect is retried on another backend before any client byte is forwarded. With
-// `tls`, lb terminates TLS (the handshake must finish within client_header_timeout) and the backend gets
-// the plain byte stream; the connection counts toward max_connections once the handshake is done.
+// `tls`, lb terminates TLS (the handshake must finish within 10 s, client_header_timeout's default) and the
+// backend gets the plain byte stream; the connection counts toward max_connections once the handshake is done.
 
 import net from 'node:net';
 import tls from 'node:tls';
@@ -33,6 +33,8 @@ export class TcpListener implements Listener {
     if (material) {
       const server = tls.createServer({ ...material.options, allowHalfOpen: true, noDelay: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       server.on('secureConnection', this.onConnection);
+      // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
+      server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
       material.attach(server);
       this.server = server;
     } else {
