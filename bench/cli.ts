@@ -1,0 +1,167 @@
+// `lb bench [PART] [options]`: the algorithm comparison harness (src/cli.ts hands it every argument after
+// `bench`). Each part runs alone and writes a markdown report with SVG charts into its folder; see
+// bench/README.md. Returns the exit code: 0 done, 1 a part failed, 2 usage error.
+
+import path from 'node:path';
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parseDuration } from '../config/duration.js';
+import { parseAnchors, proxyReport, runOverhead } from './overhead.js';
+import { runQuality } from './quality.js';
+import { PROJECT_ROOT, resolveAlgorithms } from './report.js';
+import { loadScenario, runScenarios, shippedScenarios } from './scenarios.js';
+
+const PARTS = ['quality', 'scenarios', 'overhead', 'all'] as const;
+type Part = (typeof PARTS)[number];
+
+export const usage = (): string => `Usage: lb bench [PART] [options]
+
+Parts (default: all):
+  quality      in process, no network: ns per pick, shares against weights, keys moved
+               by a membership change, a closed loop with one slow backend
+  scenarios    end to end: simulated upstreams, the real daemon, autocannon
+               (scenario files: bench/scenarios/*.toml)
+  overhead     lb against direct and the reference proxies of ../shared/anchors
+  all          the three, one after the other
+
+Options:
+  --out DIR             report folder (default bench/results/PART; with "all": DIR/PART)
+  --algorithms LIST     comma-separated built-in names and module paths (./my-algo.js);
+                        "all" = every registered algorithm (default; scenarios: the file's list)
+  --sizes LIST          quality: backend counts (default 10,100,1000)
+  --scenario NAME|FILE  scenarios: a shipped scenario or a .toml file; repeatable
+                        (default: every shipped one: ${shippedList()})
+  --repeat N            scenarios: runs per scenario, mode and algorithm, interleaved;
+                        the report shows the median-p99 run (default 1)
+  --duration DURATION   scenarios: measured time per run, overriding the files (e.g. 5s);
+                        overhead: per target and round (default 4s)
+  --rounds N            overhead: interleaved rounds (default 3)
+  --autocannon          overhead: use autocannon even when wrk is installed
+  -h, --help            this text
+
+Reports: README.md, one SVG per chart and results.json in the report folder.
+`;
+
+class UsageError extends Error {}
+
+function shippedList(): string {
+  try {
+    return shippedScenarios().join(', ');
+  } catch {
+    return 'none found';
+  }
+}
+
+function defaultOut(part: Exclude<Part, 'all'>, out: string | undefined, all: boolean): string {
+  if (out === undefined) return path.join(PROJECT_ROOT, 'bench', 'results', part);
+  return all ? path.join(path.resolve(out), part) : path.resolve(out);
+}
+
+export async function benchMain(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        out: { type: 'string' },
+        algorithms: { type: 'string' },
+        sizes: { type: 'string' },
+        scenario: { type: 'string', multiple: true },
+        duration: { type: 'string' },
+        rounds: { type: 'string' },
+        repeat: { type: 'string' },
+        autocannon: { type: 'boolean' },
+        http: { type: 'string' },
+        l4: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`lb bench: ${(err as Error).message}\nRun "lb bench --help" for usage.\n`);
+    return 2;
+  }
+  const { values: o, positionals } = parsed;
+  if (o.help) {
+    process.stdout.write(usage());
+    return 0;
+  }
+  // Ctrl-C: exit through process 'exit' so that the lb daemons the harness started are killed.
+  const onSignal = (): void => process.exit(130);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    if (positionals[0] === 'proxy-report') return proxyReportCommand(o.http, o.l4, o.out);
+    if (positionals.length > 1) throw new UsageError(`expected one part, got "${positionals.join(' ')}"`);
+    const part = (positionals[0] ?? 'all') as Part;
+    if (!PARTS.includes(part)) throw new UsageError(`unknown part "${part}": expected ${PARTS.join(', ')}`);
+    const all = part === 'all';
+    const durationMs = o.duration !== undefined ? duration(o.duration) : undefined;
+    const sizes = o.sizes?.split(',').map((s) => {
+      const n = Number(s);
+      if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new UsageError(`--sizes: "${s}" is not an integer from 1 to 100000`);
+      return n;
+    });
+    const repeat = o.repeat !== undefined ? Number(o.repeat) : undefined;
+    if (repeat !== undefined && !(Number.isInteger(repeat) && repeat >= 1 && repeat <= 10)) throw new UsageError('--repeat: an integer from 1 to 10');
+    const command = ['lb bench', ...args].join(' ');
+    const rounds = o.rounds !== undefined ? Number(o.rounds) : undefined;
+    if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new UsageError('--rounds: an integer from 1 to 20');
+
+    if (part === 'quality' || all) {
+      const algorithms = await resolveAlgorithms(o.algorithms);
+      await runQuality({ algorithms, ...(sizes ? { sizes } : {}), command, out: defaultOut('quality', o.out, all) });
+    }
+    if (part === 'scenarios' || all) {
+      const scenarios = (o.scenario ?? shippedScenarios()).map(loadScenario);
+      await runScenarios({
+        scenarios,
+        ...(o.algorithms !== undefined ? { algorithms: o.algorithms, baseDir: process.cwd() } : {}),
+        ...(durationMs !== undefined ? { durationMs } : {}),
+        ...(repeat !== undefined ? { repeat } : {}),
+        command,
+        out: defaultOut('scenarios', o.out, all),
+      });
+    }
+    if (part === 'overhead' || all) {
+      await runOverhead({
+        ...(rounds !== undefined ? { rounds } : {}),
+        ...(durationMs !== undefined ? { durationMs } : {}),
+        autocannon: Boolean(o.autocannon),
+        command,
+        out: defaultOut('overhead', o.out, all),
+      });
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`lb bench: ${err.message}\nRun "lb bench --help" for usage.\n`);
+      return 2;
+    }
+    const e = err as Error & { code?: string };
+    process.stderr.write(`lb bench: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function duration(text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    throw new UsageError(`--duration: ${(err as Error).message}`);
+  }
+}
+
+/** `lb bench proxy-report --http FILE --l4 FILE --out DIR` (what bench/proxy.sh calls). */
+function proxyReportCommand(httpFile: string | undefined, l4File: string | undefined, out: string | undefined): number {
+  if (!httpFile || !l4File) throw new UsageError('proxy-report needs --http FILE and --l4 FILE (run-anchors.sh output)');
+  const dir = out ? path.resolve(out) : path.join(PROJECT_ROOT, 'bench', 'results', 'proxy');
+  const httpText = fs.readFileSync(httpFile, 'utf8');
+  const l4Text = fs.readFileSync(l4File, 'utf8');
+  const file = proxyReport(httpText, l4Text).write(dir, { http: parseAnchors(httpText), l4: parseAnchors(l4Text) });
+  process.stderr.write(`[bench proxy] report: ${file}\n`);
+  return 0;
+}

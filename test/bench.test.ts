@@ -1,0 +1,194 @@
+// The bench harness (bench/): its quality measurements, its scenario machinery end to end against the
+// real daemon, its reports and its command line. Small and fast: the whole file runs in about 30 s.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { consistentHash } from '../algorithms/consistent-hash.js';
+import { maglev } from '../algorithms/maglev.js';
+import { algorithms } from '../algorithms/registry.js';
+import { weightedRoundRobin } from '../algorithms/weighted-round-robin.js';
+import { parseConfigText } from '../config/load.js';
+import { benchMain } from '../bench/cli.js';
+import { parseAnchors, parseWrk, proxyReport } from '../bench/overhead.js';
+import { buildsAgree, exactCycles, keyMovement, makeKeys, runQuality, simulateClosedLoop } from '../bench/quality.js';
+import { resolveAlgorithms } from '../bench/report.js';
+import { lbConfigToml, loadScenario, parseScenario, runScenarios, shippedScenarios } from '../bench/scenarios.js';
+import { barChart, lineChart } from '../bench/svg.js';
+
+const TEST_DIR = fileURLToPath(new URL('../../test/', import.meta.url));
+const tmpDir = (t: { teardown(fn: () => void): void }): string => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lb-bench-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+};
+
+t.test('quality: smooth weighted round-robin gives every backend exactly its weight in every cycle', async (t) => {
+  t.same(exactCycles(weightedRoundRobin, [5, 1, 1], 50), { cycles: 50, exact: 50 }, 'NGINX example 5, 1, 1');
+  const cycling = Array.from({ length: 23 }, (_, i) => (i % 5) + 1);
+  t.same(exactCycles(weightedRoundRobin, cycling, 20), { cycles: 20, exact: 20 }, 'weights 1..5 cycling over 23 backends');
+});
+
+t.test('quality: consistent-hash moves close to 1/N keys when one of N backends is removed', async (t) => {
+  const keys = makeKeys(100_000);
+  for (const n of [10, 100]) {
+    const m = keyMovement(consistentHash, n, keys);
+    t.ok(Math.abs(m.removed - 1 / n) < 0.25 / n, `n=${n}: removal moved ${m.removed}, optimum ${1 / n}`);
+    t.equal(m.removedCollateral, 0, `n=${n}: no key moves between two backends that both stay`);
+    t.ok(Math.abs(m.added - 1 / (n + 1)) < 0.25 / (n + 1), `n=${n}: adding one moved ${m.added}, optimum ${1 / (n + 1)}`);
+    t.ok(m.buildsAgree, `n=${n}: two builds agree on every key`);
+  }
+});
+
+t.test('quality: two independent builds of each key-based algorithm agree on every key', async (t) => {
+  const keys = makeKeys(100_000);
+  for (const alg of [consistentHash, maglev]) t.same(buildsAgree(alg, 100, keys), { agree: true, disagreements: 0 }, alg.name);
+});
+
+t.test('quality: the closed loop steers load-aware algorithms away from the slow backend', async (t) => {
+  const rr = simulateClosedLoop(algorithms.get('round-robin')!, { slots: 8, requests: 20_000 });
+  const lc = simulateClosedLoop(algorithms.get('least-connections')!, { slots: 8, requests: 20_000 });
+  t.ok(Math.abs(rr.shares[2]! - 1 / 3) < 0.01, `round-robin sends a third to the slow backend (${rr.shares[2]})`);
+  t.ok(lc.shares[2]! < 0.1, `least-connections sends it less than 10 % (${lc.shares[2]})`);
+  t.ok(lc.p99 < rr.p99, `p99 ${lc.p99} < ${rr.p99}`);
+});
+
+t.test('quality: a module-path algorithm appears in the report with no harness change', async (t) => {
+  const out = tmpDir(t);
+  const list = await resolveAlgorithms(['all', './fixtures/first-usable.mjs'], TEST_DIR);
+  t.same(
+    list.map((a) => a.algorithm.name),
+    [...algorithms.keys(), 'first-usable'],
+    'the registry, in order, then the module',
+  );
+  t.equal(list.at(-1)!.spec, path.join(TEST_DIR, 'fixtures', 'first-usable.mjs'), 'module paths become absolute');
+  const { results, report } = await runQuality({ algorithms: list, sizes: [10], keys: 2000, batchMs: 2, simRequests: 2000, out });
+  t.ok(results.rows.some((r) => r.algorithm === 'first-usable'), 'measured');
+  const md = fs.readFileSync(report!, 'utf8');
+  for (const name of [...algorithms.keys(), 'first-usable']) t.match(md, `| ${name} |`, `${name} in the report`);
+  t.match(md, /\*\*Machine:\*\* \d+ × /, 'the report names the machine');
+  for (const chart of ['ns-per-pick.svg', 'share-deviation.svg', 'keys-moved.svg', 'closed-loop-latency.svg']) {
+    t.ok(fs.existsSync(path.join(out, chart)), `${chart} written`);
+    t.match(md, `(${chart})`, `${chart} linked`);
+  }
+  t.match(fs.readFileSync(path.join(out, 'ns-per-pick.svg'), 'utf8'), 'first-usable', 'and in the charts');
+});
+
+t.test('scenarios: every shipped file parses; mistakes are reported with their key', async (t) => {
+  const names = shippedScenarios();
+  t.ok(names.includes('one-slow') && names.length >= 5, `shipped: ${names.join(', ')}`);
+  for (const n of names) t.doesNotThrow(() => loadScenario(n), n);
+  const s = loadScenario('one-slow');
+  t.same(s.backends.map((b) => b.latencyMs), [2, 2, 20]);
+  t.throws(() => parseScenario('durtion = "5s"\nbackends = [{ latency = "2ms" }]', 'x.toml'), /x\.toml: durtion: unknown key/);
+  t.throws(() => parseScenario('backends = [{ latency = "fast" }]', 'x.toml'), { name: 'ScenarioError', code: 'SCENARIO_INVALID' });
+  t.throws(() => parseScenario('backends = []', 'x.toml'), /backends: must be a non-empty array/);
+});
+
+t.test('scenarios: the generated lb config is valid for every registered algorithm', async (t) => {
+  for (const [name, algorithm] of algorithms) {
+    const text = lbConfigToml({
+      port: 18_000,
+      workers: 1,
+      socket: '/tmp/x.sock',
+      algorithm: { spec: name, algorithm },
+      backends: [{ name: 'a', port: 18_001, weight: 2 }, { name: 'b', port: 18_002, weight: 1 }],
+      pool: { retries: 1, passive: { max_failures: 3, eject_for: '5s' } },
+    });
+    t.same(parseConfigText(text, 'gen.toml').issues, [], name);
+  }
+});
+
+t.test('scenarios: least-connections and power-of-two-choices beat round-robin on p99 with one slow backend', async (t) => {
+  const scenario = parseScenario(
+    `
+description = "test: one backend 10x slower"
+duration = "3s"
+warmup = "500ms"
+connections = 32
+concurrency = 8
+algorithms = ["round-robin", "least-connections", "power-of-two-choices"]
+backends = [{ latency = "2ms" }, { latency = "2ms" }, { name = "slow", latency = "20ms" }]
+`,
+    path.join(TEST_DIR, 'one-slow-test.toml'),
+  );
+  const { runs, failures } = await runScenarios({ scenarios: [scenario] });
+  t.same(failures, [], 'every run completed');
+  const by = (name: string) => runs.find((r) => r.algorithm === name)!;
+  t.equal(runs.length, 3, 'one run per algorithm (fixed concurrency only: no rate)');
+  for (const r of runs) {
+    t.ok(r.load.responses > 100, `${r.algorithm}: ${r.load.responses} responses`);
+    t.equal(r.load.errors + r.load.non2xx, 0, `${r.algorithm}: no errors`);
+    t.equal(r.backends.reduce((n, b) => n + b.requests, 0) > 0, true, `${r.algorithm}: counted at the upstreams`);
+  }
+  const rr = by('round-robin');
+  const slowShare = (name: string): number => {
+    const r = by(name);
+    return r.backends[2]!.requests / r.backends.reduce((n, b) => n + b.requests, 0);
+  };
+  t.ok(Math.abs(slowShare('round-robin') - 1 / 3) < 0.05, `round-robin: a third to the slow backend (${slowShare('round-robin')})`);
+  for (const name of ['least-connections', 'power-of-two-choices']) {
+    t.ok(by(name).load.latency.p99 < rr.load.latency.p99, `p99 ${name} ${by(name).load.latency.p99} ms < round-robin ${rr.load.latency.p99} ms`);
+    t.ok(slowShare(name) < slowShare('round-robin'), `${name} sends less to the slow backend (${slowShare(name)})`);
+  }
+});
+
+t.test('svg: charts carry title, legend, axis unit and escaped text', async (t) => {
+  const svg = barChart({
+    title: 'p99 <by> algorithm',
+    categories: ['round-robin', 'least-connections'],
+    series: [
+      { name: 'p50', values: [1, 2] },
+      { name: 'p99', values: [10, null] },
+    ],
+    yLabel: 'latency',
+    unit: 'ms',
+    log: true,
+  });
+  t.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  t.match(svg, /<\/svg>\n$/);
+  t.match(svg, 'p99 &lt;by&gt; algorithm');
+  t.match(svg, 'latency (ms), log scale');
+  t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, 3, 'one bar per value, none for null');
+  const stacked = barChart({ title: 's', categories: ['a'], series: [{ name: 'x', values: [60] }, { name: 'y', values: [40] }], yLabel: 'share', unit: '%', stacked: true, yMax: 100 });
+  t.match(stacked, '>100<', 'stacked shares end at 100 %');
+  t.match(lineChart({ title: 'l', categories: ['10', '100'], series: [{ name: 'rr', values: [3, 4] }], yLabel: 'time', unit: 'ns' }), '<polyline');
+});
+
+t.test('proxy report: run-anchors.sh output becomes ratios', async (t) => {
+  const http = [
+    'round=1 node-undici rps=20000.00 p50=2.00ms p99=10.00ms',
+    'round=1 http-proxy-3 rps=8000.00 p50=5.00ms p99=20.00ms',
+    'round=1 lb rps=16000.00 p50=3.00ms p99=8.00ms',
+  ].join('\n');
+  const l4 = ['round=1 bulk node-tcp-bare transfer_per_s=0.50GB', 'round=1 new-conn node-tcp-bare rps=5000.00', 'round=1 bulk lb-tcp transfer_per_s=1.00GB', 'round=1 new-conn lb-tcp rps=4000.00'].join('\n');
+  t.equal(parseAnchors(http).length, 3);
+  const md = proxyReport(http, l4).markdown();
+  t.match(md, '| L7 req/s: lb / node-undici | 0.80× |');
+  t.match(md, '| L7 req/s: lb / http-proxy-3 | 2.00× |');
+  t.match(md, '| L4 bulk: lb-tcp / node-tcp-bare | 2.00× |');
+  t.match(md, '| L4 new connection per request: lb-tcp / node-tcp-bare | 0.80× |');
+  const wrk = parseWrk('  Latency Distribution\n     50%  812.00us\n     99%    2.50ms\nRequests/sec:  12345.67\n  Non-2xx or 3xx responses: 3\n');
+  t.same(wrk, { rps: 12345.67, p50: 0.812, p99: 2.5, errors: 3 });
+});
+
+t.test('command line: --help, usage errors', async (t) => {
+  const write = process.stdout.write.bind(process.stdout);
+  const errWrite = process.stderr.write.bind(process.stderr);
+  let out = '';
+  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => ((out += s), true)) as typeof process.stderr.write;
+  try {
+    t.equal(await benchMain(['--help']), 0);
+    t.match(out, 'Usage: lb bench [PART]');
+    t.equal(await benchMain(['nonsense']), 2);
+    t.equal(await benchMain(['scenarios', '--duration', '5']), 2, 'a duration needs a unit');
+    t.equal(await benchMain(['quality', '--algorithms', 'no-such-algorithm']), 1);
+    t.match(out, 'ALGORITHM_UNKNOWN');
+  } finally {
+    process.stdout.write = write;
+    process.stderr.write = errWrite;
+  }
+});
