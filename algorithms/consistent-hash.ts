@@ -18,6 +18,7 @@
 import { HASH_SEED, murmur3_32 } from './hash.js';
 import { roundRobin } from './round-robin.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+import { eligible } from './eligible.js';
 
 /** Ring points per unit of weight (libketama uses 160 per server, 40 MD5 digests of 4 points each). */
 export const POINTS_PER_WEIGHT = 160;
@@ -48,11 +49,8 @@ class RingPicker<B extends Candidate> implements Picker<B> {
   private readonly fallback: Picker<B>;
 
   constructor(candidates: readonly B[]) {
-    const live = candidates.map((c, i) => ({ c, i })).filter((e) => e.c.weight > 0);
-    live.sort((a, b) => (a.c.name < b.c.name ? -1 : a.c.name > b.c.name ? 1 : 0));
-    this.list = live.map((e) => e.c);
-    this.index = live.map((e) => e.i);
-    const n = live.length;
+    ({ list: this.list, index: this.index } = eligible(candidates, true));
+    const n = this.list.length;
     if (n > MAX_POINTS) throw new RangeError(`consistent-hash supports at most ${MAX_POINTS} backends`);
     this.seen = new Uint32Array(n);
     this.fallback = roundRobin.create(candidates);

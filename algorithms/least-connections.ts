@@ -10,10 +10,11 @@
 // own share, as NGINX workers do without a shared zone).
 
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+import { eligible } from './eligible.js';
 
 class LeastConnectionsPicker<B extends Candidate> implements Picker<B> {
-  private readonly list: B[] = [];
-  private readonly index: number[] = [];
+  private readonly list: B[];
+  private readonly index: number[];
   private readonly weight: Float64Array;
   /** Smooth-WRR current weights for tie-breaking; only tied candidates take part in a round. */
   private readonly current: Float64Array;
@@ -21,12 +22,7 @@ class LeastConnectionsPicker<B extends Candidate> implements Picker<B> {
   private readonly load: Float64Array;
 
   constructor(candidates: readonly B[]) {
-    candidates.forEach((c, i) => {
-      if (c.weight > 0) {
-        this.list.push(c);
-        this.index.push(i);
-      }
-    });
+    ({ list: this.list, index: this.index } = eligible(candidates));
     const n = this.list.length;
     this.weight = Float64Array.from(this.list, (c) => c.weight);
     this.current = new Float64Array(n);

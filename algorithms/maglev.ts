@@ -25,6 +25,7 @@
 import { HASH_SEED, murmur3_32 } from './hash.js';
 import { roundRobin } from './round-robin.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+import { eligible } from './eligible.js';
 
 /** Lookup table size: prime (every skip in 1 .. M-1 then visits all slots), the paper's and Envoy's default. */
 export const TABLE_SIZE = 65537;
@@ -51,12 +52,9 @@ class MaglevPicker<B extends Candidate> implements Picker<B> {
   private readonly fallback: Picker<B>;
 
   constructor(candidates: readonly B[]) {
-    const live = candidates.map((c, i) => ({ c, i })).filter((e) => e.c.weight > 0);
-    live.sort((a, b) => (a.c.name < b.c.name ? -1 : a.c.name > b.c.name ? 1 : 0));
-    this.list = live.map((e) => e.c);
-    this.index = live.map((e) => e.i);
+    ({ list: this.list, index: this.index } = eligible(candidates, true));
     this.fallback = roundRobin.create(candidates);
-    const n = live.length;
+    const n = this.list.length;
     this.seen = new Uint32Array(n);
     if (n === 0) {
       this.table = new Uint32Array(0);

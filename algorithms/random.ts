@@ -3,6 +3,7 @@
 // coordination between workers). Also the sampler of power-of-two-choices.
 
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+import { eligible } from './eligible.js';
 
 /** Draws tried by rejection sampling before the exact O(N) pass over the usable candidates. */
 const REJECTION_ATTEMPTS = 4;
@@ -17,8 +18,8 @@ const REJECTION_ATTEMPTS = 4;
  */
 export class WeightedSampler<B extends Candidate> {
   /** Candidates with weight > 0 in config order, and their indexes in the list given to the constructor. */
-  readonly list: B[] = [];
-  readonly index: number[] = [];
+  readonly list: B[];
+  readonly index: number[];
   readonly weight: Float64Array;
   /** Alias tables: slot j keeps j with probability keep[j], else gives alias[j]. */
   private readonly keep: Float64Array;
@@ -31,12 +32,7 @@ export class WeightedSampler<B extends Candidate> {
     candidates: readonly B[],
     private readonly rng: () => number = Math.random,
   ) {
-    candidates.forEach((c, i) => {
-      if (c.weight > 0) {
-        this.list.push(c);
-        this.index.push(i);
-      }
-    });
+    ({ list: this.list, index: this.index } = eligible(candidates));
     const n = this.list.length;
     this.weight = Float64Array.from(this.list, (c) => c.weight);
     this.keep = new Float64Array(n);

@@ -3,21 +3,17 @@
 // HAProxy's `balance hdr()` falls back to round robin when the header is absent.
 
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+import { eligible } from './eligible.js';
 
 class RoundRobinPicker<B extends Candidate> implements Picker<B> {
   /** Candidates with weight > 0, in config order, and their indexes in the list given to create. */
-  private readonly list: B[] = [];
-  private readonly index: number[] = [];
+  private readonly list: B[];
+  private readonly index: number[];
   /** Position in `list` where the next scan starts: one past the last pick. */
   private next = 0;
 
   constructor(candidates: readonly B[]) {
-    candidates.forEach((c, i) => {
-      if (c.weight > 0) {
-        this.list.push(c);
-        this.index.push(i);
-      }
-    });
+    ({ list: this.list, index: this.index } = eligible(candidates));
   }
 
   /**

@@ -10,21 +10,17 @@
 // instead), and fractional weights (slow start) work as they are.
 
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
+import { eligible } from './eligible.js';
 
 class SmoothWeightedPicker<B extends Candidate> implements Picker<B> {
-  private readonly list: B[] = [];
-  private readonly index: number[] = [];
+  private readonly list: B[];
+  private readonly index: number[];
   private readonly weight: Float64Array;
   /** NGINX's peer->current_weight. */
   private readonly current: Float64Array;
 
   constructor(candidates: readonly B[]) {
-    candidates.forEach((c, i) => {
-      if (c.weight > 0) {
-        this.list.push(c);
-        this.index.push(i);
-      }
-    });
+    ({ list: this.list, index: this.index } = eligible(candidates));
     this.weight = Float64Array.from(this.list, (c) => c.weight);
     this.current = new Float64Array(this.list.length);
   }
