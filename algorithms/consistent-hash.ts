@@ -18,7 +18,7 @@
 import { HASH_SEED, murmur3_32 } from './hash.js';
 import { roundRobin } from './round-robin.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
-import { eligible } from './eligible.js';
+import { eligible, FailoverWalk } from './eligible.js';
 
 /** Ring points per unit of weight (libketama uses 160 per server, 40 MD5 digests of 4 points each). */
 export const POINTS_PER_WEIGHT = 160;
@@ -43,16 +43,14 @@ class RingPicker<B extends Candidate> implements Picker<B> {
    */
   private readonly bucketStart: Uint32Array;
   private readonly bucketShift: number;
-  /** Per-backend "seen in pick number `generation`" stamps for the failover walk. */
-  private readonly seen: Uint32Array;
-  private generation = 0;
+  private readonly walker: FailoverWalk;
   private readonly fallback: Picker<B>;
 
   constructor(candidates: readonly B[]) {
     ({ list: this.list, index: this.index } = eligible(candidates, true));
     const n = this.list.length;
     if (n > MAX_POINTS) throw new RangeError(`consistent-hash supports at most ${MAX_POINTS} backends`);
-    this.seen = new Uint32Array(n);
+    this.walker = new FailoverWalk(n);
     this.fallback = roundRobin.create(candidates);
 
     const wanted = this.list.reduce((sum, c) => sum + c.weight * POINTS_PER_WEIGHT, 0);
@@ -112,33 +110,11 @@ class RingPicker<B extends Candidate> implements Picker<B> {
       if (positions[mid]! < h) lo = mid + 1;
       else hi = mid;
     }
-    let p = lo === total ? 0 : lo;
-    let o = owners[p]!;
+    const p = lo === total ? 0 : lo;
+    const o = owners[p]!;
     if (usable(list[o]!, index[o]!)) return list[o];
 
-    const n = list.length;
-    if (n === 1) return undefined;
-    const seen = this.seen;
-    const gen = this.nextGeneration();
-    seen[o] = gen;
-    let asked = 1;
-    for (let step = 1; step < total; step++) {
-      if (++p === total) p = 0;
-      o = owners[p]!;
-      if (seen[o] === gen) continue;
-      if (usable(list[o]!, index[o]!)) return list[o];
-      seen[o] = gen;
-      if (++asked === n) return undefined;
-    }
-    return undefined;
-  }
-
-  private nextGeneration(): number {
-    if (this.generation === 0xffffffff) {
-      this.seen.fill(0);
-      this.generation = 0;
-    }
-    return ++this.generation;
+    return this.walker.walk(owners, p, list, index, usable, list.length);
   }
 }
 

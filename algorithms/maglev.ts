@@ -25,7 +25,7 @@
 import { HASH_SEED, murmur3_32 } from './hash.js';
 import { roundRobin } from './round-robin.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
-import { eligible } from './eligible.js';
+import { eligible, FailoverWalk } from './eligible.js';
 
 /** Lookup table size: prime (every skip in 1 .. M-1 then visits all slots), the paper's and Envoy's default. */
 export const TABLE_SIZE = 65537;
@@ -47,15 +47,14 @@ class MaglevPicker<B extends Candidate> implements Picker<B> {
   private readonly table: Uint16Array | Uint32Array;
   /** Number of distinct backends holding at least one slot: the failover walk stops after asking them all. */
   private readonly present: number;
-  private readonly seen: Uint32Array;
-  private generation = 0;
+  private readonly walker: FailoverWalk;
   private readonly fallback: Picker<B>;
 
   constructor(candidates: readonly B[]) {
     ({ list: this.list, index: this.index } = eligible(candidates, true));
     this.fallback = roundRobin.create(candidates);
     const n = this.list.length;
-    this.seen = new Uint32Array(n);
+    this.walker = new FailoverWalk(n);
     if (n === 0) {
       this.table = new Uint32Array(0);
       this.present = 0;
@@ -75,32 +74,11 @@ class MaglevPicker<B extends Candidate> implements Picker<B> {
     const { table, list, index } = this;
     if (table.length === 0) return undefined;
 
-    let s = mod65537(murmur3_32(key, HASH_SEED));
-    let o = table[s]!;
+    const s = mod65537(murmur3_32(key, HASH_SEED));
+    const o = table[s]!;
     if (usable(list[o]!, index[o]!)) return list[o];
 
-    if (this.present === 1) return undefined;
-    const seen = this.seen;
-    const gen = this.nextGeneration();
-    seen[o] = gen;
-    let asked = 1;
-    for (let step = 1; step < TABLE_SIZE; step++) {
-      if (++s === TABLE_SIZE) s = 0;
-      o = table[s]!;
-      if (seen[o] === gen) continue;
-      if (usable(list[o]!, index[o]!)) return list[o];
-      seen[o] = gen;
-      if (++asked === this.present) return undefined;
-    }
-    return undefined;
-  }
-
-  private nextGeneration(): number {
-    if (this.generation === 0xffffffff) {
-      this.seen.fill(0);
-      this.generation = 0;
-    }
-    return ++this.generation;
+    return this.walker.walk(table, s, list, index, usable, this.present);
   }
 }
 
