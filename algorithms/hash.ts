@@ -33,13 +33,8 @@ export function murmur3_32(s: string, seed: number = HASH_SEED): number {
     const b2 = s.charCodeAt(i + 2);
     const b3 = s.charCodeAt(i + 3);
     if ((b0 | b1 | b2 | b3) > 0x7f) return hashUtf8(s, seed);
-    let k = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    const k = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+    h = mixBlock(h, k);
   }
   const rest = len & 3;
   if (rest !== 0) {
@@ -47,11 +42,7 @@ export function murmur3_32(s: string, seed: number = HASH_SEED): number {
     const b1 = rest > 1 ? s.charCodeAt(i + 1) : 0;
     const b2 = rest > 2 ? s.charCodeAt(i + 2) : 0;
     if ((b0 | b1 | b2) > 0x7f) return hashUtf8(s, seed);
-    let k = b0 | (b1 << 8) | (b2 << 16);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
+    h ^= scramble(b0 | (b1 << 8) | (b2 << 16));
   }
   return fmix(h, len);
 }
@@ -62,23 +53,15 @@ export function murmur3_32Bytes(data: Uint8Array, seed: number = HASH_SEED, leng
   let h = seed | 0;
   let i = 0;
   for (; i < blocks; i += 4) {
-    let k = data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    const k = data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
+    h = mixBlock(h, k);
   }
   const rest = length & 3;
   if (rest !== 0) {
     let k = data[i]!;
     if (rest > 1) k |= data[i + 1]! << 8;
     if (rest > 2) k |= data[i + 2]! << 16;
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
+    h ^= scramble(k);
   }
   return fmix(h, length);
 }
@@ -89,6 +72,20 @@ function hashUtf8(s: string, seed: number): number {
   if (scratch.length < need) scratch = new Uint8Array(Math.max(need, scratch.length * 2));
   const { written } = encoder.encodeInto(s, scratch);
   return murmur3_32Bytes(scratch, seed, written);
+}
+
+/** MurmurHash3's per-block key scramble (also applied to the 1-3 byte tail). */
+function scramble(k: number): number {
+  k = Math.imul(k, C1);
+  k = (k << 15) | (k >>> 17);
+  return Math.imul(k, C2);
+}
+
+/** One 4-byte block folded into the running hash. */
+function mixBlock(h: number, k: number): number {
+  h ^= scramble(k);
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
 /** Length mix and MurmurHash3's fmix32 finalizer. */
