@@ -6,7 +6,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import t from 'tap';
-import { admin, backends, freePort, startLb, startUpstream, waitFor, type Upstream } from './helpers/lb.js';
+import { admin, backends, freePort, httpConfig, startLb, startUpstream, waitFor, type Upstream } from './helpers/lb.js';
 
 interface BackendStatus {
   name: string;
@@ -25,20 +25,7 @@ async function backendStatus(socket: string, pool: string, backend: string): Pro
   return b;
 }
 
-const config = (port: number, pool: string): string => `
-[daemon]
-workers = 2
-grace_period = "2s"
-[admin]
-socket = "{{socket}}"
-[log]
-level = "warn"
-[listeners.web]
-protocol = "http"
-listen = "127.0.0.1:${port}"
-pool = "app"
-${pool}
-`;
+const config = (port: number, pool: string): string => httpConfig(port, pool, 2);
 
 /** An upstream answering its name after `delayMs`, and 200 to /healthz; records health-check arrival times. */
 async function app(name: string, port = 0, delayMs = 0): Promise<Upstream & { checks: Array<{ at: number; host?: string; connection?: string }> }> {

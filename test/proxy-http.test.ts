@@ -6,23 +6,9 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { backends, freePort, get, startLb, startUpstream, type Upstream } from './helpers/lb.js';
+import { backends, freePort, get, httpConfig, startLb, startUpstream, type Upstream } from './helpers/lb.js';
 
-const base = (port: number, pools: string, extra = ''): string => `
-[daemon]
-workers = 1
-grace_period = "2s"
-[admin]
-socket = "{{socket}}"
-[log]
-level = "warn"
-[listeners.web]
-protocol = "http"
-listen = "127.0.0.1:${port}"
-pool = "app"
-${extra}
-${pools}
-`;
+const base = (port: number, pools: string, extra = ''): string => httpConfig(port, `${extra}\n${pools}`);
 
 async function upstreams(n: number): Promise<Upstream[]> {
   return Promise.all(Array.from({ length: n }, (_, i) => startUpstream(`u${i + 1}`)));

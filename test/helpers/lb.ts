@@ -267,3 +267,24 @@ export function startLoad(port: number, opts: { concurrency: number; keepAlive: 
     },
   };
 }
+
+/**
+ * A config with one http listener `web` on 127.0.0.1:`port` whose default pool is `app`, the admin socket
+ * as `{{socket}}` (startLb fills it in) and log level warn; `tables` follows the listener (routes, pools).
+ */
+export function httpConfig(port: number, tables: string, workers = 1): string {
+  return `
+[daemon]
+workers = ${workers}
+grace_period = "2s"
+[admin]
+socket = "{{socket}}"
+[log]
+level = "warn"
+[listeners.web]
+protocol = "http"
+listen = "127.0.0.1:${port}"
+pool = "app"
+${tables}
+`;
+}
