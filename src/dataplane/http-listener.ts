@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
-import { ProxyCall, replyError, scanRequest, type ListenerInfo } from './http-proxy.js';
+import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { Router } from './router.js';
@@ -98,7 +98,8 @@ export class HttpListener implements Listener, ListenerInfo {
     // "Connection: close", and node:http closes the connection once that response is out.
     if (closing.has(req.socket)) return;
     const url = req.url ?? '/';
-    const refused = refuse(req);
+    const scan = scanRequest(req, this.tls, false);
+    const refused = refuse(req, scan);
     if (refused) {
       closing.add(req.socket);
       replyError(res, refused[0], refused[1], true);
@@ -115,7 +116,6 @@ export class HttpListener implements Listener, ListenerInfo {
       replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
       return;
     }
-    const scan = scanRequest(req, this.tls, false);
     if (!scan.hasBody) {
       new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
       return;
@@ -137,12 +137,12 @@ export class HttpListener implements Listener, ListenerInfo {
       rejectRaw(socket, 400, 'Bad Request', 'request target must be origin-form');
       return;
     }
-    const refused = refuse(req);
+    const scan = scanRequest(req, this.tls, true);
+    const refused = refuse(req, scan);
     if (refused) {
       rejectRaw(socket, refused[0], refused[0] === 431 ? 'Request Header Fields Too Large' : refused[0] === 501 ? 'Not Implemented' : 'Bad Request', refused[1]);
       return;
     }
-    const scan = scanRequest(req, this.tls, true);
     const pool = this.router.route(scan.host, url);
     const key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
     const t0 = performance.now();
@@ -239,19 +239,11 @@ const closing = new WeakSet<Duplex>();
  * other than exactly "chunked" (501, as NGINX: lb would drop the other coding while re-framing the body) or
  * on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing), and more than MAX_HEADER_FIELDS header fields.
  */
-function refuse(req: http.IncomingMessage): [number, string] | undefined {
+function refuse(req: http.IncomingMessage, scan: ScannedRequest): [number, string] | undefined {
   if (req.httpVersionMajor !== 1) return [400, '400 Bad Request: HTTP/1.0 or HTTP/1.1 only'];
-  const raw = req.rawHeaders;
-  if (raw.length > MAX_HEADER_FIELDS * 2) return [431, `431 Request Header Fields Too Large: more than ${MAX_HEADER_FIELDS} header fields`];
-  // Raw headers, not req.headers: that getter builds an object of every header on first use.
-  let hosts = 0;
-  let te: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const len = raw[i]!.length;
-    if (len === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
-    else if (len === 17 && raw[i]!.toLowerCase() === 'transfer-encoding') te = te === undefined ? raw[i + 1]! : `${te}, ${raw[i + 1]!}`;
-  }
-  if (hosts > 1) return [400, '400 Bad Request: more than one Host header'];
+  if (req.rawHeaders.length > MAX_HEADER_FIELDS * 2) return [431, `431 Request Header Fields Too Large: more than ${MAX_HEADER_FIELDS} header fields`];
+  if (scan.hosts > 1) return [400, '400 Bad Request: more than one Host header'];
+  const te = scan.transferEncoding;
   if (te !== undefined) {
     if (req.httpVersionMinor === 0) return [400, '400 Bad Request: Transfer-Encoding in an HTTP/1.0 request'];
     if (te.trim().toLowerCase() !== 'chunked') return [501, `501 Not Implemented: Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is supported`];

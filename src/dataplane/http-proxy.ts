@@ -57,6 +57,10 @@ export interface ScannedRequest {
   hasBody: boolean;
   /** The declared body size (Content-Length), when there is one. */
   contentLength: number | undefined;
+  /** How many Host fields the request has (the listener refuses more than one). */
+  hosts: number;
+  /** Transfer-Encoding values joined with ", ", as node:http joins them; undefined when absent. */
+  transferEncoding: string | undefined;
 }
 
 /**
@@ -74,6 +78,8 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
   let named: string[] | undefined;
   let hasBody = false;
   let contentLength: number | undefined;
+  let hosts = 0;
+  let transferEncoding: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
@@ -85,11 +91,13 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
     const lower = name.toLowerCase();
     if (lower === 'host') {
       host = value;
+      hosts++;
     } else if (lower === 'content-length') {
       contentLength = Number(value);
       if (value !== '0') hasBody = true;
     } else if (lower === 'transfer-encoding') {
       hasBody = true;
+      transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
       continue;
     } else if (lower === 'connection') {
       const v = value.toLowerCase();
@@ -119,7 +127,7 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', tls ? 'https' : 'http');
   if (host !== undefined) out.push('x-forwarded-host', host);
-  return { headers: out, host, hasBody, contentLength };
+  return { headers: out, host, hasBody, contentLength, hosts, transferEncoding };
 }
 
 /** Response headers for the client: hop-by-hop ones dropped (names lower-cased only when the length fits). */
