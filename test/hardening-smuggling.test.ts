@@ -188,7 +188,7 @@ t.test('the HTTP listener never enables the lenient parser', async (t) => {
     maxHeaderSize: 16384,
   };
   const pools = new Map([['app', { name: 'app' } as unknown as BackendPool]]);
-  const events = { done() {}, failure() {}, recovered() {} };
+  const events = { needsClient: false, done() {}, failure() {}, recovered() {} };
   const l = new HttpListener(cfg, pools, events);
   const server = (l as unknown as { server: http.Server & { insecureHTTPParser?: boolean } }).server;
   t.equal(server.insecureHTTPParser, false, 'server.insecureHTTPParser === false');

@@ -20,6 +20,9 @@ export function runWorker(): void {
   const metrics = new WorkerMetrics();
 
   const events: DataPlaneEvents = {
+    get needsClient() {
+      return access;
+    },
     done(r: RequestRecord) {
       metrics.done(r);
       if (access) accessLog(logger, r);

@@ -26,42 +26,39 @@ export function connectUpstream(
   events: DataPlaneEvents,
   done: (err: ConnectFailure | null, ok?: Connected) => void,
 ): () => void {
-  const tried: Backend[] = [];
+  let tried: Backend[] | undefined;
   let cancelled = false;
   let current: net.Socket | undefined;
   let timer: NodeJS.Timeout | undefined;
 
   const attempt = (b: Backend | undefined): void => {
     if (!b) {
-      const last = tried[tried.length - 1];
-      done({ backend: last, error: last ? 'all attempts failed' : 'no usable backend', retries: Math.max(0, tried.length - 1) });
+      const last = tried?.[tried.length - 1];
+      done({ backend: last, error: last ? 'all attempts failed' : 'no usable backend', retries: Math.max(0, (tried?.length ?? 0) - 1) });
       return;
     }
     b.begin();
     const socket = net.connect({ host: b.address.host, port: b.address.port, allowHalfOpen: true });
     current = socket;
     const fail = (err: Error & { code?: string }): void => {
-      if (timer) clearTimeout(timer);
+      clearTimeout(timer);
+      socket.removeListener('connect', connected);
+      socket.removeListener('error', fail);
       socket.destroy();
       b.end();
       b.failStreak++;
       events.failure(pool.name, b.name, 'connect');
       if (cancelled) return;
-      tried.push(b);
+      (tried ??= []).push(b);
       if (tried.length <= pool.config.retries) {
         attempt(pool.pickRetry({ key }, tried));
       } else {
         done({ backend: b, error: `${err.code ?? err.message}`, retries: tried.length - 1 });
       }
     };
-    timer = setTimeout(() => {
-      const e: Error & { code?: string } = new Error('connect timeout');
-      e.code = 'ETIMEDOUT';
-      fail(e);
-    }, pool.config.connectTimeoutMs);
-    socket.once('error', fail);
-    socket.once('connect', () => {
+    const connected = (): void => {
       clearTimeout(timer);
+      socket.removeListener('connect', connected);
       socket.removeListener('error', fail);
       if (cancelled) {
         socket.destroy();
@@ -72,14 +69,21 @@ export function connectUpstream(
         b.failStreak = 0;
         events.recovered(pool.name, b.name);
       }
-      done(null, { backend: b, socket, retries: tried.length });
-    });
+      done(null, { backend: b, socket, retries: tried?.length ?? 0 });
+    };
+    timer = setTimeout(() => {
+      const e: Error & { code?: string } = new Error('connect timeout');
+      e.code = 'ETIMEDOUT';
+      fail(e);
+    }, pool.config.connectTimeoutMs);
+    socket.on('error', fail);
+    socket.on('connect', connected);
   };
 
   attempt(pool.pick({ key }));
   return () => {
     cancelled = true;
-    if (timer) clearTimeout(timer);
+    clearTimeout(timer);
     current?.destroy();
   };
 }
@@ -88,6 +92,10 @@ export function connectUpstream(
  * Pipes two sockets both ways with back-pressure and half-close (a FIN from one side is passed on while the
  * other direction keeps flowing); an error or reset on either side destroys both. Calls `closed` once, when
  * both are closed.
+ *
+ * When the second FIN arrives, both sockets are closed at once (see passFin) rather than shut down and then
+ * closed. A FIN that `a` sent before the splice (`a.readableEnded`) is the caller's to pass on, with
+ * `passFin(b)`.
  */
 export function splice(a: net.Socket, b: net.Socket, closed: () => void): void {
   let open = 2;
@@ -100,14 +108,49 @@ export function splice(a: net.Socket, b: net.Socket, closed: () => void): void {
   };
   a.on('error', kill);
   b.on('error', kill);
-  a.once('close', (hadError) => {
+  a.on('close', (hadError) => {
     if (hadError || !a.readableEnded) b.destroy();
     onClose();
   });
-  b.once('close', (hadError) => {
+  b.on('close', (hadError) => {
     if (hadError || !b.readableEnded) a.destroy();
     onClose();
   });
-  a.pipe(b);
-  b.pipe(a);
+  forward(a, b);
+  forward(b, a);
+}
+
+function forward(src: net.Socket, dst: net.Socket): void {
+  let waiting = false;
+  src.on('data', (chunk: Buffer) => {
+    if (!dst.write(chunk) && !waiting) {
+      waiting = true;
+      src.pause();
+    }
+  });
+  dst.on('drain', () => {
+    if (waiting) {
+      waiting = false;
+      src.resume();
+    }
+  });
+  src.on('end', () => passFin(dst, src));
+}
+
+/**
+ * Passes `src`'s FIN on to `dst`. When `dst` had already sent its FIN and has nothing left to write, it is
+ * closed outright (close(2) sends the FIN), and so is `src` if its own end() has nothing left to write either:
+ * no shutdown(2) for them. Otherwise `dst.end()`. TLS sockets always end, so that close_notify is sent.
+ */
+export function passFin(dst: net.Socket, src?: net.Socket): void {
+  if (dst.readableEnded && dst.writableLength === 0 && plain(dst)) {
+    dst.destroy();
+    if (src && src.writableEnded && src.writableLength === 0 && plain(src)) src.destroy();
+  } else {
+    dst.end();
+  }
+}
+
+function plain(s: net.Socket): boolean {
+  return !(s as { encrypted?: boolean }).encrypted;
 }

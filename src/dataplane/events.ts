@@ -24,6 +24,8 @@ export interface RequestRecord {
 }
 
 export interface DataPlaneEvents {
+  /** Whether done() uses `client` (the access log); when false, tcp records may leave it empty. */
+  readonly needsClient: boolean;
   done(r: RequestRecord): void;
   /** A backend failed a request or connection (connect error, reset, timeout, 5xx when counted). */
   failure(pool: string, backend: string, reason: FailureReason): void;
@@ -32,6 +34,7 @@ export interface DataPlaneEvents {
 }
 
 export const noEvents: DataPlaneEvents = {
+  needsClient: false,
   done() {},
   failure() {},
   recovered() {},

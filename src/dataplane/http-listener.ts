@@ -14,6 +14,7 @@ import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
+import { OpenSet } from './open-set.js';
 
 /** More header fields than this get 431 (node:http would silently drop the ones past its maxHeadersCount). */
 export const MAX_HEADER_FIELDS = 1000;
@@ -32,9 +33,11 @@ export class HttpListener implements Listener, ListenerInfo {
   stopping = false;
   private router: Router;
   private readonly server: http.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new OpenSet<net.Socket>();
   private upgrades = 0;
   private readonly material: TlsMaterial | undefined;
+  /** TCP_NODELAY comes with accepted sockets from the listening socket (see listenServer). */
+  private noDelayOnListener = false;
 
   constructor(
     cfg: ListenerConfig,
@@ -52,7 +55,8 @@ export class HttpListener implements Listener, ListenerInfo {
       requestTimeout: 0,
       headersTimeout: cfg.clientHeaderTimeoutMs,
       keepAliveTimeout: cfg.idleTimeoutMs,
-      noDelay: true,
+      // TCP_NODELAY: set on the listening socket, or on each socket in 'connection' (see listen()).
+      noDelay: false,
       insecureHTTPParser: false,
       // node:http checks client_header_timeout only this often (its default is every 30 s).
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(cfg.clientHeaderTimeoutMs / 4))),
@@ -71,8 +75,9 @@ export class HttpListener implements Listener, ListenerInfo {
         s.destroy();
         return;
       }
-      this.sockets.add(s);
-      s.once('close', () => this.sockets.delete(s));
+      if (!this.noDelayOnListener) s.setNoDelay(true);
+      const node = this.sockets.add(s);
+      s.once('close', () => this.sockets.delete(node));
     });
   }
 
@@ -89,8 +94,8 @@ export class HttpListener implements Listener, ListenerInfo {
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
-  listen(accept?: AcceptMode): Promise<void> {
-    return listenServer(this.server, this.cfg.listen, accept);
+  async listen(accept?: AcceptMode): Promise<void> {
+    this.noDelayOnListener = await listenServer(this.server, this.cfg.listen, accept);
   }
 
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -226,7 +231,7 @@ export class HttpListener implements Listener, ListenerInfo {
   /** Ends every connection at once (grace period over, or a second stop signal). */
   destroy(): void {
     this.server.closeAllConnections();
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.sockets.values()) s.destroy();
   }
 }
 

@@ -1,15 +1,20 @@
 // A `tcp` (L4) listener: each client connection is spliced to one backend connection, with back-pressure and
-// half-close; a failed connect is retried on another backend before any client byte is forwarded. With
+// half-close; a failed connect is retried on another backend, and what the client sent meanwhile goes to the
+// backend that accepts. With
 // `tls`, lb terminates TLS (the handshake must finish within 10 s, client_header_timeout's default) and the
 // backend gets the plain byte stream; the connection counts toward max_connections once the handshake is done.
 
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerConfig } from '../../config/model.js';
-import { connectUpstream, splice } from './connect.js';
+import { connectUpstream, passFin, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
+import { OpenSet } from './open-set.js';
 import type { BackendPool } from './pool.js';
+
+/** What is read from a client while its backend connection is being made, at most (then reading pauses). */
+const HOLD_BYTES = 64 * 1024;
 
 export class TcpListener implements Listener {
   readonly name: string;
@@ -17,9 +22,11 @@ export class TcpListener implements Listener {
   cfg: ListenerConfig;
   private pool: BackendPool;
   private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new OpenSet<net.Socket>();
   private stopped: (() => void) | undefined;
   private closed = false;
+  /** TCP_NODELAY comes with accepted sockets from the listening socket (see listenServer). */
+  private noDelayOnListener = false;
 
   constructor(
     cfg: ListenerConfig,
@@ -31,14 +38,14 @@ export class TcpListener implements Listener {
     this.cfg = cfg;
     this.pool = pools.get(cfg.pool)!;
     if (material) {
-      const server = tls.createServer({ ...material.options, allowHalfOpen: true, noDelay: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
+      const server = tls.createServer({ ...material.options, allowHalfOpen: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       server.on('secureConnection', this.onConnection);
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
       material.attach(server);
       this.server = server;
     } else {
-      this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.onConnection);
+      this.server = net.createServer({ allowHalfOpen: true }, this.onConnection);
     }
   }
 
@@ -52,8 +59,8 @@ export class TcpListener implements Listener {
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
-  listen(accept?: AcceptMode): Promise<void> {
-    return listenServer(this.server, this.cfg.listen, accept);
+  async listen(accept?: AcceptMode): Promise<void> {
+    this.noDelayOnListener = await listenServer(this.server, this.cfg.listen, accept);
   }
 
   private readonly onConnection = (client: net.Socket): void => {
@@ -62,25 +69,41 @@ export class TcpListener implements Listener {
       client.destroy();
       return;
     }
-    this.sockets.add(client);
+    if (!this.noDelayOnListener) client.setNoDelay(true);
+    const node = this.sockets.add(client);
     const pool = this.pool;
     const t0 = performance.now();
-    const remote = client.remoteAddress ?? '';
+    // getpeername(2) only when something uses the address.
+    const remote = pool.hashKey || this.events.needsClient ? (client.remoteAddress ?? '') : '';
     const idle = this.cfg.idleTimeoutMs;
+    // Until a backend accepts, what the client sends is held (up to HOLD_BYTES, then reading pauses) for
+    // whichever backend does: reading overlaps the connect, and a retry loses nothing.
+    const held: Buffer[] = [];
+    let heldBytes = 0;
+    let clientFin = false;
+    const hold = (chunk: Buffer): void => {
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (heldBytes >= HOLD_BYTES) client.pause();
+    };
+    const onFin = (): void => {
+      clientFin = true;
+    };
     // Until spliced, an error (reset) only needs the socket gone; 'close' cancels the connect attempts.
     const early = (): void => {
       client.destroy();
     };
+    client.on('data', hold);
+    client.on('end', onFin);
     client.on('error', early);
+    let spliced = false;
     let cancel: (() => void) | undefined;
-    const onEarlyClose = (): void => cancel?.();
-    client.once('close', () => {
-      this.sockets.delete(client);
+    client.on('close', () => {
+      this.sockets.delete(node);
+      if (!spliced) cancel?.();
       if (this.stopped && this.sockets.size === 0) this.stopped();
     });
-    client.once('close', onEarlyClose);
     cancel = connectUpstream(pool, pool.hashKey ? remote : undefined, this.events, (err, ok) => {
-      client.removeListener('close', onEarlyClose);
       if (err || !ok) {
         client.destroy();
         this.record(pool.name, err?.backend?.name ?? '', remote, t0, 0, 0, err?.retries ?? 0, err?.error ?? 'failed');
@@ -91,6 +114,9 @@ export class TcpListener implements Listener {
         ok.backend.end();
         return;
       }
+      spliced = true;
+      client.removeListener('data', hold);
+      client.removeListener('end', onFin);
       client.removeListener('error', early);
       const up = ok.socket;
       if (idle > 0) {
@@ -101,11 +127,14 @@ export class TcpListener implements Listener {
         client.setTimeout(idle, onIdle);
         up.setTimeout(idle, onIdle);
       }
+      for (const chunk of held) up.write(chunk);
+      held.length = 0;
       splice(client, up, () => {
         ok.backend.end();
         this.record(pool.name, ok.backend.name, remote, t0, client.bytesRead, client.bytesWritten, ok.retries);
       });
-      client.resume();
+      if (clientFin) passFin(up);
+      if (client.isPaused()) client.resume();
     });
   };
 
@@ -138,6 +167,6 @@ export class TcpListener implements Listener {
   }
 
   destroy(): void {
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.sockets.values()) s.destroy();
   }
 }
