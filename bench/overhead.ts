@@ -420,7 +420,8 @@ export function proxyReport(httpText: string, l4Text: string): Report {
   rep.add(
     '`../shared/anchors/run-anchors.sh` with lb added (`EXTRA="lb 8080"`, `EXTRA="lb-tcp 8081"`): nginx upstreams on ' +
       '127.0.0.1:19001/19002, every proxy pinned to CPU 0, wrk and the upstreams on CPU 1, interleaved rounds. lb ' +
-      'runs 1 worker (`taskset -c 0`), round-robin. Values are medians over rounds; ratios are taken within each ' +
+      'runs 1 worker (`taskset -c 0`), round-robin, started afresh for each of the two modes as the rig starts its own ' +
+      'proxies. Values are medians over rounds; ratios are taken within each ' +
       'round, then the median. Regenerate with `npm run bench:proxy`.',
     '## Ratios',
     table(
