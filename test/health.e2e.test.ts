@@ -12,6 +12,7 @@ interface BackendStatus {
   name: string;
   state: string;
   health: string;
+  inflight: number;
   reason: string | null;
   lastCheck: { ok: boolean; detail: string; ageMs: number; ms: number } | null;
   ejectedUntil: string | null;
@@ -153,9 +154,20 @@ fall = ${fall}
   t.match(st.reason, new RegExp(`^check failed ${fall} times: `));
   t.equal(st.lastCheck?.ok, false);
 
-  // No traffic once down (the status answer proves every worker has applied it).
-  await waitFor(() => dead.checks.some((at) => at > tDown + interval), interval * 3, 'checks continue on the dead backend');
-  t.same(dead.traffic.filter((at) => at > tDown), [], 'no requests reach the dead backend after it is marked down');
+  // No traffic once every worker has it down. A status answer asks every worker over its IPC channel, which
+  // is ordered, but reads the primary's state after the answers: the first 'down' may have been decided
+  // during that round trip. So: one more status round trip, and nothing picked earlier still in flight to u1.
+  await waitFor(
+    async () => {
+      const s = await backendStatus(lb.socket, 'app', 'u1');
+      return s.health === 'down' && s.inflight === 0;
+    },
+    2_000,
+    'u1 down in every worker, nothing in flight to it',
+  );
+  const tApplied = Date.now();
+  await waitFor(() => dead.checks.some((at) => at > tApplied + interval), interval * 3, 'checks continue on the dead backend');
+  t.same(dead.traffic.filter((at) => at > tApplied), [], 'no requests reach the dead backend once every worker has it down');
 
   // Back: the same port answers again; up after `rise` passes.
   await dead.close();
