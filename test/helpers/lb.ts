@@ -33,12 +33,21 @@ export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs: number, 
 }
 
 /** A port that was free a moment ago on 127.0.0.1. */
+/** Ports freePort() has handed out in this process: the kernel may offer a closed one again at once. */
+const handedOut = new Set<number>();
+
+/** A loopback port that was free just now and that this process has not been given before. */
 export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  for (;;) {
+    const s = net.createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const port = (s.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => s.close(() => r()));
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export interface Upstream {
