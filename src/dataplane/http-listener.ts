@@ -36,8 +36,6 @@ export class HttpListener implements Listener, ListenerInfo {
   private readonly sockets = new OpenSet<net.Socket>();
   private upgrades = 0;
   private readonly material: TlsMaterial | undefined;
-  /** TCP_NODELAY comes with accepted sockets from the listening socket (see listenServer). */
-  private noDelayOnListener = false;
 
   constructor(
     cfg: ListenerConfig,
@@ -55,7 +53,7 @@ export class HttpListener implements Listener, ListenerInfo {
       requestTimeout: 0,
       headersTimeout: cfg.clientHeaderTimeoutMs,
       keepAliveTimeout: cfg.idleTimeoutMs,
-      // TCP_NODELAY: set on the listening socket, or on each socket in 'connection' (see listen()).
+      // TCP_NODELAY: see listenServer.
       noDelay: false,
       insecureHTTPParser: false,
       // node:http checks client_header_timeout only this often (its default is every 30 s).
@@ -75,7 +73,6 @@ export class HttpListener implements Listener, ListenerInfo {
         s.destroy();
         return;
       }
-      if (!this.noDelayOnListener) s.setNoDelay(true);
       const node = this.sockets.add(s);
       s.once('close', () => this.sockets.delete(node));
     });
@@ -94,8 +91,8 @@ export class HttpListener implements Listener, ListenerInfo {
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
-  async listen(accept?: AcceptMode): Promise<void> {
-    this.noDelayOnListener = await listenServer(this.server, this.cfg.listen, accept);
+  listen(accept?: AcceptMode): Promise<void> {
+    return listenServer(this.server, this.cfg.listen, accept);
   }
 
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {

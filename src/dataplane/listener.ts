@@ -45,12 +45,12 @@ export class ListenError extends Error {
 export type AcceptMode = 'round-robin' | 'shared' | 'reuseport';
 
 /**
- * Binds `server`; resolves true when TCP_NODELAY is set on the listening socket, which Linux copies to every
- * socket accept(2) returns, so that accepted sockets need no setsockopt(2) each (the server must then be
- * created with `noDelay: false`). False when that cannot be done: not Linux, or cluster round-robin, where the
- * primary accepts and the worker's server has no socket of its own; the caller sets it per socket then.
+ * Binds `server` and gives its accepted sockets TCP_NODELAY: set once on the listening socket, which Linux
+ * copies to every socket accept(2) returns, so that they need no setsockopt(2) each (create the server with
+ * `noDelay: false`). Where that cannot be done (not Linux, or cluster round-robin, where the primary accepts
+ * and the worker's server has no socket of its own), each accepted socket gets it on 'connection'.
  */
-export function listenServer(server: net.Server, addr: Address, accept: AcceptMode = 'round-robin'): Promise<boolean> {
+export function listenServer(server: net.Server, addr: Address, accept: AcceptMode = 'round-robin'): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
@@ -60,7 +60,9 @@ export function listenServer(server: net.Server, addr: Address, accept: AcceptMo
     server.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: reuse, ...(reuse ? { reusePort: true } : {}) }, () => {
       server.removeListener('error', onError);
       const handle = (server as unknown as { _handle?: { setNoDelay?: (on: boolean) => number } })._handle;
-      resolve(process.platform === 'linux' && typeof handle?.setNoDelay === 'function' && handle.setNoDelay(true) === 0);
+      const inherited = process.platform === 'linux' && typeof handle?.setNoDelay === 'function' && handle.setNoDelay(true) === 0;
+      if (!inherited) server.prependListener('connection', (s: net.Socket) => s.setNoDelay(true));
+      resolve();
     });
   });
 }

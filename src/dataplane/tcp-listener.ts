@@ -1,8 +1,8 @@
 // A `tcp` (L4) listener: each client connection is spliced to one backend connection, with back-pressure and
 // half-close; a failed connect is retried on another backend, and what the client sent meanwhile goes to the
-// backend that accepts. With
-// `tls`, lb terminates TLS (the handshake must finish within 10 s, client_header_timeout's default) and the
-// backend gets the plain byte stream; the connection counts toward max_connections once the handshake is done.
+// backend that accepts. With `tls`, lb terminates TLS (the handshake must finish within 10 s,
+// client_header_timeout's default) and the backend gets the plain byte stream; the connection counts toward
+// max_connections once the handshake is done.
 
 import net from 'node:net';
 import tls from 'node:tls';
@@ -25,8 +25,6 @@ export class TcpListener implements Listener {
   private readonly sockets = new OpenSet<net.Socket>();
   private stopped: (() => void) | undefined;
   private closed = false;
-  /** TCP_NODELAY comes with accepted sockets from the listening socket (see listenServer). */
-  private noDelayOnListener = false;
 
   constructor(
     cfg: ListenerConfig,
@@ -59,8 +57,8 @@ export class TcpListener implements Listener {
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
-  async listen(accept?: AcceptMode): Promise<void> {
-    this.noDelayOnListener = await listenServer(this.server, this.cfg.listen, accept);
+  listen(accept?: AcceptMode): Promise<void> {
+    return listenServer(this.server, this.cfg.listen, accept);
   }
 
   private readonly onConnection = (client: net.Socket): void => {
@@ -69,7 +67,6 @@ export class TcpListener implements Listener {
       client.destroy();
       return;
     }
-    if (!this.noDelayOnListener) client.setNoDelay(true);
     const node = this.sockets.add(client);
     const pool = this.pool;
     const t0 = performance.now();
@@ -80,21 +77,16 @@ export class TcpListener implements Listener {
     // whichever backend does: reading overlaps the connect, and a retry loses nothing.
     const held: Buffer[] = [];
     let heldBytes = 0;
-    let clientFin = false;
     const hold = (chunk: Buffer): void => {
       held.push(chunk);
       heldBytes += chunk.length;
       if (heldBytes >= HOLD_BYTES) client.pause();
-    };
-    const onFin = (): void => {
-      clientFin = true;
     };
     // Until spliced, an error (reset) only needs the socket gone; 'close' cancels the connect attempts.
     const early = (): void => {
       client.destroy();
     };
     client.on('data', hold);
-    client.on('end', onFin);
     client.on('error', early);
     let spliced = false;
     let cancel: (() => void) | undefined;
@@ -116,7 +108,6 @@ export class TcpListener implements Listener {
       }
       spliced = true;
       client.removeListener('data', hold);
-      client.removeListener('end', onFin);
       client.removeListener('error', early);
       const up = ok.socket;
       if (idle > 0) {
@@ -133,7 +124,8 @@ export class TcpListener implements Listener {
         ok.backend.end();
         this.record(pool.name, ok.backend.name, remote, t0, client.bytesRead, client.bytesWritten, ok.retries);
       });
-      if (clientFin) passFin(up);
+      // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
+      if (client.readableEnded) passFin(up);
       if (client.isPaused()) client.resume();
     });
   };
