@@ -13,7 +13,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { startRecordingUpstream } from './helpers/hardening.js';
-import { admin, cli, freePort, startLb, tmpdir, waitFor } from './helpers/lb.js';
+import { admin, cli, freePort, httpConfig, startLb, tmpdir, waitFor } from './helpers/lb.js';
 
 const NAMES = { default: 'default.test', a: 'a.test', wild: '*.wild.test' } as const;
 type Which = keyof typeof NAMES;
@@ -117,19 +117,9 @@ ${minVersion ? `min_version = "${minVersion}"\n` : ''}sni = [
   { server_name = "a.test", cert = "a.pem", key = "a.key" },
   { server_name = "*.wild.test", cert = "wild.pem", key = "wild.key" },
 ]`;
-  const config = `
-[daemon]
-workers = 2
-grace_period = "2s"
-[admin]
-socket = "{{socket}}"
-[log]
-level = "warn"
-[listeners.web]
-protocol = "http"
-listen = "127.0.0.1:${port}"
-pool = "app"
-client_header_timeout = "1s"
+  const config = httpConfig(
+    port,
+    `client_header_timeout = "1s"
 [listeners.web.tls]
 ${tlsTable()}
 [listeners.web13]
@@ -149,8 +139,9 @@ algorithm = "round-robin"
 backends = [{ address = "127.0.0.1:${up.port}" }]
 [pools.echo]
 algorithm = "round-robin"
-backends = [{ address = "127.0.0.1:${echoPort}" }]
-`;
+backends = [{ address = "127.0.0.1:${echoPort}" }]`,
+    2,
+  );
   const lb = await startLb(config, [port, port13, tcpPort], { dir });
   t.teardown(() => lb.stop());
   // Opened now, checked at the end: a tcp+tls connection that never starts its handshake (10 s allowed).

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { httpConfig } from './lb.js';
 
 export interface RawReply {
   /** Status code of the first response line, 0 when none arrived. */
@@ -197,26 +198,17 @@ export function timedGet(port: number, path: string, agent: http.Agent | false, 
 
 /** A one-pool lb config; `listener` and `pool` are extra TOML lines for the listener and pool tables. */
 export function lbConfig(o: { port: number; upstreams: number[]; workers?: number; listener?: string; pool?: string; extra?: string; metricsPort?: number }): string {
-  return `
-[daemon]
-workers = ${o.workers ?? 1}
-grace_period = "2s"
-[admin]
-socket = "{{socket}}"
-[log]
-level = "warn"
-${o.metricsPort ? `[metrics]\nlisten = "127.0.0.1:${o.metricsPort}"\n` : ''}
-[listeners.web]
-protocol = "http"
-listen = "127.0.0.1:${o.port}"
-pool = "app"
-${o.listener ?? ''}
+  return httpConfig(
+    o.port,
+    `${o.listener ?? ''}
 [pools.app]
 algorithm = "round-robin"
 ${o.pool ?? ''}
 backends = [${o.upstreams.map((p) => `{ address = "127.0.0.1:${p}" }`).join(', ')}]
 ${o.extra ?? ''}
-`;
+${o.metricsPort ? `[metrics]\nlisten = "127.0.0.1:${o.metricsPort}"\n` : ''}`,
+    o.workers ?? 1,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------
