@@ -16,11 +16,10 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { LoadGenerator, type LoadResult } from './loadgen.js';
-import { freePort, lbConfigToml, LbProcess, sleep } from './scenarios.js';
+import { freePort, lbConfigToml, LbProcess, sleep, statusOf } from './scenarios.js';
 import { barChart, SEQUENTIAL } from './svg.js';
 import { machine, median, ms, num, PROJECT_ROOT, progress, Report, table } from './report.js';
 import { commandExists, hasTaskset, pinned, startUpstreams, stopChild, type Upstream } from './upstream.js';
@@ -86,22 +85,11 @@ async function startProxy(name: string, port: number, cmd: string, args: string[
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}): ${stderr.trim().split('\n').slice(-3).join(' ')}`);
-    if (await answers(port)) return { name, port, stop };
+    if ((await statusOf(port)) === 200) return { name, port, stop };
     await sleep(100);
   }
   await stop();
   throw new Error(`${name} did not answer on 127.0.0.1:${port} within 10 s`);
-}
-
-function answers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 1000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-  });
 }
 
 /** Parses a wrk duration ("812.00us", "1.23ms", "2.01s") to milliseconds. */
@@ -175,7 +163,7 @@ export async function runOverhead(opts: OverheadOptions = {}): Promise<{ results
       );
     } catch (err) {
       // The ports are taken: when both already answer 200 (an anchors rig that is up), measure against them.
-      const taken = await Promise.all(ANCHOR_UPSTREAM_PORTS.map((p) => answers(p)));
+      const taken = await Promise.all(ANCHOR_UPSTREAM_PORTS.map(async (p) => (await statusOf(p)) === 200));
       if (!taken.every(Boolean)) {
         throw new Error(
           `overhead: the upstreams need 127.0.0.1:19001 and :19002, the ports the anchors' proxies send to ` +

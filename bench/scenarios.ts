@@ -289,7 +289,7 @@ export class LbProcess {
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`lb exited (${child.exitCode ?? child.signalCode}) at start:\n${lb.logTail()}`);
-      if (await answers(port)) return lb;
+      if ((await statusOf(port)) > 0) return lb;
       await sleep(100);
     }
     await lb.stop();
@@ -322,15 +322,15 @@ export class LbProcess {
   }
 }
 
-/** True when an HTTP GET on 127.0.0.1:port gets any response within 1 s. */
-function answers(port: number): Promise<boolean> {
+/** The status of an HTTP GET / on 127.0.0.1:port, or 0 when nothing answers within 1 s. */
+export function statusOf(port: number): Promise<number> {
   return new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 1000 }, (res) => {
       res.resume();
-      resolve(true);
+      resolve(res.statusCode ?? 0);
     });
     req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
+    req.on('error', () => resolve(0));
   });
 }
 
