@@ -32,16 +32,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cat > "$TMP/up.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/up.pid;
-error_log $TMP/up.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:19001 reuseport; location / { return 200 "hello world\n"; } }
-  server { listen 127.0.0.1:19002 reuseport; location / { return 200 "hello world\n"; } } }
-EOF
+# The rig's own upstreams (run-anchors.sh writes its copy the same way; /big is not used here).
+sed "s#/tmp/anchors#$TMP#g" "$ANCHORS/backend-nginx.conf" > "$TMP/up.conf"
 sed "s#@ADMIN_SOCKET@#$TMP/admin.sock#" "$ROOT/bench/proxy-lb.toml" > "$TMP/lb.toml"
 
 taskset -c 1 nginx -c "$TMP/up.conf" > /dev/null 2>&1 &
