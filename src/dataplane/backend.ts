@@ -2,9 +2,9 @@
 // in-flight reports all read and write this object. Admin state, health and runtime weight are decided by
 // the primary and pushed here; `inflight` is this process's own count.
 
-import { Pool as UndiciPool } from 'undici';
 import type { Candidate } from '../../algorithms/types.js';
 import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
+import { UpstreamPool } from './upstream.js';
 
 export type AdminState = 'ready' | 'drain';
 export type HealthState = 'up' | 'down' | 'unchecked';
@@ -32,7 +32,7 @@ export class Backend implements Candidate {
   failStreak = 0;
   /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
   retired = false;
-  private http?: UndiciPool;
+  private http?: UpstreamPool;
 
   constructor(cfg: BackendConfig) {
     this.name = cfg.name;
@@ -61,32 +61,29 @@ export class Backend implements Candidate {
     const http = this.http;
     this.http = undefined;
     // close() lets in-flight requests finish, then closes the kept-alive connections.
-    if (http) http.close().catch(() => {});
+    if (http) http.close();
   }
 
   /** The keep-alive connection pool to this backend for http listeners, created on first use. */
-  dispatcher(pool: PoolConfig): UndiciPool {
+  upstream(pool: PoolConfig): UpstreamPool {
     if (this.http) return this.http;
-    const host = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
-    this.http = new UndiciPool(`http://${host}:${this.address.port}`, {
-      connections: null,
-      pipelining: 1,
-      connect: { timeout: pool.connectTimeoutMs },
-      headersTimeout: pool.responseTimeoutMs,
-      bodyTimeout: 0,
-      keepAliveTimeout: 4_000,
-      keepAliveMaxTimeout: 60_000,
-      // The proxy forwards the client's head as it is; undici's own limits must not reject it first.
+    this.http = new UpstreamPool({
+      host: this.address.host,
+      port: this.address.port,
+      connectTimeoutMs: pool.connectTimeoutMs,
+      responseTimeoutMs: pool.responseTimeoutMs,
+      idleTimeoutMs: 4_000,
+      // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
       maxHeaderSize: 1024 * 1024,
     });
     return this.http;
   }
 
   /** Timeouts changed on reload: the next request builds a new connection pool with them. */
-  resetDispatcher(): void {
+  resetUpstream(): void {
     const http = this.http;
     this.http = undefined;
-    if (http) http.close().catch(() => {});
+    if (http) http.close();
   }
 
   begin(): void {

@@ -108,7 +108,7 @@ export class HttpListener implements Listener, ListenerInfo {
       return;
     }
     if (url === '*' && req.method === 'OPTIONS') {
-      // "the server in general": lb answers it; undici cannot send a "*" target upstream.
+      // "the server in general": lb answers it itself rather than asking one backend.
       res.writeHead(200, { 'content-length': 0 }).end();
       return;
     }

@@ -1,6 +1,6 @@
-// L7 forwarding of one HTTP request to a pool, over undici's keep-alive connection pools, with the body
-// streamed both ways (undici's dispatch handler API: back-pressure by returning false from onData and
-// calling `resume`; the request body is the client's IncomingMessage, read as the upstream accepts it).
+// L7 forwarding of one HTTP request to a pool, over the backends' keep-alive connection pools
+// (upstream.ts), with the body streamed both ways: back-pressure by returning false from onData and
+// calling `resume`; the request body is the client's IncomingMessage, read as the upstream accepts it.
 //
 // Contract with SPEC.md: 503 when the pool has no usable backend, 502 when the backend failed and retries
 // ran out, 504 when no response head arrived within `response_timeout`. Retries go to another backend when
@@ -8,11 +8,11 @@
 // backend failed before a response byte.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Dispatcher } from 'undici';
 import type { Backend } from './backend.js';
 import type { DataPlaneEvents, FailureReason } from './events.js';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
+import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself; never forwarded upstream. */
 const REQUEST_DROP = new Set([
@@ -25,14 +25,14 @@ const REQUEST_DROP = new Set([
   'upgrade',
   'x-forwarded-proto',
   'x-forwarded-host',
-  // Expect: 100-continue is answered to the client by node:http itself; undici refuses to send it upstream.
+  // Expect: 100-continue is answered to the client by node:http itself, which then sends the body.
   'expect',
 ]);
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const CONNECT_ERRORS = new Set([
   'ECONNREFUSED',
-  'UND_ERR_CONNECT_TIMEOUT',
+  UPSTREAM_CODES.connectTimeout,
   'ENOTFOUND',
   'EAI_AGAIN',
   'EHOSTUNREACH',
@@ -131,22 +131,22 @@ export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boo
 }
 
 /** Response headers for the client: hop-by-hop ones dropped (names lower-cased only when the length fits). */
-function responseHeaders(raw: Buffer[]): string[] {
+function responseHeaders(raw: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
+    const name = raw[i]!;
     const len = name.length;
     if ((len === 2 || len === 7 || len === 10 || len === 16 || len === 17) && RESPONSE_DROP.has(name.toLowerCase())) continue;
-    out.push(name, raw[i + 1]!.toString('latin1'));
+    out.push(name, raw[i + 1]!);
   }
   return out;
 }
 
 function classify(err: Error & { code?: string }, connected: boolean): FailureReason {
   const code = err.code ?? '';
-  if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET')) return 'connect';
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
-  if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
+  if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === UPSTREAM_CODES.closed)) return 'connect';
+  if (code === UPSTREAM_CODES.responseTimeout) return 'timeout';
+  if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
   if (CONNECT_ERRORS.has(code)) return 'connect';
   return 'protocol';
 }
@@ -164,8 +164,8 @@ export function replyError(res: ServerResponse, status: number, message: string,
   res.end(body);
 }
 
-/** One client request on its way through a pool; the undici dispatch handler of its current attempt. */
-export class ProxyCall implements Dispatcher.DispatchHandler {
+/** One client request on its way through a pool; the upstream handler of its current attempt. */
+export class ProxyCall implements UpstreamHandler {
   private backend: Backend | undefined;
   private tried: Backend[] | undefined;
   private readonly t0 = performance.now();
@@ -176,6 +176,7 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
   private readonly contentLength: number | undefined;
   private readonly key: string | undefined;
   private readonly hasBody: boolean;
+  private readonly hasHost: boolean;
   private readonly headers: string[];
   private abortUpstream: ((err?: Error) => void) | undefined;
   private connected = false;
@@ -184,6 +185,7 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
   private bytesOut = 0;
   private error: string | undefined;
   private resumeUpstream: (() => void) | undefined;
+  private awaitingDrain = false;
 
   constructor(
     private readonly listener: ListenerInfo,
@@ -193,6 +195,7 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     scan: ScannedRequest,
   ) {
     this.hasBody = scan.hasBody;
+    this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
     this.bytesReadAtStart = req.socket.bytesRead;
     this.contentLength = scan.contentLength;
@@ -220,12 +223,14 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     b.begin();
     const req = this.req;
     if (this.listener.stopping) this.res.shouldKeepAlive = false;
-    b.dispatcher(this.pool.config).dispatch(
+    b.upstream(this.pool.config).dispatch(
       {
         path: req.url ?? '/',
         method: req.method ?? 'GET',
         headers: this.headers,
+        hasHost: this.hasHost,
         body: this.hasBody ? req : null,
+        chunked: this.hasBody && this.contentLength === undefined,
       },
       this,
     );
@@ -237,7 +242,7 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     if (this.res.destroyed) abort(new Error('client closed'));
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+  onHeaders(statusCode: number, rawHeaders: string[], statusText: string, resume: () => void): boolean {
     const res = this.res;
     if (res.destroyed) {
       this.abortUpstream?.(new Error('client closed'));
@@ -260,9 +265,17 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
   onData(chunk: Buffer): boolean {
     this.bytesOut += chunk.length;
     if (this.res.write(chunk)) return true;
-    this.res.once('drain', this.resumeUpstream!);
+    if (!this.awaitingDrain) {
+      this.awaitingDrain = true;
+      this.res.once('drain', this.onClientDrain);
+    }
     return false;
   }
+
+  private readonly onClientDrain = (): void => {
+    this.awaitingDrain = false;
+    this.resumeUpstream!();
+  };
 
   onComplete(): void {
     this.res.end();
@@ -274,16 +287,6 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     const b = this.backend!;
     b.end();
     const res = this.res;
-    if (err.code === 'UND_ERR_INVALID_ARG' || err.code === 'UND_ERR_NOT_SUPPORTED') {
-      // undici refused to build the request from what the client sent: the client's fault, never the
-      // backend's (counting it would let a client eject backends), and nothing was sent upstream.
-      this.backend = undefined;
-      this.status = 400;
-      this.error = `invalid request: ${err.message}`;
-      replyError(res, 400, `400 Bad Request: ${err.message}`, true);
-      this.finish();
-      return;
-    }
     if (res.destroyed || (res.headersSent && this.status === 0)) {
       // The client went away first; not the backend's fault.
       this.backend = undefined;
@@ -339,7 +342,7 @@ export class ProxyCall implements Dispatcher.DispatchHandler {
     const abort = this.abortUpstream;
     if (abort) abort(new Error('client closed'));
     else if (this.backend) {
-      // Not yet written upstream: undici will error the request when we destroy its body, or it completes.
+      // Still connecting: the request is not written; onConnect sees the closed response and aborts.
       this.req.destroy();
     }
   };

@@ -28,7 +28,7 @@ export class BackendPool {
       if (b) {
         const addressChanged = b.address.text !== bc.address.text;
         b.address = bc.address;
-        if (addressChanged || timeoutsChanged(previous!.config, config)) b.resetDispatcher();
+        if (addressChanged || timeoutsChanged(previous!.config, config)) b.resetUpstream();
       } else {
         b = new Backend(bc);
       }

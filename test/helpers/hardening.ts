@@ -268,7 +268,7 @@ export async function leakRun(o: LeakOptions): Promise<LeakReport> {
     req.resume();
     req.once('end', () => res.end('ok'));
   });
-  // Short, so that the keep-alive pools of lb to it drain quickly once the load stops (undici follows the hint).
+  // Short, so that the keep-alive pools of lb to it drain quickly once the load stops (lb follows the Keep-Alive hint).
   upstream.keepAliveTimeout = 2_000;
   upstream.on('connection', (s: net.Socket) => {
     upstreamOpen++;
