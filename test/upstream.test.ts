@@ -103,7 +103,8 @@ function exchange(p: UpstreamPool, req: UpstreamRequest, opts: { pauseFirst?: bo
         }
         return true;
       },
-      onComplete() {
+      onComplete(last) {
+        if (last) o.body += last.toString('latin1');
         o.complete = true;
         resolve(o);
       },

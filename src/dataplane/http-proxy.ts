@@ -277,8 +277,13 @@ export class ProxyCall implements UpstreamHandler {
     this.resumeUpstream!();
   };
 
-  onComplete(): void {
-    this.res.end();
+  onComplete(last: Buffer | undefined): void {
+    if (last) {
+      this.bytesOut += last.length;
+      this.res.end(last);
+    } else {
+      this.res.end();
+    }
     this.finish();
   }
 

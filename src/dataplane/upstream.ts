@@ -11,7 +11,9 @@
 // right before the request is written, with `abort` (which ends the exchange: `onError` follows);
 // `onHeaders` once per final response (1xx responses are skipped), returning false to pause until
 // `resume` is called; `onData` per body chunk, same back-pressure; then exactly one of `onComplete` or
-// `onError`. Errors carry a `code`: Node's socket codes (ECONNREFUSED, ECONNRESET, EPIPE, ...), llhttp's
+// `onError`. The last chunk read before the response ends comes with `onComplete` instead of `onData`, so
+// that a small response is passed on in one call (node:http then writes head and body at once); no chunk
+// is held past the read it arrived in. Errors carry a `code`: Node's socket codes (ECONNREFUSED, ECONNRESET, EPIPE, ...), llhttp's
 // (HPE_*) for a malformed response, or one of UPSTREAM_CODES.
 
 import net from 'node:net';
@@ -32,7 +34,7 @@ export interface UpstreamHandler {
   onConnect(abort: (err?: Error) => void): void;
   onHeaders(statusCode: number, headers: string[], statusText: string, resume: () => void): boolean;
   onData(chunk: Buffer): boolean;
-  onComplete(): void;
+  onComplete(last: Buffer | undefined): void;
   onError(err: Error & { code?: string }): void;
 }
 
@@ -176,6 +178,8 @@ class Connection {
   private sent = false;
   private written = false;
   private slowHeaders: string[] | undefined;
+  /** The body chunk parsed last in the current read (see the contract above). */
+  private held: Buffer | undefined;
   /** The parser reads the socket's handle itself (see onSocketConnect). */
   private handle: StreamHandle | undefined;
 
@@ -322,11 +326,26 @@ class Connection {
       return;
     }
     if (r instanceof Error) this.onParseError(r);
+    else if (this.held) this.deliverHeld();
   };
 
+  /** After each read the parser consumed. */
   private readonly onExecute = (r: number | Error): void => {
     if (r instanceof Error) this.onParseError(r);
+    else if (this.held) this.deliverHeld();
   };
+
+  private deliverHeld(): void {
+    const chunk = this.held!;
+    this.held = undefined;
+    const h = this.handler;
+    if (!h) return;
+    try {
+      if (!h.onData(chunk) && this.handler === h) this.pause();
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
 
   private onParseError(err: Error): void {
     if (this.handler) this.fail(err);
@@ -420,13 +439,9 @@ class Connection {
   };
 
   private readonly onBody = (chunk: Buffer): void => {
-    const h = this.handler;
-    if (!h || this.informational) return;
-    try {
-      if (!h.onData(chunk) && this.handler === h) this.pause();
-    } catch (err) {
-      this.fail(err as Error);
-    }
+    if (!this.handler || this.informational) return;
+    if (this.held) this.deliverHeld();
+    this.held = chunk;
   };
 
   private readonly onMessageComplete = (): void => {
@@ -438,6 +453,8 @@ class Connection {
     const h = this.handler;
     if (!h || !this.headersSeen) return;
     this.handler = undefined;
+    const last = this.held;
+    this.held = undefined;
     // Reusable only when both messages are complete: a request body still being sent, or a backend
     // that asked to close, ends the connection.
     const reuse = this.keepAlive && this.sent;
@@ -449,7 +466,7 @@ class Connection {
       this.destroy();
     }
     try {
-      h.onComplete();
+      h.onComplete(last);
     } catch (err) {
       // Not the backend's: rethrown outside the parser's C++ callback, as any uncaught error.
       process.nextTick(() => {
@@ -494,6 +511,7 @@ class Connection {
     const h = this.handler;
     this.handler = undefined;
     this.pending = undefined;
+    this.held = undefined;
     this.detachBody();
     this.destroy();
     if (h) h.onError(err);
