@@ -651,7 +651,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     }
 
     if (protocol === 'tcp') {
-      for (const k of ['client_header_timeout', 'max_header_size']) {
+      for (const k of ['client_header_timeout', 'client_body_timeout', 'max_header_size']) {
         if (k in l) issues.report([...path, k], `${k} applies to http listeners only (this one has protocol = "tcp")`);
       }
     }
@@ -696,6 +696,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       ...(tls ? { tls } : {}),
       maxConnections: int(l, 'max_connections') ?? DEFAULTS.listener.max_connections,
       clientHeaderTimeoutMs: duration(l, 'client_header_timeout', path, DEFAULTS.listener.client_header_timeout, true),
+      clientBodyTimeoutMs: duration(l, 'client_body_timeout', path, DEFAULTS.listener.client_body_timeout, false),
       idleTimeoutMs: duration(l, 'idle_timeout', path,
         protocol === 'http' ? DEFAULTS.listener.idle_timeout_http : DEFAULTS.listener.idle_timeout_tcp, false),
       maxHeaderSize: int(l, 'max_header_size') ?? DEFAULTS.listener.max_header_size,

@@ -102,6 +102,8 @@ export interface ListenerConfig {
   maxConnections: number;
   /** http: time allowed to receive a request head; default 10s. */
   clientHeaderTimeoutMs: number;
+  /** http: longest wait for the next request-body bytes while lb is ready to read them (then 408); 0 = never; default 60s. */
+  clientBodyTimeoutMs: number;
   /** Idle time on a client connection (http keep-alive wait, tcp inactivity) before it is closed; default 60s for http, 0 (off) for tcp. */
   idleTimeoutMs: number;
   /** http: max request head size in bytes; default 16384. */

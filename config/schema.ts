@@ -15,6 +15,7 @@ export const DEFAULTS = {
   listener: {
     max_connections: 0,
     client_header_timeout: '10s',
+    client_body_timeout: '60s',
     idle_timeout_http: '60s',
     idle_timeout_tcp: '0s',
     max_header_size: 16384,
@@ -219,6 +220,13 @@ const ListenerSchema = Type.Object(
     ),
     client_header_timeout: Type.Optional(
       duration('http: time allowed to receive a request head.', DEFAULTS.listener.client_header_timeout),
+    ),
+    client_body_timeout: Type.Optional(
+      duration(
+        'http: longest wait for the next bytes of a request body while lb is ready to read them (NGINX\'s ' +
+          'client_body_timeout); the request gets 408 and its connection is closed. "0s" = never.',
+        DEFAULTS.listener.client_body_timeout,
+      ),
     ),
     idle_timeout: Type.Optional(
       duration(

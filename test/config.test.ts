@@ -123,6 +123,7 @@ t.test('the SPEC.md example', async (t) => {
         routes: [{ host: 'api.example.com', pathPrefix: '/v1/', pool: 'api' }],
         maxConnections: 0,
         clientHeaderTimeoutMs: 10_000,
+        clientBodyTimeoutMs: 60_000,
         idleTimeoutMs: 60_000,
         maxHeaderSize: 16384,
       },
@@ -134,6 +135,7 @@ t.test('the SPEC.md example', async (t) => {
         routes: [],
         maxConnections: 0,
         clientHeaderTimeoutMs: 10_000,
+        clientBodyTimeoutMs: 60_000,
         idleTimeoutMs: 0,
         maxHeaderSize: 16384,
       },
@@ -240,6 +242,7 @@ listen = "[::]:8443"
 pool = "app"
 max_connections = 1000
 client_header_timeout = "5s"
+client_body_timeout = "30s"
 idle_timeout = "2m"
 max_header_size = 32768
 tls = { cert = "certs/web.pem", key = "/etc/lb/web.key", min_version = "TLSv1.3", sni = [
@@ -283,7 +286,7 @@ backends = [ { address = "10.0.0.9:5432" } ]
     minVersion: 'TLSv1.3',
   });
   t.same(web?.routes, [{ host: '*.example.com', pool: 'app' }, { pathPrefix: '/static/', pool: 'app' }]);
-  t.same([web?.maxConnections, web?.clientHeaderTimeoutMs, web?.idleTimeoutMs, web?.maxHeaderSize], [1000, 5000, 120_000, 32768]);
+  t.same([web?.maxConnections, web?.clientHeaderTimeoutMs, web?.clientBodyTimeoutMs, web?.idleTimeoutMs, web?.maxHeaderSize], [1000, 5000, 30_000, 120_000, 32768]);
   t.same(web?.listen, { host: '::', port: 8443, text: '[::]:8443' });
   t.same(c.listeners['raw']?.listen.port, 0, 'listeners may use port 0');
   t.equal(c.listeners['raw']?.idleTimeoutMs, 300_000);
@@ -391,6 +394,12 @@ const errorCases: Array<[string, string, string[]]> = [
   ]],
   ['http-only listener keys on a tcp listener', MIN.replace('"http"', '"tcp"').replace('pool = "app"\n', 'pool = "app"\nmax_header_size = 8192\n'), [
     'lb.toml:5:1: listeners.web.max_header_size: max_header_size applies to http listeners only (this one has protocol = "tcp")',
+  ]],
+  ['client_body_timeout on a tcp listener', MIN.replace('"http"', '"tcp"').replace('pool = "app"\n', 'pool = "app"\nclient_body_timeout = "5s"\n'), [
+    'lb.toml:5:1: listeners.web.client_body_timeout: client_body_timeout applies to http listeners only (this one has protocol = "tcp")',
+  ]],
+  ['client_body_timeout that is not a duration', MIN.replace('pool = "app"\n', 'pool = "app"\nclient_body_timeout = "soon"\n'), [
+    'lb.toml:5:1: listeners.web.client_body_timeout: invalid duration "soon": use a number with a unit (ms, s, m, h), e.g. "250ms"',
   ]],
   ['backends as an array of tables', `[listeners.web]
 protocol = "http"

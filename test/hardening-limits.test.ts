@@ -1,5 +1,5 @@
-// Limits and slow clients on an http listener: client_header_timeout, idle_timeout, max_connections,
-// max_header_size and the header-field count, and 1000 slowloris connections that must neither starve a
+// Limits and slow clients on an http listener: client_header_timeout, client_body_timeout, idle_timeout,
+// max_connections, max_header_size and the header-field count, and 1000 slowloris connections that must neither starve a
 // normal client nor outlive client_header_timeout.
 
 import t from 'tap';
@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { lbConfig, rawExchange, startRecordingUpstream, timedGet } from './helpers/hardening.js';
-import { freePort, startLb, waitFor } from './helpers/lb.js';
+import { admin, freePort, startLb, waitFor } from './helpers/lb.js';
 
 /** The soft RLIMIT_NOFILE of this process (the lb daemon inherits it). */
 function fdLimit(): number {
@@ -57,6 +57,68 @@ t.test('client_header_timeout: a slow or silent client gets 408 and is closed on
     t.match(h.got, /^HTTP\/1\.1 408 /, `${name}: answered 408`);
   }
   t.equal(up.connections.length, 0, 'the upstream saw nothing');
+});
+
+t.test('client_body_timeout: a client that stops sending its body gets 408 and is closed; a slow steady one is served', async (t) => {
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  const port = await freePort();
+  // max_failures = 1: a stalled client blamed on the backend would eject it.
+  const pool = '[pools.app.passive]\nmax_failures = 1\neject_for = "60s"';
+  const lb = await startLb(lbConfig({ port, upstreams: [up.port], listener: 'client_body_timeout = "500ms"', extra: pool }), [port]);
+  t.teardown(() => lb.stop());
+  const stalled = await hold(port, 'POST /stalled HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789');
+  const chunked = await hold(port, 'POST /stalled-chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+  // 10 bytes every 200 ms for 2 s: never 500 ms without a byte, so it must pass whole.
+  const steady = await hold(port, 'POST /steady HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\nConnection: close\r\n\r\n');
+  let sent = 0;
+  const trickle = setInterval(() => {
+    if (sent < 100 && steady.socket.writable) {
+      steady.socket.write('x'.repeat(10));
+      sent += 10;
+    }
+  }, 200);
+  t.teardown(() => clearInterval(trickle));
+  await waitFor(() => stalled.closedAt && chunked.closedAt && steady.closedAt, 8000, 'the three connections to be closed');
+  for (const [name, h] of [['content-length body', stalled], ['chunked body', chunked]] as const) {
+    const ms = h.closedAt! - h.opened;
+    t.ok(ms >= 450 && ms < 2000, `${name}: closed after ${Math.round(ms)}ms (client_body_timeout 500ms)`);
+    t.match(h.got, /^HTTP\/1\.1 408 [^]*no request body bytes for 500ms/, `${name}: answered 408 with the reason`);
+  }
+  t.match(steady.got, /^HTTP\/1\.1 200 [^]*"path":"\/steady","proto":"http","bytes":100/, 'the steady upload reached the backend whole');
+  t.notOk(up.requests.some((q) => q.path.startsWith('/stalled')), 'the backend never saw a complete stalled request');
+  const status = await admin(lb.socket, { cmd: 'status' });
+  t.equal(status.result.pools[0].backends[0].state, 'up', 'stalled clients were not counted as backend failures');
+});
+
+t.test('client_body_timeout does not count time lb spends waiting for a slow backend to take the body', async (t) => {
+  // The backend reads nothing for 1.5 s, then takes the whole 16 MiB body: lb stops reading the client
+  // meanwhile (back-pressure), which must not be taken for a client that stopped sending.
+  const slow = http.createServer((req, res) => {
+    req.pause();
+    setTimeout(() => {
+      let n = 0;
+      req.on('data', (d: Buffer) => (n += d.length));
+      req.on('end', () => res.end(String(n)));
+      req.resume();
+    }, 1500);
+  });
+  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => (slow.closeAllConnections(), slow.close(() => r()))));
+  const port = await freePort();
+  const lb = await startLb(lbConfig({ port, upstreams: [(slow.address() as net.AddressInfo).port], listener: 'client_body_timeout = "500ms"' }), [port]);
+  t.teardown(() => lb.stop());
+  const size = 16 * 1024 * 1024;
+  const reply = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: '/big', agent: false, headers: { 'content-length': size } }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end(Buffer.alloc(size, 'b'));
+  });
+  t.same(reply, { status: 200, body: String(size) }, 'the body went through whole after the backend started reading');
 });
 
 t.test('idle_timeout: an idle keep-alive connection is closed on time', async (t) => {

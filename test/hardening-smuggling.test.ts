@@ -184,6 +184,7 @@ t.test('the HTTP listener never enables the lenient parser', async (t) => {
     routes: [],
     maxConnections: 0,
     clientHeaderTimeoutMs: 10_000,
+    clientBodyTimeoutMs: 60_000,
     idleTimeoutMs: 60_000,
     maxHeaderSize: 16384,
   };

@@ -82,6 +82,10 @@ export class HttpListener implements Listener, ListenerInfo {
     return this.sockets.size;
   }
 
+  get bodyTimeoutMs(): number {
+    return this.cfg.clientBodyTimeoutMs;
+  }
+
   /** Applies a reloaded listener config (routes, default pool, timeouts, re-read certificates) in place. */
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
     this.cfg = cfg;

@@ -46,6 +46,8 @@ export interface ListenerInfo {
   readonly events: DataPlaneEvents;
   /** Set while the listener is stopping: responses carry `Connection: close`. */
   readonly stopping: boolean;
+  /** client_body_timeout in ms; 0 = never. */
+  readonly bodyTimeoutMs: number;
 }
 
 /** What one pass over the client's raw headers yields. */
@@ -186,6 +188,9 @@ export class ProxyCall implements UpstreamHandler {
   private error: string | undefined;
   private resumeUpstream: (() => void) | undefined;
   private awaitingDrain = false;
+  /** client_body_timeout: armed while the body is being read, refreshed by each chunk. */
+  private bodyTimer: NodeJS.Timeout | undefined;
+  private bodyTimedOut = false;
 
   constructor(
     private readonly listener: ListenerInfo,
@@ -239,8 +244,41 @@ export class ProxyCall implements UpstreamHandler {
   onConnect(abort: (err?: Error) => void): void {
     this.connected = true;
     this.abortUpstream = abort;
-    if (this.res.destroyed) abort(new Error('client closed'));
+    if (this.res.destroyed) {
+      abort(new Error('client closed'));
+      return;
+    }
+    // The body is read from here on (the upstream client starts reading it now): from now, a client that
+    // stops sending it is waited for client_body_timeout at most.
+    if (this.hasBody && !this.bodyTimer && this.listener.bodyTimeoutMs > 0 && !this.req.readableEnded) {
+      this.bodyTimer = setTimeout(this.onBodyTimeout, this.listener.bodyTimeoutMs);
+      this.req.on('data', this.onBodyProgress);
+      this.req.once('end', this.stopBodyTimer);
+    }
   }
+
+  private readonly onBodyProgress = (): void => {
+    this.bodyTimer?.refresh();
+  };
+
+  private readonly stopBodyTimer = (): void => {
+    if (!this.bodyTimer) return;
+    clearTimeout(this.bodyTimer);
+    this.bodyTimer = undefined;
+    this.req.removeListener('data', this.onBodyProgress);
+    this.req.removeListener('end', this.stopBodyTimer);
+  };
+
+  private readonly onBodyTimeout = (): void => {
+    if (this.finished || this.req.readableEnded) return;
+    // Paused: lb stopped reading because the backend is not taking the body as fast; not the client's wait.
+    if (this.req.isPaused()) {
+      this.bodyTimer!.refresh();
+      return;
+    }
+    this.bodyTimedOut = true;
+    this.abortUpstream?.(Object.assign(new Error('client body timeout'), { code: 'CLIENT_BODY_TIMEOUT' }));
+  };
 
   onHeaders(statusCode: number, rawHeaders: string[], statusText: string, resume: () => void): boolean {
     const res = this.res;
@@ -292,6 +330,16 @@ export class ProxyCall implements UpstreamHandler {
     const b = this.backend!;
     b.end();
     const res = this.res;
+    if (this.bodyTimedOut) {
+      // The client's fault, not the backend's: no failure is counted, no retry.
+      this.backend = undefined;
+      this.status = 408;
+      this.error = 'client body timeout';
+      if (res.headersSent) res.destroy();
+      else replyError(res, 408, `408 Request Timeout: no request body bytes for ${this.listener.bodyTimeoutMs}ms`, true);
+      this.finish(b);
+      return;
+    }
     if (res.destroyed || (res.headersSent && this.status === 0)) {
       // The client went away first; not the backend's fault.
       this.backend = undefined;
@@ -355,6 +403,7 @@ export class ProxyCall implements UpstreamHandler {
   private finish(failed?: Backend): void {
     if (this.finished) return;
     this.finished = true;
+    if (this.bodyTimer) this.stopBodyTimer();
     const b = this.backend;
     if (b) b.end();
     const retries = this.tried ? this.tried.length : 0;
