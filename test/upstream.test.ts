@@ -229,6 +229,39 @@ t.test('response timeout, refused connection, malformed and unrequested response
   t.same([refused.error, refused.connected], ['ECONNREFUSED', false], 'onConnect is not called when connecting fails');
 });
 
+t.test('response_timeout runs from the end of the request body, not from its head', async (t) => {
+  const b = await scripted((req, _n, s) => {
+    if (!req.includes('/never')) s.write(ok('got it'));
+  });
+  t.teardown(() => b.close());
+  const p = pool(b.port, { responseTimeoutMs: 150 });
+  t.teardown(() => p.close());
+  const trickle = (path: string): { done: Promise<Outcome>; ended: Promise<number> } => {
+    const body = new PassThrough();
+    const done = exchange(p, get(path, { method: 'POST', headers: ['content-length', '40'], body }));
+    const ended = new Promise<number>((resolve) => {
+      let n = 0;
+      const timer = setInterval(() => {
+        body.write('0123456789');
+        if (++n === 4) {
+          clearInterval(timer);
+          body.end();
+          resolve(performance.now());
+        }
+      }, 100);
+    });
+    return { done, ended };
+  };
+  const slowUpload = trickle('/upload');
+  const r = await slowUpload.done;
+  t.same([r.status, r.body, r.error], [200, 'got it', undefined], 'a 400 ms upload is not cut by a 150 ms response_timeout');
+  const silent = trickle('/never');
+  const [r2, ended] = await Promise.all([silent.done, silent.ended]);
+  const waited = performance.now() - ended;
+  t.equal(r2.error, UPSTREAM_CODES.responseTimeout);
+  t.ok(waited >= 140, `timed out ${Math.round(waited)} ms after the body was sent`);
+});
+
 t.test('back-pressure: a paused exchange resumes and completes; abort from onConnect writes nothing', async (t) => {
   const big = 'y'.repeat(512 * 1024);
   const b = await scripted((_req, _n, s) => s.write(ok(big)));

@@ -56,7 +56,7 @@ export interface UpstreamOptions {
   host: string;
   port: number;
   connectTimeoutMs: number;
-  /** from the request written to the response head received; 0: none */
+  /** from the whole request written to the response head received; 0: none */
   responseTimeoutMs: number;
   /** how long an idle connection is kept; a backend's shorter `Keep-Alive: timeout` hint wins */
   idleTimeoutMs: number;
@@ -252,11 +252,6 @@ class Connection {
     if (req.body && req.chunked) text += 'transfer-encoding: chunked\r\n';
     this.socket.write(`${text}\r\n`, 'latin1');
     this.written = true;
-    const ms = this.pool.options.responseTimeoutMs;
-    if (ms > 0) {
-      if (this.responseTimer) this.responseTimer.refresh();
-      else this.responseTimer = setTimeout(this.onResponseTimeout, ms).unref();
-    }
     if (req.body) {
       this.sent = false;
       this.body = req.body;
@@ -265,7 +260,17 @@ class Connection {
       req.body.once('end', this.onBodyEnd);
     } else {
       this.sent = true;
+      this.armResponseTimer();
     }
+  }
+
+  /** response_timeout runs from the moment the whole request is written (as undici's headersTimeout and
+   * NGINX's proxy_read_timeout): a long upload is not cut by it. */
+  private armResponseTimer(): void {
+    const ms = this.pool.options.responseTimeoutMs;
+    if (ms <= 0) return;
+    if (this.responseTimer) this.responseTimer.refresh();
+    else this.responseTimer = setTimeout(this.onResponseTimeout, ms).unref();
   }
 
   private readonly onBodyData = (chunk: Buffer): void => {
@@ -295,6 +300,7 @@ class Connection {
     if (this.chunked) this.socket.write('0\r\n\r\n', 'latin1');
     this.detachBody();
     this.sent = true;
+    if (!this.headersSeen) this.armResponseTimer();
   };
 
   private detachBody(): void {
@@ -307,7 +313,7 @@ class Connection {
   }
 
   private readonly onResponseTimeout = (): void => {
-    if (this.handler && !this.pending && !this.headersSeen) {
+    if (this.handler && this.sent && !this.headersSeen) {
       this.fail(upstreamError(UPSTREAM_CODES.responseTimeout, `no response head within ${this.pool.options.responseTimeoutMs}ms`));
     }
   };
