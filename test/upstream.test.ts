@@ -5,57 +5,12 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { UpstreamPool, UPSTREAM_CODES, type UpstreamRequest } from '../src/dataplane/upstream.js';
+import { startRecordingUpstream, type RecordingUpstream } from './helpers/hardening.js';
 import { waitFor } from './helpers/lb.js';
 
-interface Scripted {
-  port: number;
-  /** connections accepted so far */
-  accepted: number;
-  /** every complete request received (head and body, raw) */
-  requests: string[];
-  sockets: Set<net.Socket>;
-  close(): Promise<void>;
-}
-
-/** A backend that hands each complete request to `answer` (raw text, index among all requests). */
-async function scripted(answer: (req: string, n: number, socket: net.Socket) => void): Promise<Scripted> {
-  const s: Scripted = { port: 0, accepted: 0, requests: [], sockets: new Set(), close: async () => {} };
-  const server = net.createServer((socket) => {
-    s.accepted++;
-    s.sockets.add(socket);
-    socket.on('close', () => s.sockets.delete(socket));
-    socket.on('error', () => {});
-    let buf = '';
-    socket.on('data', (d) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const head = buf.slice(0, end + 4);
-        let total = head.length;
-        const cl = /\r\ncontent-length: *(\d+)/i.exec(head);
-        if (cl) total += Number(cl[1]);
-        else if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
-          const last = buf.indexOf('\r\n0\r\n\r\n', end);
-          if (last < 0) return;
-          total = last + 7;
-        }
-        if (buf.length < total) return;
-        const req = buf.slice(0, total);
-        buf = buf.slice(total);
-        s.requests.push(req);
-        answer(req, s.requests.length - 1, socket);
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  s.port = (server.address() as net.AddressInfo).port;
-  s.close = () =>
-    new Promise<void>((r) => {
-      for (const c of s.sockets) c.destroy();
-      server.close(() => r());
-    });
-  return s;
+/** A backend that hands each complete request (raw text, head and body) to `answer`. */
+function scripted(answer: (req: string, socket: net.Socket) => void): Promise<RecordingUpstream> {
+  return startRecordingUpstream((req, socket) => answer(req.raw, socket));
 }
 
 interface Outcome {
@@ -119,7 +74,7 @@ function exchange(p: UpstreamPool, req: UpstreamRequest, opts: { pauseFirst?: bo
 const ok = (body: string, extra = ''): string => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`;
 
 t.test('writes the request head as given, adds Host only when missing, reuses the connection', async (t) => {
-  const b = await scripted((_req, _n, s) => s.write(ok('hi')));
+  const b = await scripted((_req, s) => s.write(ok('hi')));
   t.teardown(() => b.close());
   const p = pool(b.port);
   const r1 = await exchange(p, get('/a?x=1', { headers: ['Host', 'example.test', 'X-Y', 'z'] }));
@@ -127,16 +82,16 @@ t.test('writes the request head as given, adds Host only when missing, reuses th
   t.same(r1.headers, ['Content-Length', '2']);
   const r2 = await exchange(p, get('/b', { headers: ['accept', '*/*'], hasHost: false }));
   t.equal(r2.body, 'hi');
-  t.equal(b.requests[0], 'GET /a?x=1 HTTP/1.1\r\nHost: example.test\r\nX-Y: z\r\n\r\n');
-  t.equal(b.requests[1], `GET /b HTTP/1.1\r\naccept: */*\r\nhost: 127.0.0.1:${b.port}\r\n\r\n`);
-  t.equal(b.accepted, 1, 'the second request went over the first connection');
+  t.equal(b.requests[0]?.raw, 'GET /a?x=1 HTTP/1.1\r\nHost: example.test\r\nX-Y: z\r\n\r\n');
+  t.equal(b.requests[1]?.raw, `GET /b HTTP/1.1\r\naccept: */*\r\nhost: 127.0.0.1:${b.port}\r\n\r\n`);
+  t.equal(b.connections.length, 1, 'the second request went over the first connection');
   t.equal(p.connections, 1);
   p.close();
-  await waitFor(() => p.connections === 0 && b.sockets.size === 0, 2000, 'close() to end the idle connection');
+  await waitFor(() => p.connections === 0 && b.open() === 0, 2000, 'close() to end the idle connection');
 });
 
 t.test('Content-Length bodies pass as they are; bodies of unknown length go chunked', async (t) => {
-  const b = await scripted((_req, _n, s) => s.write(ok('ok')));
+  const b = await scripted((_req, s) => s.write(ok('ok')));
   t.teardown(() => b.close());
   const p = pool(b.port);
   t.teardown(() => p.close());
@@ -145,18 +100,18 @@ t.test('Content-Length bodies pass as they are; bodies of unknown length go chun
   fixed.write('01234');
   setTimeout(() => fixed.end('56789'), 20);
   t.equal((await done1).body, 'ok');
-  t.equal(b.requests[0], `POST /up HTTP/1.1\r\ncontent-length: 10\r\nhost: 127.0.0.1:${b.port}\r\n\r\n0123456789`);
+  t.equal(b.requests[0]?.raw, `POST /up HTTP/1.1\r\ncontent-length: 10\r\nhost: 127.0.0.1:${b.port}\r\n\r\n0123456789`);
   const chunked = new PassThrough();
   const done2 = exchange(p, get('/up', { method: 'POST', headers: ['host', 'h'], body: chunked, chunked: true }));
   chunked.write('abc');
   setTimeout(() => chunked.end(Buffer.alloc(17, 'x')), 20);
   t.equal((await done2).complete, true);
-  t.equal(b.requests[1], `POST /up HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n11\r\n${'x'.repeat(17)}\r\n0\r\n\r\n`);
-  t.equal(b.accepted, 1);
+  t.equal(b.requests[1]?.raw, `POST /up HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n11\r\n${'x'.repeat(17)}\r\n0\r\n\r\n`);
+  t.equal(b.connections.length, 1);
 });
 
 t.test('1xx responses are skipped, HEAD and 304 have no body, trailers stay out of the next head', async (t) => {
-  const b = await scripted((req, _n, s) => {
+  const b = await scripted((req, s) => {
     if (req.startsWith('HEAD')) s.write('HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n');
     else if (req.includes('/early')) s.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n' + ok('final'));
     else if (req.includes('/304')) s.write('HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n');
@@ -177,11 +132,11 @@ t.test('1xx responses are skipped, HEAD and 304 have no body, trailers stay out 
   t.same([tr.body, tr.complete], ['wxyz', true]);
   const after = await exchange(p, get('/next'));
   t.same(after.headers, ['Content-Length', '5'], 'no trailer field in the next response');
-  t.equal(b.accepted, 1, 'all of them over one connection');
+  t.equal(b.connections.length, 1, 'all of them over one connection');
 });
 
 t.test('a response delimited by the end of the connection completes; a cut one is an error', async (t) => {
-  const b = await scripted((req, _n, s) => {
+  const b = await scripted((req, s) => {
     if (req.includes('/eof')) s.end('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end');
     else if (req.includes('/cut')) s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this');
     else s.end(); // answers nothing
@@ -201,7 +156,7 @@ t.test('a response delimited by the end of the connection completes; a cut one i
 });
 
 t.test('response timeout, refused connection, malformed and unrequested responses', async (t) => {
-  const b = await scripted((req, _n, s) => {
+  const b = await scripted((req, s) => {
     if (req.includes('/slow')) return; // never answers
     if (req.includes('/junk')) s.write('HTTP/1.1 abc\r\n\r\n');
     else if (req.includes('/101')) s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n');
@@ -217,12 +172,12 @@ t.test('response timeout, refused connection, malformed and unrequested response
   t.ok(Date.now() - t0 >= 140, 'not before the timeout');
   t.match((await exchange(p, get('/junk'))).error, /^HPE_/);
   t.equal((await exchange(p, get('/101'))).error, UPSTREAM_CODES.badResponse);
-  const before = b.accepted;
+  const before = b.connections.length;
   const extra = await exchange(p, get('/extra'));
   t.same([extra.body, extra.complete], ['one', true]);
   await waitFor(() => p.connections === 0, 2000, 'the connection with an unrequested response to close');
   t.equal((await exchange(p, get('/ok'))).body, 'fine');
-  t.equal(b.accepted, before + 2, 'a new connection after the unrequested response');
+  t.equal(b.connections.length, before + 2, 'a new connection after the unrequested response');
   const dead = await scripted(() => {});
   await dead.close();
   const refused = await exchange(pool(dead.port), get('/'));
@@ -230,7 +185,7 @@ t.test('response timeout, refused connection, malformed and unrequested response
 });
 
 t.test('response_timeout runs from the end of the request body, not from its head', async (t) => {
-  const b = await scripted((req, _n, s) => {
+  const b = await scripted((req, s) => {
     if (!req.includes('/never')) s.write(ok('got it'));
   });
   t.teardown(() => b.close());
@@ -264,7 +219,7 @@ t.test('response_timeout runs from the end of the request body, not from its hea
 
 t.test('back-pressure: a paused exchange resumes and completes; abort from onConnect writes nothing', async (t) => {
   const big = 'y'.repeat(512 * 1024);
-  const b = await scripted((_req, _n, s) => s.write(ok(big)));
+  const b = await scripted((_req, s) => s.write(ok(big)));
   t.teardown(() => b.close());
   const p = pool(b.port);
   t.teardown(() => p.close());
@@ -276,7 +231,7 @@ t.test('back-pressure: a paused exchange resumes and completes; abort from onCon
 });
 
 t.test("a backend's Keep-Alive timeout hint shortens the idle time, or ends reuse", async (t) => {
-  const b = await scripted((req, _n, s) => s.write(ok('k', req.includes('/once') ? 'Keep-Alive: timeout=1\r\n' : 'Keep-Alive: timeout=2\r\n')));
+  const b = await scripted((req, s) => s.write(ok('k', req.includes('/once') ? 'Keep-Alive: timeout=1\r\n' : 'Keep-Alive: timeout=2\r\n')));
   t.teardown(() => b.close());
   const p = pool(b.port, { idleTimeoutMs: 60_000 });
   t.teardown(() => p.close());
@@ -287,5 +242,5 @@ t.test("a backend's Keep-Alive timeout hint shortens the idle time, or ends reus
   const t0 = Date.now();
   await waitFor(() => p.connections === 0, 5000, 'the idle connection to close after timeout=2 less the margin');
   t.ok(Date.now() - t0 >= 800, `closed after ${Date.now() - t0} ms idle`);
-  t.equal(b.accepted, 2);
+  t.equal(b.connections.length, 2);
 });

@@ -52,6 +52,8 @@ export interface SeenRequest {
   path: string;
   headers: Record<string, string>;
   body: Buffer;
+  /** The request's bytes as received, head and body (latin1). */
+  raw: string;
 }
 
 export interface RecordingUpstream {
@@ -61,21 +63,25 @@ export interface RecordingUpstream {
   requests: SeenRequest[];
   /** All bytes received, latin1 (for substring checks). */
   text(): string;
+  /** Connections open now. */
+  open(): number;
   close(): Promise<void>;
 }
 
 /**
  * A raw net server that records every byte it receives and answers each complete HTTP/1.1 request (head
- * plus a Content-Length or chunked body) with 200 and a small JSON body describing what it saw. It speaks
+ * plus a Content-Length or chunked body) with `answer`: by default 200 and a small JSON body describing what
+ * it saw. It speaks
  * just enough HTTP for lb's upstream side (keep-alive, no pipelining ambiguity); it parses nothing leniently:
  * anything it cannot parse is recorded and left unanswered.
  */
-export async function startRecordingUpstream(): Promise<RecordingUpstream> {
+export async function startRecordingUpstream(answer: (req: SeenRequest, socket: net.Socket) => void = answerWhatWasSeen): Promise<RecordingUpstream> {
   const u: RecordingUpstream = {
     port: 0,
     connections: [],
     requests: [],
     text: () => u.connections.map((c) => Buffer.concat(c).toString('latin1')).join(''),
+    open: () => sockets.size,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
@@ -97,14 +103,19 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
         if (!parsed) break;
         buf = buf.subarray(parsed.used);
         u.requests.push(parsed.req);
-        const body = JSON.stringify({ path: parsed.req.path, proto: parsed.req.headers['x-forwarded-proto'] ?? null, bytes: parsed.req.body.length });
-        s.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        answer(parsed.req, s);
       }
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   u.port = (server.address() as net.AddressInfo).port;
   return u;
+}
+
+/** The default answer: 200 with a small JSON body describing the request. */
+function answerWhatWasSeen(req: SeenRequest, s: net.Socket): void {
+  const body = JSON.stringify({ path: req.path, proto: req.headers['x-forwarded-proto'] ?? null, bytes: req.body.length });
+  s.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }
 
 function parseOne(buf: Buffer): { req: SeenRequest; used: number } | undefined {
@@ -143,7 +154,7 @@ function parseOne(buf: Buffer): { req: SeenRequest; used: number } | undefined {
     body = buf.subarray(at, at + n);
     at += n;
   }
-  return { req: { method, path, headers, body: Buffer.from(body) }, used: at };
+  return { req: { method, path, headers, body: Buffer.from(body), raw: buf.subarray(0, at).toString('latin1') }, used: at };
 }
 
 export interface ProcStats {
