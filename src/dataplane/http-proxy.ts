@@ -392,12 +392,8 @@ export class ProxyCall implements UpstreamHandler {
     // Client disconnected before the response completed: stop the upstream exchange too.
     this.status = this.status || 499;
     this.error ??= 'client closed';
-    const abort = this.abortUpstream;
-    if (abort) abort(new Error('client closed'));
-    else if (this.backend) {
-      // Still connecting: the request is not written; onConnect sees the closed response and aborts.
-      this.req.destroy();
-    }
+    // Still connecting (no abort yet): nothing is written; onConnect sees the closed response and aborts.
+    this.abortUpstream?.(new Error('client closed'));
   };
 
   private finish(failed?: Backend): void {
