@@ -17,8 +17,8 @@
 // (HPE_*) for a malformed response, or one of UPSTREAM_CODES.
 
 import net from 'node:net';
-import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
+import { consumableHandle, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, type ParserInstance, type StreamHandle } from './llhttp.js';
 
 /** Error codes this client sets itself. */
 export const UPSTREAM_CODES = {
@@ -63,47 +63,6 @@ export interface UpstreamOptions {
   /** response head size limit (llhttp's) */
   maxHeaderSize: number;
 }
-
-interface ParserInstance {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): number | Error | undefined;
-  /** Reads straight from a libuv stream handle, as node:http's server does: no 'data' events. */
-  consume(handle: unknown): void;
-  unconsume(): void;
-  close(): void;
-  [key: number]: unknown;
-}
-/** The parts of net.Socket's libuv handle used when the parser consumes it (node:http's server does the same). */
-interface StreamHandle {
-  isStreamBase?: boolean;
-  _consumed?: boolean;
-  reading?: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-interface ParserClass {
-  new (): ParserInstance;
-  RESPONSE: number;
-  kOnHeaders: number;
-  kOnHeadersComplete: number;
-  kOnBody: number;
-  kOnMessageComplete: number;
-  kOnExecute: number;
-  kLenientNone: number;
-}
-
-// node:_http_common is one of Node's legacy public modules (like _http_agent); its HTTPParser is not
-// documented, so its shape is checked here, at load, rather than found wrong on the first request.
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass };
-if (typeof HTTPParser !== 'function' || typeof HTTPParser.RESPONSE !== 'number' || typeof HTTPParser.kOnHeadersComplete !== 'number') {
-  throw new Error(`lb: this Node.js (${process.version}) has no usable HTTP parser binding in _http_common`);
-}
-const K_HEADERS = HTTPParser.kOnHeaders | 0;
-const K_HEADERS_COMPLETE = HTTPParser.kOnHeadersComplete | 0;
-const K_BODY = HTTPParser.kOnBody | 0;
-const K_MESSAGE_COMPLETE = HTTPParser.kOnMessageComplete | 0;
-const K_EXECUTE = HTTPParser.kOnExecute | 0;
 
 /** Idle connections are closed this long before the backend's own Keep-Alive timeout (undici's margin). */
 const KEEP_ALIVE_MARGIN_MS = 1000;
@@ -217,8 +176,8 @@ class Connection {
     // The parser reads from the handle in C++ and calls back only for parsed events: no Buffer or stream
     // machinery per read (on the proxy rig, about 1 µs less per request). EOF and errors still reach the
     // socket's own listeners, and its 'data' listener stays as the path when there is no handle to consume.
-    const handle = (socket as unknown as { _handle?: StreamHandle })._handle;
-    if (handle && handle.isStreamBase && !handle._consumed) {
+    const handle = consumableHandle(socket);
+    if (handle) {
       handle._consumed = true;
       this.parser.consume(handle);
       this.handle = handle;

@@ -1,0 +1,71 @@
+// Node's own binding of llhttp (the parser node:http uses), shared by lb's HTTP/1.1 server (http-server.ts)
+// and its upstream client (upstream.ts). Always initialized in strict mode (kLenientNone).
+//
+// node:_http_common is one of Node's legacy public modules (like _http_agent); its HTTPParser is not
+// documented, so its shape is checked here, at load, rather than found wrong on the first request.
+
+import { createRequire } from 'node:module';
+
+export interface ParserInstance {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): number | Error | undefined;
+  /** Reads straight from a libuv stream handle, as node:http's server does: no 'data' events. */
+  consume(handle: unknown): void;
+  unconsume(): void;
+  /** The buffer of the read being parsed (to find the bytes after an upgrade request's head). */
+  getCurrentBuffer(): Buffer;
+  close(): void;
+  [key: number]: unknown;
+}
+
+/** The parts of a net.Socket's libuv handle used when the parser consumes it (node:http does the same). */
+export interface StreamHandle {
+  isStreamBase?: boolean;
+  _consumed?: boolean;
+  reading?: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+interface ParserClass {
+  new (): ParserInstance;
+  REQUEST: number;
+  RESPONSE: number;
+  kOnMessageBegin: number;
+  kOnHeaders: number;
+  kOnHeadersComplete: number;
+  kOnBody: number;
+  kOnMessageComplete: number;
+  kOnExecute: number;
+  kLenientNone: number;
+}
+
+const common = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass; methods: string[] };
+export const HTTPParser = common.HTTPParser;
+/** llhttp's method numbers to names. */
+export const METHODS: readonly string[] = common.methods;
+if (
+  typeof HTTPParser !== 'function' ||
+  typeof HTTPParser.REQUEST !== 'number' ||
+  typeof HTTPParser.RESPONSE !== 'number' ||
+  typeof HTTPParser.kOnMessageBegin !== 'number' ||
+  typeof HTTPParser.kOnHeadersComplete !== 'number' ||
+  typeof HTTPParser.prototype.consume !== 'function' ||
+  typeof HTTPParser.prototype.getCurrentBuffer !== 'function' ||
+  !Array.isArray(METHODS)
+) {
+  throw new Error(`lb: this Node.js (${process.version}) has no usable HTTP parser binding in _http_common`);
+}
+export const K_MESSAGE_BEGIN = HTTPParser.kOnMessageBegin | 0;
+export const K_HEADERS = HTTPParser.kOnHeaders | 0;
+export const K_HEADERS_COMPLETE = HTTPParser.kOnHeadersComplete | 0;
+export const K_BODY = HTTPParser.kOnBody | 0;
+export const K_MESSAGE_COMPLETE = HTTPParser.kOnMessageComplete | 0;
+export const K_EXECUTE = HTTPParser.kOnExecute | 0;
+
+/** The socket's handle when the parser can read it directly (a TCP or TLS stream not consumed yet). */
+export function consumableHandle(socket: object): StreamHandle | undefined {
+  const handle = (socket as { _handle?: StreamHandle | null })._handle;
+  return handle && handle.isStreamBase && !handle._consumed ? handle : undefined;
+}
