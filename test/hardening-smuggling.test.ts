@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
+import { createRequire } from 'node:module';
 import { HttpListener } from '../src/dataplane/http-listener.js';
 import type { BackendPool } from '../src/dataplane/pool.js';
 import type { ListenerConfig } from '../config/model.js';
@@ -176,10 +177,24 @@ t.test('the smuggling and malformed-request corpus is refused and never reaches 
 });
 
 t.test('the HTTP listener never enables the lenient parser', async (t) => {
+  // Every request parser the listener creates is initialized with llhttp's strict mode (kLenientNone).
+  const { HTTPParser } = createRequire(import.meta.url)('_http_common') as {
+    HTTPParser: { REQUEST: number; kLenientNone: number; prototype: { initialize: (...args: unknown[]) => void } };
+  };
+  const seen: unknown[][] = [];
+  const original = HTTPParser.prototype.initialize;
+  HTTPParser.prototype.initialize = function (this: unknown, ...args: unknown[]) {
+    seen.push(args);
+    return original.apply(this, args);
+  };
+  t.teardown(() => {
+    HTTPParser.prototype.initialize = original;
+  });
+  const port = await freePort();
   const cfg: ListenerConfig = {
     name: 'probe',
     protocol: 'http',
-    listen: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' },
+    listen: { host: '127.0.0.1', port, text: `127.0.0.1:${port}` },
     pool: 'app',
     routes: [],
     maxConnections: 0,
@@ -191,9 +206,18 @@ t.test('the HTTP listener never enables the lenient parser', async (t) => {
   const pools = new Map([['app', { name: 'app' } as unknown as BackendPool]]);
   const events = { needsClient: false, done() {}, failure() {}, recovered() {} };
   const l = new HttpListener(cfg, pools, events);
-  const server = (l as unknown as { server: http.Server & { insecureHTTPParser?: boolean } }).server;
-  t.equal(server.insecureHTTPParser, false, 'server.insecureHTTPParser === false');
+  await l.listen('shared');
+  t.teardown(() => l.destroy());
+  const sockets = [1, 2, 3].map(() => net.connect(port, '127.0.0.1').on('error', () => {}));
+  t.teardown(() => sockets.forEach((s) => s.destroy()));
+  const requestParsers = await waitFor(() => {
+    const r = seen.filter((a) => a[0] === HTTPParser.REQUEST);
+    return r.length >= 3 ? r : undefined;
+  }, 5000, 'three request parsers');
+  for (const args of requestParsers) t.equal(args[3], HTTPParser.kLenientNone, 'initialized with kLenientNone');
+  t.equal(HTTPParser.kLenientNone, 0, 'kLenientNone sets no leniency flag');
   t.notOk(process.execArgv.includes('--insecure-http-parser'), 'test process itself is strict too');
+  void l.stop();
 });
 
 t.test('bad chunk framing in a later TCP segment than the head: the upstream never gets a complete request', async (t) => {

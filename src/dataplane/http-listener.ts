@@ -1,28 +1,27 @@
-// An `http` listener: node:http's strict parser in front (llhttp; the lenient parser is never enabled),
-// routes to a pool, forwards with ProxyCall, and tunnels HTTP/1.1 Upgrade (WebSocket) connections as raw
-// byte streams once the upstream connection is open.
+// An `http` listener: lb's HTTP/1.1 server in front (http-server.ts: llhttp in strict mode, the lenient
+// parser is never enabled), routes to a pool, forwards with ProxyCall, and tunnels HTTP/1.1 Upgrade
+// (WebSocket) connections as raw byte streams once the upstream connection is open.
 
-import http from 'node:http';
-import https from 'node:https';
-import type net from 'node:net';
+import net from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
 import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
+import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 
-/** More header fields than this get 431 (node:http would silently drop the ones past its maxHeadersCount). */
+/** More header fields than this get 431. */
 export const MAX_HEADER_FIELDS = 1000;
 
 const REASONS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
-  HPE_HEADERS_TIMEOUT: [408, 'Request Timeout'],
 };
 
 export class HttpListener implements Listener, ListenerInfo {
@@ -32,7 +31,8 @@ export class HttpListener implements Listener, ListenerInfo {
   readonly tls: boolean;
   stopping = false;
   private router: Router;
-  private readonly server: http.Server;
+  private readonly server: net.Server;
+  private readonly front: FrontServer;
   private readonly sockets = new OpenSet<net.Socket>();
   private upgrades = 0;
   private readonly material: TlsMaterial | undefined;
@@ -48,27 +48,30 @@ export class HttpListener implements Listener, ListenerInfo {
     this.tls = !!tls;
     this.material = tls;
     this.router = new Router(cfg, pools);
-    const options: http.ServerOptions = {
-      maxHeaderSize: cfg.maxHeaderSize,
-      requestTimeout: 0,
-      headersTimeout: cfg.clientHeaderTimeoutMs,
-      keepAliveTimeout: cfg.idleTimeoutMs,
-      // TCP_NODELAY: see listenServer.
-      noDelay: false,
-      insecureHTTPParser: false,
-      // node:http checks client_header_timeout only this often (its default is every 30 s).
-      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(cfg.clientHeaderTimeoutMs / 4))),
-    };
-    // A TLS handshake must finish within client_header_timeout too (node's default is 120 s).
-    this.server = tls ? https.createServer({ ...options, ...tls.options, handshakeTimeout: cfg.clientHeaderTimeoutMs }) : http.createServer(options);
-    // One field more than the limit is stored, so that a request over it can be told apart and refused.
-    this.server.maxHeadersCount = MAX_HEADER_FIELDS + 1;
-    if (tls) tls.attach(this.server as https.Server);
-    this.server.on('request', this.onRequest);
-    this.server.on('upgrade', this.onUpgrade);
-    this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => rejectRaw(socket, 501, 'Not Implemented', 'CONNECT is not supported'));
-    this.server.on('clientError', this.onClientError);
-    this.server.on('connection', (s: net.Socket) => {
+    this.front = new FrontServer(
+      { maxHeaderSize: cfg.maxHeaderSize, headersTimeoutMs: cfg.clientHeaderTimeoutMs, keepAliveTimeoutMs: cfg.idleTimeoutMs },
+      {
+        request: this.onRequest,
+        upgrade: this.onUpgrade,
+        connect: (_req, socket) => rejectRaw(socket, 501, 'Not Implemented', 'CONNECT is not supported'),
+        clientError: this.onClientError,
+      },
+    );
+    // allowHalfOpen: a client's FIN after its requests does not end the connection before their responses.
+    // TCP_NODELAY: see listenServer.
+    if (tls) {
+      // A TLS handshake must finish within client_header_timeout too (node's default is 120 s).
+      const server = createTlsServer({ ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
+      // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
+      server.on('tlsClientError', (_err: Error, socket: net.Socket) => socket.destroy());
+      tls.attach(server);
+      server.on('secureConnection', this.front.accept);
+      this.server = server;
+    } else {
+      this.server = net.createServer({ allowHalfOpen: true, noDelay: false });
+    }
+    // Counted (and refused over max_connections) as TCP connections, before any TLS handshake.
+    this.server.prependListener('connection', (s: net.Socket) => {
       if (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections) {
         s.destroy();
         return;
@@ -76,6 +79,7 @@ export class HttpListener implements Listener, ListenerInfo {
       const node = this.sockets.add(s);
       s.once('close', () => this.sockets.delete(node));
     });
+    if (!tls) this.server.on('connection', this.front.accept);
   }
 
   get connections(): number {
@@ -90,8 +94,9 @@ export class HttpListener implements Listener, ListenerInfo {
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
     this.cfg = cfg;
     this.router = new Router(cfg, pools);
-    this.server.headersTimeout = cfg.clientHeaderTimeoutMs;
-    this.server.keepAliveTimeout = cfg.idleTimeoutMs;
+    // (Connections opened from now on; open ones keep the timeouts they started with.)
+    this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
+    this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
@@ -99,15 +104,12 @@ export class HttpListener implements Listener, ListenerInfo {
     return listenServer(this.server, this.cfg.listen, accept);
   }
 
-  private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    // A request pipelined behind one refused on this connection is not served: the refusal said
-    // "Connection: close", and node:http closes the connection once that response is out.
-    if (closing.has(req.socket)) return;
-    const url = req.url ?? '/';
+  // A refusal says "Connection: close": the server parses no request after it (http-server.ts).
+  private readonly onRequest = (req: FrontRequest, res: FrontResponse): void => {
+    const url = req.url;
     const scan = scanRequest(req, this.tls, false);
     const refused = refuse(req, scan);
     if (refused) {
-      closing.add(req.socket);
       replyError(res, refused[0], refused[1], true);
       return;
     }
@@ -118,7 +120,6 @@ export class HttpListener implements Listener, ListenerInfo {
     }
     if (url.charCodeAt(0) !== 47 /* "/" */) {
       // absolute-form and authority-form: lb is a reverse proxy, not a forward proxy.
-      closing.add(req.socket);
       replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
       return;
     }
@@ -126,19 +127,18 @@ export class HttpListener implements Listener, ListenerInfo {
       new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
       return;
     }
-    // node:http emits 'request' from inside the parser, before it has parsed the body bytes that came in
+    // The request is handed over from inside the parser, before it has parsed the body bytes that came in
     // the same read: let it finish them, so that a body with bad framing (a bad chunk size, more data than
     // a chunk's size) is refused with 400 before anything is sent upstream. Framing errors in bytes that
     // arrive later cut the upstream request before it is complete.
     setImmediate(() => {
-      if (req.destroyed || !req.socket.writable) return;
+      if (res.ended || res.destroyed || !req.socket.writable) return;
       new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
     });
   };
 
-  private readonly onUpgrade = (req: http.IncomingMessage, client: Duplex, head: Buffer): void => {
-    const socket = client as net.Socket;
-    const url = req.url ?? '/';
+  private readonly onUpgrade = (req: FrontRequest, socket: net.Socket, head: Buffer): void => {
+    const url = req.url;
     if (url.charCodeAt(0) !== 47) {
       rejectRaw(socket, 400, 'Bad Request', 'request target must be origin-form');
       return;
@@ -179,15 +179,15 @@ export class HttpListener implements Listener, ListenerInfo {
     socket.once('close', cancel);
   };
 
-  private record(pool: BackendPool, backend: string, status: number, req: http.IncomingMessage, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
+  private record(pool: BackendPool, backend: string, status: number, req: FrontRequest, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
     this.events.done({
       kind: 'websocket',
       listener: this.name,
       pool: pool.name,
       backend,
       status,
-      method: req.method ?? '',
-      path: req.url ?? '',
+      method: req.method,
+      path: req.url,
       client: req.socket.remoteAddress ?? '',
       bytesIn,
       bytesOut,
@@ -197,29 +197,37 @@ export class HttpListener implements Listener, ListenerInfo {
     });
   }
 
-  private readonly onClientError = (err: Error & { code?: string }, socket: Duplex): void => {
+  /**
+   * A malformed request or a head timeout. The server parses nothing more on the connection. With no
+   * response pending the error is answered (400, 408, 431) and the connection closed; a request whose
+   * body turned out malformed gets that answer itself, unless its response has begun, and its exchange is
+   * aborted; responses already owed to earlier (pipelined) requests go out first, then the connection
+   * closes: an error answer then would be taken for theirs.
+   */
+  private readonly onClientError = (err: ClientError, socket: net.Socket, active: FrontResponse | undefined): void => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
-    const current = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (current && current.headersSent) {
-      // Bad bytes after a request whose response is already under way (pipelining): a second response
-      // would be taken as the answer to the bad bytes' successor; end the connection after this one.
-      if (current.writableFinished) socket.end();
-      else current.once('close', () => socket.end());
+    const [status, text] = REASONS[err.code ?? ''] ?? [400, 'Bad Request'];
+    const message = status === 400 ? 'malformed request' : text.toLowerCase();
+    if (!active) {
+      rejectRaw(socket, status, text, message);
       return;
     }
-    const [status, text] = REASONS[err.code ?? ''] ?? [400, 'Bad Request'];
-    rejectRaw(socket, status, text, status === 400 ? 'malformed request' : text.toLowerCase());
+    if (active.req.body && !active.req.body.readableEnded) {
+      if (!active.headersSent) replyError(active, status, `${status} ${text}: ${message}`, true);
+      active.aborted();
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }
   };
 
   /** Stops accepting; idle keep-alive connections close now, busy ones after their current response. */
   async stop(): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
-    const tick = setInterval(() => this.server.closeIdleConnections(), 50);
+    this.front.closeIdleConnections();
+    const tick = setInterval(() => this.front.closeIdleConnections(), 50);
     await closed;
     clearInterval(tick);
   }
@@ -231,23 +239,22 @@ export class HttpListener implements Listener, ListenerInfo {
 
   /** Ends every connection at once (grace period over, or a second stop signal). */
   destroy(): void {
-    this.server.closeAllConnections();
+    this.front.closeAllConnections();
     for (const s of this.sockets.values()) s.destroy();
   }
 }
 
-/** Connections on which a request was refused: nothing more is read from them. */
-const closing = new WeakSet<Duplex>();
-
 /**
  * What llhttp's strict mode lets through but lb refuses before routing (so the upstream sees nothing):
- * HTTP/0.9, more than one Host (lb routes on one value, a backend might use another), a Transfer-Encoding
+ * HTTP/0.9, an HTTP/1.1 request without Host (RFC 9112 §3.2, as node:http's requireHostHeader), more
+ * than one Host (lb routes on one value, a backend might use another), a Transfer-Encoding
  * other than exactly "chunked" (501, as NGINX: lb would drop the other coding while re-framing the body) or
  * on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing), and more than MAX_HEADER_FIELDS header fields.
  */
-function refuse(req: http.IncomingMessage, scan: ScannedRequest): [number, string] | undefined {
+function refuse(req: FrontRequest, scan: ScannedRequest): [number, string] | undefined {
   if (req.httpVersionMajor !== 1) return [400, '400 Bad Request: HTTP/1.0 or HTTP/1.1 only'];
   if (req.rawHeaders.length > MAX_HEADER_FIELDS * 2) return [431, `431 Request Header Fields Too Large: more than ${MAX_HEADER_FIELDS} header fields`];
+  if (scan.hosts === 0 && req.httpVersionMinor === 1) return [400, '400 Bad Request: an HTTP/1.1 request needs a Host header'];
   if (scan.hosts > 1) return [400, '400 Bad Request: more than one Host header'];
   const te = scan.transferEncoding;
   if (te !== undefined) {

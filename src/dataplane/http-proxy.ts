@@ -1,15 +1,15 @@
 // L7 forwarding of one HTTP request to a pool, over the backends' keep-alive connection pools
 // (upstream.ts), with the body streamed both ways: back-pressure by returning false from onData and
-// calling `resume`; the request body is the client's IncomingMessage, read as the upstream accepts it.
+// calling `resume`; the request body is the client request's body stream, read as the upstream accepts it.
 //
 // Contract with SPEC.md: 503 when the pool has no usable backend, 502 when the backend failed and retries
 // ran out, 504 when no response head arrived within `response_timeout`. Retries go to another backend when
 // connecting failed (for any method: nothing was sent), and for idempotent requests without a body whose
 // backend failed before a response byte.
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Backend } from './backend.js';
 import type { DataPlaneEvents, FailureReason } from './events.js';
+import type { FrontRequest, FrontResponse } from './http-server.js';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
@@ -72,7 +72,7 @@ export interface ScannedRequest {
  * header is passed through as the client sent it (HAProxy's default). `keepUpgrade` keeps `Connection` and
  * `Upgrade` for websocket tunnels.
  */
-export function scanRequest(req: IncomingMessage, tls: boolean, keepUpgrade: boolean): ScannedRequest {
+export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolean): ScannedRequest {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let xff: string | undefined;
@@ -154,7 +154,7 @@ function classify(err: Error & { code?: string }, connected: boolean): FailureRe
 }
 
 /** Writes a short plain-text error response (503/502/504/400), unless a response has started. */
-export function replyError(res: ServerResponse, status: number, message: string, close = false): void {
+export function replyError(res: FrontResponse, status: number, message: string, close = false): void {
   if (res.headersSent || res.destroyed) return;
   const body = `${message}\n`;
   const headers: Record<string, string | number> = {
@@ -173,8 +173,8 @@ export class ProxyCall implements UpstreamHandler {
   private readonly t0 = performance.now();
   /** Bytes read on the client connection before this request (keep-alive connections carry several). */
   private readonly bytesReadAtStart: number;
-  /** The client connection; kept because IncomingMessage drops `socket` once its body has been read. */
-  private readonly socket: IncomingMessage['socket'];
+  /** The client connection. */
+  private readonly socket: FrontRequest['socket'];
   private readonly contentLength: number | undefined;
   private readonly key: string | undefined;
   private readonly hasBody: boolean;
@@ -195,8 +195,8 @@ export class ProxyCall implements UpstreamHandler {
   constructor(
     private readonly listener: ListenerInfo,
     private readonly pool: BackendPool,
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
+    private readonly req: FrontRequest,
+    private readonly res: FrontResponse,
     scan: ScannedRequest,
   ) {
     this.hasBody = scan.hasBody;
@@ -206,7 +206,6 @@ export class ProxyCall implements UpstreamHandler {
     this.contentLength = scan.contentLength;
     this.headers = scan.headers;
     this.key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
-    res.sendDate = false;
     res.once('close', this.onClientClose);
   }
 
@@ -230,11 +229,11 @@ export class ProxyCall implements UpstreamHandler {
     if (this.listener.stopping) this.res.shouldKeepAlive = false;
     b.upstream(this.pool.config).dispatch(
       {
-        path: req.url ?? '/',
-        method: req.method ?? 'GET',
+        path: req.url,
+        method: req.method,
         headers: this.headers,
         hasHost: this.hasHost,
-        body: this.hasBody ? req : null,
+        body: this.hasBody ? req.body : null,
         chunked: this.hasBody && this.contentLength === undefined,
       },
       this,
@@ -250,10 +249,11 @@ export class ProxyCall implements UpstreamHandler {
     }
     // The body is read from here on (the upstream client starts reading it now): from now, a client that
     // stops sending it is waited for client_body_timeout at most.
-    if (this.hasBody && !this.bodyTimer && this.listener.bodyTimeoutMs > 0 && !this.req.readableEnded) {
+    const body = this.req.body;
+    if (body && !this.bodyTimer && this.listener.bodyTimeoutMs > 0 && !body.readableEnded) {
       this.bodyTimer = setTimeout(this.onBodyTimeout, this.listener.bodyTimeoutMs);
-      this.req.on('data', this.onBodyProgress);
-      this.req.once('end', this.stopBodyTimer);
+      body.on('data', this.onBodyProgress);
+      body.once('end', this.stopBodyTimer);
     }
   }
 
@@ -265,14 +265,15 @@ export class ProxyCall implements UpstreamHandler {
     if (!this.bodyTimer) return;
     clearTimeout(this.bodyTimer);
     this.bodyTimer = undefined;
-    this.req.removeListener('data', this.onBodyProgress);
-    this.req.removeListener('end', this.stopBodyTimer);
+    this.req.body?.removeListener('data', this.onBodyProgress);
+    this.req.body?.removeListener('end', this.stopBodyTimer);
   };
 
   private readonly onBodyTimeout = (): void => {
-    if (this.finished || this.req.readableEnded) return;
+    const body = this.req.body;
+    if (this.finished || !body || body.readableEnded) return;
     // Paused: lb stopped reading because the backend is not taking the body as fast; not the client's wait.
-    if (this.req.isPaused()) {
+    if (body.isPaused()) {
       this.bodyTimer!.refresh();
       return;
     }
@@ -378,7 +379,7 @@ export class ProxyCall implements UpstreamHandler {
 
   private retryable(reason: FailureReason): boolean {
     if (reason === 'connect') return !this.req.readableDidRead;
-    if (reason === 'reset') return !this.hasBody && IDEMPOTENT.has(this.req.method ?? '');
+    if (reason === 'reset') return !this.hasBody && IDEMPOTENT.has(this.req.method);
     return false;
   }
 
@@ -409,8 +410,8 @@ export class ProxyCall implements UpstreamHandler {
       pool: this.pool.name,
       backend: (b ?? failed)?.name ?? '',
       status: this.status,
-      method: this.req.method ?? '',
-      path: this.req.url ?? '',
+      method: this.req.method,
+      path: this.req.url,
       client: this.socket.remoteAddress ?? '',
       // The declared body size; for chunked bodies, what the connection read after the head (approximate).
       bytesIn: this.contentLength ?? this.socket.bytesRead - this.bytesReadAtStart,

@@ -1,23 +1,27 @@
 // Extracts a pool's hash key (config `hash_key`) from an HTTP request, for key-based algorithms.
 // Returns undefined when the request has no such key; the algorithm then falls back (algorithms/types.ts).
 
-import type { IncomingMessage } from 'node:http';
 import type { HashKey } from '../../config/model.js';
 
-export function requestKey(hk: HashKey, req: IncomingMessage): string | undefined {
+/** What a key is read from (a request of lb's HTTP server). */
+export interface KeyedRequest {
+  readonly socket: { readonly remoteAddress?: string | undefined };
+  readonly headers: Readonly<Record<string, string | undefined>>;
+  readonly url: string;
+}
+
+export function requestKey(hk: HashKey, req: KeyedRequest): string | undefined {
   switch (hk.kind) {
     case 'client-ip':
       return req.socket.remoteAddress;
-    case 'header': {
-      const v = req.headers[hk.name];
-      return Array.isArray(v) ? v.join(',') : v;
-    }
+    case 'header':
+      return req.headers[hk.name];
     case 'cookie':
       return cookieValue(req.headers.cookie, hk.name);
     case 'query':
-      return queryValue(req.url ?? '/', hk.name);
+      return queryValue(req.url, hk.name);
     case 'path': {
-      const url = req.url ?? '/';
+      const url = req.url;
       const q = url.indexOf('?');
       return q === -1 ? url : url.slice(0, q);
     }

@@ -19,11 +19,11 @@ export interface RawReply {
 }
 
 /**
- * Sends `bytes` on a fresh connection and collects what comes back until the server closes the connection
- * or `timeoutMs` passes (then the client closes). Never rejects: a refused or reset connection is a reply
- * with status 0.
+ * Sends `bytes` on a fresh connection (then a FIN with `half`) and collects what comes back until the server
+ * closes the connection, `until` holds for what came, or `timeoutMs` passes (then the client closes).
+ * Never rejects: a refused or reset connection is a reply with status 0.
  */
-export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 3000): Promise<RawReply> {
+export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 3000, o: { half?: boolean; until?: (raw: string) => boolean } = {}): Promise<RawReply> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const s = net.connect(port, '127.0.0.1');
@@ -39,8 +39,14 @@ export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 30
       resolve({ status: m ? Number(m[1]) : 0, raw, closed, ms: performance.now() - t0 });
     };
     const timer = setTimeout(() => finish(false), timeoutMs);
-    s.on('connect', () => s.write(bytes));
-    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('connect', () => {
+      s.write(bytes);
+      if (o.half) s.end();
+    });
+    s.on('data', (d: Buffer) => {
+      chunks.push(d);
+      if (o.until?.(Buffer.concat(chunks).toString('latin1'))) finish(false);
+    });
     s.on('error', () => finish(true));
     s.on('close', () => finish(true));
   });
