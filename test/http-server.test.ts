@@ -111,6 +111,20 @@ t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgra
     t.ok(r.closed, 'lb closed the connection after it');
   });
 
+  t.test('300 requests pipelined in one write: at most 128 are taken, answered in order, then the connection closes', async (t) => {
+    const seen = up.requests.length;
+    const methods = Array.from({ length: 300 }, () => 'GET');
+    const r = await exchange(port, Array.from({ length: 300 }, (_, i) => get(`/p${i}`)).join(''), { methods });
+    const n = r.responses.length;
+    t.ok(n >= 32 && n <= 128, `${n} answered (32 to 128)`);
+    t.ok(
+      r.responses.every((x, i) => x.body === `path:/p${i}`),
+      'in request order',
+    );
+    t.ok(r.closed, 'then closed');
+    t.equal(up.requests.length - seen, n, 'the upstream got exactly the answered ones');
+  });
+
   t.test('a malformed request pipelined behind a slow one: the good response comes whole, then the connection closes', async (t) => {
     const seen = up.requests.length;
     const r = await exchange(port, get('/slow-200') + 'G@T /x HTTP/1.1\r\nHost: h\r\n\r\n', { methods: ['GET', 'GET'] });

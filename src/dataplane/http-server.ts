@@ -14,7 +14,8 @@
 //   then an error with code ERR_HTTP_REQUEST_TIMEOUT to `clientError`; idle_timeout between requests
 //   (the connection is closed silently);
 // - pipelining: requests are handed over as they are parsed, responses go out in request order (later
-//   ones are held in memory, write() returning false past 64 KiB so that their producer waits);
+//   ones are held in memory, write() returning false past 64 KiB so that their producer waits); reading
+//   pauses at 32 unanswered requests, and past 128 (one read can hold many) the connection takes no more;
 // - `Expect: 100-continue` (HTTP/1.1) answered with 100 Continue when the request's response is next;
 // - response framing: Content-Length as given; otherwise chunked to HTTP/1.1 clients and close-delimited
 //   to HTTP/1.0 ones; no body for HEAD, 204 and 304; `Connection: keep-alive` and `Keep-Alive:
@@ -66,6 +67,14 @@ export interface FrontHandlers {
 
 /** Responses held behind an earlier one (pipelining) make write() return false past this many bytes. */
 const HELD_HIGH_WATER = 64 * 1024;
+/** Reading stops while this many requests on a connection are unanswered (resumes as they are answered). */
+const PIPELINE_PAUSE = 32;
+/**
+ * More unanswered requests than this (parsed from reads already made) are not taken: the connection
+ * closes after answering these, and the client retries the rest (RFC 9112 §9.3.2). Bounds the memory and
+ * backend work one connection can ask for at once.
+ */
+const PIPELINE_MAX = 128;
 const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
 
 /** Raised by the head timer: the listener answers 408, as it did to node:http's error of the same code. */
@@ -437,7 +446,9 @@ export class FrontConnection {
     }
     this.inHead = false;
     this.awaitingHead = false;
-    if (this.noMoreRequests) return 1;
+    if (this.queue.length >= PIPELINE_MAX) this.stopRequests();
+    // Not taken: its body (if any) is parsed and dropped, so that its bytes are not read as a request.
+    if (this.noMoreRequests) return upgrade ? 2 : 0;
     const name = METHODS[method] ?? '';
     let hasBody = false;
     let expect: string | undefined;
@@ -463,6 +474,7 @@ export class FrontConnection {
     if (!keepAlive) this.noMoreRequests = true;
     const res = new FrontResponse(this, req, keepAlive);
     this.queue.push(res);
+    if (this.queue.length >= PIPELINE_PAUSE) this.pauseReading();
     if (expect !== undefined && major === 1 && minor === 1) {
       if (!CONTINUE.test(expect)) {
         // RFC 9110 §10.1.1: an expectation the server cannot meet gets 417 (node:http does the same).
@@ -587,6 +599,7 @@ export class FrontConnection {
       this.socket.destroySoon();
       return;
     }
+    if (this.paused && this.queue.length < PIPELINE_PAUSE && this.current === null) this.resumeReading();
     const next = this.queue[0];
     if (next) {
       next.activate();
