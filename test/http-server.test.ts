@@ -1,13 +1,14 @@
 // lb's HTTP/1.1 server side (src/dataplane/http-server.ts) as clients meet it, through `lb run`, over raw
 // loopback sockets: pipelined requests answered in order (a slow first response holding back a fast and a
 // large one), a malformed request pipelined behind a good one, response framing to HTTP/1.0 and HTTP/1.1
-// clients, HEAD, Expect, a client's half-close, the Keep-Alive hint, and the bytes that follow an
-// Upgrade request's head.
+// clients, HEAD, Expect, a client's half-close, the Keep-Alive hint, the bytes that follow an Upgrade
+// request's head, and a reloaded idle_timeout reaching open connections.
 
 import t from 'tap';
 import net from 'node:net';
 import { lbConfig, rawExchange, startRecordingUpstream, type SeenRequest } from './helpers/hardening.js';
-import { freePort, startLb, waitFor } from './helpers/lb.js';
+import fs from 'node:fs';
+import { cli, freePort, startLb, waitFor } from './helpers/lb.js';
 
 interface Parsed {
   status: number;
@@ -85,10 +86,11 @@ function answer(req: SeenRequest, socket: net.Socket): void {
   }
 }
 
-t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgrade', async (t) => {
+t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgrade, reloaded timeouts', async (t) => {
   const up = await startRecordingUpstream(answer);
   const port = await freePort();
-  const lb = await startLb(lbConfig({ port, upstreams: [up.port], listener: 'idle_timeout = "7s"' }), [port]);
+  const config = (idle: string): string => lbConfig({ port, upstreams: [up.port], listener: `idle_timeout = "${idle}"` });
+  const lb = await startLb(config('7s'), [port]);
   t.teardown(async () => {
     await lb.stop();
     await up.close();
@@ -205,5 +207,27 @@ t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgra
     const r = await exchange(port, get('/after', 'Connection: close\r\n'), { methods: ['GET'] });
     t.equal(r.responses[0]?.body, 'path:/after', 'lb still serving');
     t.notMatch(lb.stdout(), /worker died/, 'no worker died');
+  });
+
+  t.test('a reloaded idle_timeout applies to a connection that was idle under the old one', async (t) => {
+    const s = net.connect(port, '127.0.0.1');
+    t.teardown(() => s.destroy());
+    let got = '';
+    let closedAt = 0;
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('close', () => (closedAt = performance.now()));
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(get('/before-reload'));
+    await waitFor(() => got.includes('path:/before-reload'), 3000, 'the first response (idle_timeout 7s)');
+    fs.writeFileSync(lb.configFile, config('1s'));
+    const r = await cli(['reload', '-s', lb.socket]);
+    t.equal(r.code, 0, 'reload applied');
+    s.write(get('/after-reload'));
+    await waitFor(() => got.includes('path:/after-reload'), 3000, 'the response');
+    const answered = performance.now();
+    t.match(got, /Keep-Alive: timeout=1\r\n/, 'the response carries the new hint');
+    await waitFor(() => closedAt, 4000, 'lb to close the idle connection');
+    const idle = closedAt - answered;
+    t.ok(idle > 800 && idle < 2000, `closed ${Math.round(idle)}ms after the response (idle_timeout now 1s, was 7s)`);
   });
 });

@@ -94,7 +94,7 @@ export class HttpListener implements Listener, ListenerInfo {
   update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
     this.cfg = cfg;
     this.router = new Router(cfg, pools);
-    // (Connections opened from now on; open ones keep the timeouts they started with.)
+    // Open connections take the new durations at their next wait for a head or a request.
     this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
     this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
     if (this.material && cfg.tls) this.material.reload(cfg.tls);

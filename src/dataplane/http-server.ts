@@ -82,6 +82,32 @@ function headTimeout(): ClientError {
   return Object.assign(new Error('request head timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
 }
 
+/**
+ * A timer re-armed by refresh() (no new Timeout per request); re-created only when the duration changed
+ * (a reload), so that open connections take the new one at their next wait. 0 ms: never fires.
+ */
+class Deadline {
+  private timer: NodeJS.Timeout | undefined;
+  private ms = 0;
+
+  constructor(private readonly fire: () => void) {}
+
+  arm(ms: number): void {
+    if (this.timer && ms === this.ms) {
+      this.timer.refresh();
+      return;
+    }
+    clearTimeout(this.timer);
+    this.ms = ms;
+    this.timer = ms > 0 ? setTimeout(this.fire, ms) : undefined;
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
 export class FrontServer {
   private readonly connections = new Set<FrontConnection>();
 
@@ -337,11 +363,11 @@ export class FrontConnection {
   private slowHeaders: string[] | undefined;
   private slowUrl = '';
   private upgradeReq: FrontRequest | undefined;
-  /** client_header_timeout: refreshed when a head is awaited; when it fires with none awaited, nothing happens. */
-  private headTimer: NodeJS.Timeout | undefined;
+  /** client_header_timeout, armed when a head is awaited; when it fires with none awaited, nothing happens. */
+  private readonly headTimer = new Deadline(() => this.onHeadTimeout());
   private awaitingHead = true;
-  /** idle_timeout, the same way: refreshed when the connection falls idle. */
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** idle_timeout, the same way: armed when the connection falls idle. */
+  private readonly idleTimer = new Deadline(() => this.onIdleTimeout());
   private awaitingRequest = false;
   private paused = false;
   /** No more requests are taken on this connection (a `Connection: close` exchange, a FIN, an error). */
@@ -373,8 +399,7 @@ export class FrontConnection {
     } else {
       socket.on('data', this.onSocketData);
     }
-    const ms = server.options.headersTimeoutMs;
-    if (ms > 0) this.headTimer = setTimeout(this.onHeadTimeout, ms);
+    this.headTimer.arm(server.options.headersTimeoutMs);
   }
 
   get active(): FrontResponse | undefined {
@@ -396,17 +421,17 @@ export class FrontConnection {
     if (this.current === null) this.pauseReading();
   }
 
-  private readonly onHeadTimeout = (): void => {
+  private onHeadTimeout(): void {
     if (this.awaitingHead && !this.socket.destroyed && !this.detached) this.fail(headTimeout());
-  };
+  }
 
-  private readonly onIdleTimeout = (): void => {
+  private onIdleTimeout(): void {
     if (this.awaitingRequest && this.idle) this.socket.destroy();
-  };
+  }
 
   private clearTimers(): void {
-    clearTimeout(this.headTimer);
-    clearTimeout(this.idleTimer);
+    this.headTimer.clear();
+    this.idleTimer.clear();
     this.awaitingHead = false;
     this.awaitingRequest = false;
   }
@@ -416,7 +441,7 @@ export class FrontConnection {
     this.inHead = true;
     this.awaitingRequest = false;
     this.awaitingHead = true;
-    this.headTimer?.refresh();
+    this.headTimer.arm(this.server.options.headersTimeoutMs);
     return 0;
   };
 
@@ -610,10 +635,8 @@ export class FrontConnection {
       return;
     }
     if (this.current === null && !this.inHead) {
-      const ms = this.server.options.keepAliveTimeoutMs;
       this.awaitingRequest = true;
-      if (this.idleTimer) this.idleTimer.refresh();
-      else if (ms > 0) this.idleTimer = setTimeout(this.onIdleTimeout, ms);
+      this.idleTimer.arm(this.server.options.keepAliveTimeoutMs);
     }
   }
 
