@@ -25,7 +25,7 @@ const REQUEST_DROP = new Set([
   'upgrade',
   'x-forwarded-proto',
   'x-forwarded-host',
-  // Expect: 100-continue is answered to the client by node:http itself, which then sends the body.
+  // Expect: 100-continue is answered to the client by lb's server (http-server.ts), which then gets the body.
   'expect',
 ]);
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
@@ -61,7 +61,7 @@ export interface ScannedRequest {
   contentLength: number | undefined;
   /** How many Host fields the request has (the listener refuses more than one). */
   hosts: number;
-  /** Transfer-Encoding values joined with ", ", as node:http joins them; undefined when absent. */
+  /** Transfer-Encoding values joined with ", "; undefined when absent. */
   transferEncoding: string | undefined;
 }
 

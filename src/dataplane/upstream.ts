@@ -4,15 +4,15 @@
 //
 // Why not undici: on the proxy rig (bench/proxy.sh) node:http in with undici's Pool out spent about 17 µs
 // of user CPU per forwarded request, this client about 11 µs; the requests it sends were already parsed
-// by node:http's strict parser and re-checked by the listener, so a general client's validation and
-// request model are work done twice.
+// by the strict parser in front (http-server.ts) and re-checked by the listener, so a general client's
+// validation and request model are work done twice.
 //
 // Contract with the handler (shaped after undici's dispatch handler, which this replaced): `onConnect`
 // right before the request is written, with `abort` (which ends the exchange: `onError` follows);
 // `onHeaders` once per final response (1xx responses are skipped), returning false to pause until
 // `resume` is called; `onData` per body chunk, same back-pressure; then exactly one of `onComplete` or
 // `onError`. The last chunk read before the response ends comes with `onComplete` instead of `onData`, so
-// that a small response is passed on in one call (node:http then writes head and body at once); no chunk
+// that a small response is passed on in one call (the client side then writes head and body at once); no chunk
 // is held past the read it arrived in. Errors carry a `code`: Node's socket codes (ECONNREFUSED, ECONNRESET, EPIPE, ...), llhttp's
 // (HPE_*) for a malformed response, or one of UPSTREAM_CODES.
 
