@@ -177,6 +177,9 @@ backends = [{ address = "127.0.0.1:${echoPort}" }]`,
   const v13 = await handshake(port, 'a.test', ca);
   t.equal(v13.protocol, 'TLSv1.3', 'a modern client negotiates TLS 1.3');
   v13.socket.destroy();
+  const alpn = await handshake(port, 'a.test', ca, { ALPNProtocols: ['h2', 'http/1.1'] });
+  t.equal(alpn.socket.alpnProtocol, 'http/1.1', 'ALPN: a client offering h2 and http/1.1 is told http/1.1');
+  alpn.socket.destroy();
   const old = { minVersion: 'TLSv1.1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' } as const;
   const control = tls.createServer({ cert: fs.readFileSync(path.join(dir, 'default.pem')), key: fs.readFileSync(path.join(dir, 'default.key')), minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' });
   await new Promise<void>((r) => control.listen(0, '127.0.0.1', r));

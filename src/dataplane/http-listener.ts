@@ -61,7 +61,8 @@ export class HttpListener implements Listener, ListenerInfo {
     // TCP_NODELAY: see listenServer.
     if (tls) {
       // A TLS handshake must finish within client_header_timeout too (node's default is 120 s).
-      const server = createTlsServer({ ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
+      // ALPN: http/1.1, as node:https advertises (a client offering h2 too is told to speak HTTP/1.1).
+      const server = createTlsServer({ ALPNProtocols: ['http/1.1'], ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (_err: Error, socket: net.Socket) => socket.destroy());
       tls.attach(server);
