@@ -197,6 +197,12 @@ t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgra
     t.match(text, /^GET \/ws HTTP\/1\.1\r\n[\s\S]*\r\n\r\nfirst-frame-bytes$/, 'head, then the bytes, once');
   });
 
+  t.test('a FIN sent right behind an Upgrade request reaches the backend (lb was still connecting to it)', async (t) => {
+    const r = await exchange(port, `GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\nbye`, { methods: ['GET'], half: true });
+    t.equal(r.responses[0]?.status, 101, '101 through lb');
+    t.ok(r.closed, 'the backend saw the FIN and closed; lb passed that on');
+  });
+
   t.test('50 upgrades in a row: each gets its 101, and plain requests are served after them', async (t) => {
     let ok = 0;
     for (let i = 0; i < 50; i++) {

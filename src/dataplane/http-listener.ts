@@ -6,7 +6,7 @@ import net from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
-import { connectUpstream, splice } from './connect.js';
+import { connectUpstream, passFin, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
 import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
 import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
@@ -175,6 +175,8 @@ export class HttpListener implements Listener, ListenerInfo {
         backend.end();
         this.record(pool, backend.name, 101, req, t0, socket.bytesRead, socket.bytesWritten, ok.retries);
       });
+      // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
+      if (socket.readableEnded) passFin(up);
       socket.resume();
     });
     socket.once('close', cancel);
