@@ -610,6 +610,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       retries: int(p, 'retries') ?? DEFAULTS.pool.retries,
       connectTimeoutMs: duration(p, 'connect_timeout', path, DEFAULTS.pool.connect_timeout, true),
       responseTimeoutMs: duration(p, 'response_timeout', path, DEFAULTS.pool.response_timeout, true),
+      readTimeoutMs: duration(p, 'read_timeout', path, DEFAULTS.pool.read_timeout, false),
       slowStartMs: duration(p, 'slow_start', path, DEFAULTS.pool.slow_start, false),
       backends,
       ...(healthCheck ? { healthCheck } : {}),

@@ -66,6 +66,8 @@ export interface PoolConfig {
   connectTimeoutMs: number;
   /** http: until the response head arrives; default 30s. */
   responseTimeoutMs: number;
+  /** http: longest wait between two reads of a response body (not while the client holds lb up); default 60s. */
+  readTimeoutMs: number;
   /** Ramp a backend's weight linearly over this window after it comes up; 0 = off (default). */
   slowStartMs: number;
   backends: BackendConfig[];

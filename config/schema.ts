@@ -21,7 +21,7 @@ export const DEFAULTS = {
     max_header_size: 16384,
   },
   tls: { min_version: 'TLSv1.2' },
-  pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', slow_start: '0s' },
+  pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
   backend: { weight: 1 },
   health_check: { type: 'http', path: '/', expect_status: '200-399', interval: '2s', timeout: '1s', rise: 2, fall: 3 },
   passive: { max_failures: 5, eject_for: '30s', on_5xx: false },
@@ -373,6 +373,13 @@ const PoolSchema = Type.Object(
     connect_timeout: Type.Optional(duration('Time allowed to connect to a backend.', DEFAULTS.pool.connect_timeout)),
     response_timeout: Type.Optional(
       duration('http: time allowed until the response head arrives (then 504).', DEFAULTS.pool.response_timeout),
+    ),
+    read_timeout: Type.Optional(
+      duration(
+        'http: longest wait between two reads of a response body (NGINX proxy_read_timeout); past it the response ' +
+          'is cut. Time lb spends not reading because the client is slow does not count. "0s" = never.',
+        DEFAULTS.pool.read_timeout,
+      ),
     ),
     slow_start: Type.Optional(
       duration(

@@ -147,6 +147,7 @@ t.test('the SPEC.md example', async (t) => {
         retries: 2,
         connectTimeoutMs: 2000,
         responseTimeoutMs: 30_000,
+        readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
           { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3 },
@@ -170,6 +171,7 @@ t.test('the SPEC.md example', async (t) => {
         retries: 2,
         connectTimeoutMs: 2000,
         responseTimeoutMs: 30_000,
+        readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
           { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1 },
@@ -182,6 +184,7 @@ t.test('the SPEC.md example', async (t) => {
         retries: 2,
         connectTimeoutMs: 2000,
         responseTimeoutMs: 30_000,
+        readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
           { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1 },
@@ -204,6 +207,7 @@ t.test('defaults of a minimal config', async (t) => {
     retries: 2,
     connectTimeoutMs: 2000,
     responseTimeoutMs: 30_000,
+    readTimeoutMs: 60_000,
     slowStartMs: 0,
     backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1 }],
   });

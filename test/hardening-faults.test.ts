@@ -119,6 +119,47 @@ t.test('a backend that resets mid-response: the client sees a cut response, neve
   await healthy(t, lb, port);
 });
 
+t.test('a backend that stops mid-body: the client sees the response cut at read_timeout; the next request is served', async (t) => {
+  const held = new Set<net.Socket>();
+  const up = net.createServer((s) => {
+    held.add(s);
+    s.on('error', () => {});
+    s.once('close', () => held.delete(s));
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (!buf.includes('\r\n\r\n')) return;
+      if (buf.startsWith('GET /ok ')) s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      else s.write(`HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(1000)}`); // then nothing
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => (held.forEach((s) => s.destroy()), up.close(() => r()))));
+  const port = await freePort();
+  const lb = await startLb(lbConfig({ port, upstreams: [(up.address() as net.AddressInfo).port], pool: 'read_timeout = "500ms"' }), [port]);
+  t.teardown(() => lb.stop());
+  const t0 = performance.now();
+  const r = await new Promise<{ status: number; bytes: number; complete: boolean }>((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/stall', agent: false }, (res) => {
+      let bytes = 0;
+      res.on('data', (d: Buffer) => (bytes += d.length));
+      const done = (): void => resolve({ status: res.statusCode!, bytes, complete: res.complete });
+      res.on('end', done);
+      res.on('error', done);
+      res.on('aborted', done);
+    });
+    req.on('error', () => resolve({ status: 0, bytes: 0, complete: false }));
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+  });
+  const ms = performance.now() - t0;
+  t.same([r.status, r.bytes, r.complete], [200, 1000, false], 'the head and the 1000 bytes that came, then a cut response');
+  t.ok(ms >= 450 && ms < 1500, `cut ${Math.round(ms)} ms after the request (read_timeout 500 ms)`);
+  await waitFor(() => held.size === 0, 2000, 'lb to close its connection to the stalled backend');
+  t.pass('lb closed its connection to the stalled backend');
+  const ok = await timedGet(port, '/ok', false);
+  t.equal(ok.status, 200, 'the next request is served');
+});
+
 t.test('a reload every second for 10 s under load: no failed request', async (t) => {
   const ups: Upstream[] = await Promise.all(['a', 'b', 'c'].map((n) => startUpstream(n)));
   t.teardown(() => Promise.all(ups.map((u) => u.close())));

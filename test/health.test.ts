@@ -40,6 +40,7 @@ function poolCfg(name: string, ports: number[], over: Partial<PoolConfig> = {}):
     retries: 2,
     connectTimeoutMs: 1000,
     responseTimeoutMs: 1000,
+    readTimeoutMs: 1000,
     slowStartMs: 0,
     backends: ports.map((p, i) => ({ name: `b${i + 1}`, address: addr(p), weight: 1 })),
     ...over,

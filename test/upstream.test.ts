@@ -31,8 +31,8 @@ function get(path = '/', extra: Partial<UpstreamRequest> = {}): UpstreamRequest 
   return { method: 'GET', path, headers: ['host', 'example.test'], hasHost: true, body: null, chunked: false, ...extra };
 }
 
-/** One exchange; `pauseFirst` returns false from the first onData and resumes 50 ms later. */
-function exchange(p: UpstreamPool, req: UpstreamRequest, opts: { pauseFirst?: boolean; abortOnConnect?: boolean } = {}): Promise<Outcome> {
+/** One exchange; `pauseFirst` returns false from the first onData and resumes `pauseMs` (50) later. */
+function exchange(p: UpstreamPool, req: UpstreamRequest, opts: { pauseFirst?: boolean; pauseMs?: number; abortOnConnect?: boolean } = {}): Promise<Outcome> {
   return new Promise((resolve) => {
     const o: Outcome = { body: '', complete: false, connected: false };
     let resume: (() => void) | undefined;
@@ -53,7 +53,7 @@ function exchange(p: UpstreamPool, req: UpstreamRequest, opts: { pauseFirst?: bo
         o.body += chunk.toString('latin1');
         if (opts.pauseFirst && !paused) {
           paused = true;
-          setTimeout(() => resume!(), 50);
+          setTimeout(() => resume!(), opts.pauseMs ?? 50);
           return false;
         }
         return true;
@@ -215,6 +215,35 @@ t.test('response_timeout runs from the end of the request body, not from its hea
   const waited = performance.now() - ended;
   t.equal(r2.error, UPSTREAM_CODES.responseTimeout);
   t.ok(waited >= 140, `timed out ${Math.round(waited)} ms after the body was sent`);
+});
+
+t.test('read_timeout: a body that stops is cut; a slow steady body and a slow client are not', async (t) => {
+  const big = 'z'.repeat(2 * 1024 * 1024);
+  const b = await scripted((req, s) => {
+    if (req.includes('/stall')) s.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello');
+    else if (req.includes('/big')) s.write(ok(big));
+    else {
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n');
+      let n = 0;
+      const timer = setInterval(() => {
+        if (s.destroyed) return clearInterval(timer);
+        s.write('abcde'[n]!);
+        if (++n === 5) clearInterval(timer);
+      }, 60);
+    }
+  });
+  t.teardown(() => b.close());
+  const p = pool(b.port, { readTimeoutMs: 200 });
+  t.teardown(() => p.close());
+  const t0 = performance.now();
+  const stalled = await exchange(p, get('/stall'));
+  const waited = performance.now() - t0;
+  t.same([stalled.status, stalled.body, stalled.error], [200, 'hello', UPSTREAM_CODES.readTimeout], 'cut after the 5 bytes that came');
+  t.ok(waited >= 190 && waited < 1000, `cut ${Math.round(waited)} ms after the request (read_timeout 200 ms)`);
+  const trickled = await exchange(p, get('/trickle'));
+  t.same([trickled.body, trickled.complete, trickled.error], ['abcde', true, undefined], 'a byte every 60 ms for 300 ms passes whole');
+  const slowClient = await exchange(p, get('/big'), { pauseFirst: true, pauseMs: 600 });
+  t.same([slowClient.body.length, slowClient.complete, slowClient.error], [big.length, true, undefined], 'a client pausing 600 ms is not the backend timing out');
 });
 
 t.test('back-pressure: a paused exchange resumes and completes; abort from onConnect writes nothing', async (t) => {

@@ -72,6 +72,7 @@ export class Backend implements Candidate {
       port: this.address.port,
       connectTimeoutMs: pool.connectTimeoutMs,
       responseTimeoutMs: pool.responseTimeoutMs,
+      readTimeoutMs: pool.readTimeoutMs,
       idleTimeoutMs: 4_000,
       // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
       maxHeaderSize: 1024 * 1024,

@@ -147,7 +147,7 @@ function responseHeaders(raw: string[]): string[] {
 function classify(err: Error & { code?: string }, connected: boolean): FailureReason {
   const code = err.code ?? '';
   if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === UPSTREAM_CODES.closed)) return 'connect';
-  if (code === UPSTREAM_CODES.responseTimeout) return 'timeout';
+  if (code === UPSTREAM_CODES.responseTimeout || code === UPSTREAM_CODES.readTimeout) return 'timeout';
   if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
   if (CONNECT_ERRORS.has(code)) return 'connect';
   return 'protocol';

@@ -31,6 +31,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { EventEmitter } from 'node:events';
+import { Deadline } from './deadline.js';
 import {
   consumableHandle,
   HTTPParser,
@@ -80,32 +81,6 @@ const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
 /** Raised by the head timer: the listener answers 408, as it did to node:http's error of the same code. */
 function headTimeout(): ClientError {
   return Object.assign(new Error('request head timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
-}
-
-/**
- * A timer re-armed by refresh() (no new Timeout per request); re-created only when the duration changed
- * (a reload), so that open connections take the new one at their next wait. 0 ms: never fires.
- */
-class Deadline {
-  private timer: NodeJS.Timeout | undefined;
-  private ms = 0;
-
-  constructor(private readonly fire: () => void) {}
-
-  arm(ms: number): void {
-    if (this.timer && ms === this.ms) {
-      this.timer.refresh();
-      return;
-    }
-    clearTimeout(this.timer);
-    this.ms = ms;
-    this.timer = ms > 0 ? setTimeout(this.fire, ms) : undefined;
-  }
-
-  clear(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-  }
 }
 
 export class FrontServer {

@@ -73,5 +73,5 @@ export class BackendPool {
 }
 
 function timeoutsChanged(a: PoolConfig, b: PoolConfig): boolean {
-  return a.connectTimeoutMs !== b.connectTimeoutMs || a.responseTimeoutMs !== b.responseTimeoutMs;
+  return a.connectTimeoutMs !== b.connectTimeoutMs || a.responseTimeoutMs !== b.responseTimeoutMs || a.readTimeoutMs !== b.readTimeoutMs;
 }

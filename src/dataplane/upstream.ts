@@ -18,12 +18,15 @@
 
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import { Deadline } from './deadline.js';
 import { consumableHandle, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, type ParserInstance, type StreamHandle } from './llhttp.js';
 
 /** Error codes this client sets itself. */
 export const UPSTREAM_CODES = {
   connectTimeout: 'CONNECT_TIMEOUT',
   responseTimeout: 'RESPONSE_TIMEOUT',
+  /** No response body byte within read_timeout while lb was reading. */
+  readTimeout: 'READ_TIMEOUT',
   /** The backend closed the connection before the response was complete. */
   closed: 'UPSTREAM_CLOSED',
   /** A response that cannot belong to the request: 101 without an upgrade, or one nobody asked for. */
@@ -58,6 +61,8 @@ export interface UpstreamOptions {
   connectTimeoutMs: number;
   /** from the whole request written to the response head received; 0: none */
   responseTimeoutMs: number;
+  /** longest wait between reads of a response body while lb is reading; 0: none */
+  readTimeoutMs?: number;
   /** how long an idle connection is kept; a backend's shorter `Keep-Alive: timeout` hint wins */
   idleTimeoutMs: number;
   /** response head size limit (llhttp's) */
@@ -127,6 +132,11 @@ class Connection {
   private responseTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private idleMs: number;
+  /** read_timeout: armed from the response head on, refreshed per read; firing with no body awaited does nothing. */
+  private readonly readDeadline = new Deadline(() => this.onReadTimeout());
+  private awaitingBody = false;
+  /** Reading is stopped for back-pressure (the client is not taking the response as fast). */
+  private paused = false;
   private headersSeen = false;
   private informational = false;
   private head = false;
@@ -277,6 +287,16 @@ class Connection {
     }
   };
 
+  private onReadTimeout(): void {
+    if (!this.awaitingBody || !this.handler) return;
+    if (this.paused) {
+      // Not the backend's wait: lb stopped reading because the client is slow.
+      this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+      return;
+    }
+    this.fail(upstreamError(UPSTREAM_CODES.readTimeout, `no response body data within ${this.pool.options.readTimeoutMs ?? 0}ms`));
+  }
+
   private readonly onIdleTimeout = (): void => {
     if (!this.handler) this.destroy();
   };
@@ -296,6 +316,8 @@ class Connection {
 
   /** After each read the parser consumed. */
   private readonly onExecute = (r: number | Error): void => {
+    if (this.awaitingBody) this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+    if (this.awaitingBody) this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
     if (r instanceof Error) this.onParseError(r);
     else if (this.held) this.deliverHeld();
   };
@@ -319,6 +341,7 @@ class Connection {
 
   /** Stops reading from the backend until `resume` (the client is not taking the response as fast). */
   private pause(): void {
+    this.paused = true;
     const h = this.handle;
     if (!h) {
       this.socket.pause();
@@ -364,6 +387,11 @@ class Connection {
     }
     this.headersSeen = true;
     this.keepAlive = shouldKeepAlive;
+    const bodiless = this.head || statusCode === 204 || statusCode === 304;
+    if (!bodiless) {
+      this.awaitingBody = true;
+      this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+    }
     if (shouldKeepAlive) this.keepAliveHint(headers);
     // The parser calls back from C++ when it reads the handle itself: a throw here would be uncaught.
     try {
@@ -394,6 +422,8 @@ class Connection {
   }
 
   private readonly resume = (): void => {
+    this.paused = false;
+    if (this.awaitingBody) this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
     const h = this.handle;
     if (!h) {
       this.socket.resume();
@@ -417,6 +447,8 @@ class Connection {
     this.slowHeaders = undefined; // trailers: not passed on
     const h = this.handler;
     if (!h || !this.headersSeen) return;
+    this.awaitingBody = false;
+    this.paused = false;
     this.handler = undefined;
     const last = this.held;
     this.held = undefined;
@@ -466,6 +498,7 @@ class Connection {
     clearTimeout(this.connectTimer);
     clearTimeout(this.responseTimer);
     clearTimeout(this.idleTimer);
+    this.readDeadline.clear();
     if (this.handler) this.fail(upstreamError(UPSTREAM_CODES.closed, 'backend closed the connection before the response was complete'));
     if (this.handle) this.parser.unconsume();
     this.parser.close();
@@ -477,6 +510,7 @@ class Connection {
     this.handler = undefined;
     this.pending = undefined;
     this.held = undefined;
+    this.awaitingBody = false;
     this.detachBody();
     this.destroy();
     if (h) h.onError(err);
