@@ -552,6 +552,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         name: backendName,
         address: backendAddress ?? noAddress,
         weight: int(b, 'weight') ?? DEFAULTS.backend.weight,
+        maxConnections: int(b, 'max_connections') ?? DEFAULTS.backend.max_connections,
       });
     });
 

@@ -25,6 +25,8 @@ export interface BackendConfig {
   address: Address;
   /** Integer >= 0; default 1. 0 = no new traffic. */
   weight: number;
+  /** In flight at most, per worker process; 0 (default) = no cap. */
+  maxConnections: number;
 }
 
 export interface HealthCheckConfig {

@@ -22,7 +22,7 @@ export const DEFAULTS = {
   },
   tls: { min_version: 'TLSv1.2' },
   pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
-  backend: { weight: 1 },
+  backend: { weight: 1, max_connections: 0 },
   health_check: { type: 'http', path: '/', expect_status: '200-399', interval: '2s', timeout: '1s', rise: 2, fall: 3 },
   passive: { max_failures: 5, eject_for: '30s', on_5xx: false },
   hash_key: 'client-ip',
@@ -262,6 +262,15 @@ const BackendSchema = Type.Object(
         maximum: 1000,
         description: 'Relative share of traffic for algorithms that honour weights; 0 = no new traffic.',
         default: DEFAULTS.backend.weight,
+      }),
+    ),
+    max_connections: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          'Requests (http) and connections (tcp, websocket) in flight to this backend at most, per worker process ' +
+          '(NGINX max_conns without a queue): a backend at its cap is not picked; when every backend is, 503. 0 = no cap.',
+        default: DEFAULTS.backend.max_connections,
       }),
     ),
   },

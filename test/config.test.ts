@@ -150,8 +150,8 @@ t.test('the SPEC.md example', async (t) => {
         readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
-          { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3 },
-          { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1 },
+          { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3, maxConnections: 0 },
+          { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1, maxConnections: 0 },
         ],
         healthCheck: {
           type: 'http',
@@ -174,8 +174,8 @@ t.test('the SPEC.md example', async (t) => {
         readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
-          { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1 },
-          { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1 },
+          { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1, maxConnections: 0 },
+          { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1, maxConnections: 0 },
         ],
       },
       postgres: {
@@ -187,7 +187,7 @@ t.test('the SPEC.md example', async (t) => {
         readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
-          { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1 },
+          { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1, maxConnections: 0 },
         ],
       },
     },
@@ -209,7 +209,7 @@ t.test('defaults of a minimal config', async (t) => {
     responseTimeoutMs: 30_000,
     readTimeoutMs: 60_000,
     slowStartMs: 0,
-    backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1 }],
+    backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1, maxConnections: 0 }],
   });
   t.same(c.listeners['web']?.routes, []);
   t.equal(c.listeners['web']?.tls, undefined);
@@ -271,7 +271,8 @@ idle_timeout = "5m"
 algorithm = "./algos/mine.js"
 hash_key = "cookie:SESSION"
 slow_start = "30s"
-backends = [ { name = "a", address = "localhost:3000", weight = 0 } ]
+read_timeout = "45s"
+backends = [ { name = "a", address = "localhost:3000", weight = 0, max_connections = 50 } ]
 health_check = { host = "health.internal", expect_status = "200,204,300-399" }
 passive = { on_5xx = true }
 
@@ -298,7 +299,8 @@ backends = [ { address = "10.0.0.9:5432" } ]
   t.equal(app?.algorithm, '/etc/lb/algos/mine.js', 'module paths resolved against the config directory');
   t.same(app?.hashKey, { kind: 'cookie', name: 'SESSION' }, 'module algorithms may take a hash_key');
   t.equal(app?.slowStartMs, 30_000);
-  t.same(app?.backends, [{ name: 'a', address: { host: 'localhost', port: 3000, text: 'localhost:3000' }, weight: 0 }]);
+  t.equal(app?.readTimeoutMs, 45_000);
+  t.same(app?.backends, [{ name: 'a', address: { host: 'localhost', port: 3000, text: 'localhost:3000' }, weight: 0, maxConnections: 50 }]);
   t.equal(app?.healthCheck?.host, 'health.internal');
   t.same(app?.healthCheck?.expectStatus, [[200, 200], [204, 204], [300, 399]]);
   t.equal(app?.passive?.on5xx, true);
@@ -336,6 +338,10 @@ const errorCases: Array<[string, string, string[]]> = [
   ['weight below 0', MIN.replace('{ address = "10.0.0.1:3000" }', '{ address = "10.0.0.1:3000", weight = -1 }'), [
     'lb.toml:7:43: pools.app.backends[0].weight: must be >= 0 (got -1)',
   ]],
+  ['max_connections below 0', MIN.replace('{ address = "10.0.0.1:3000" }', '{ address = "10.0.0.1:3000", max_connections = -5 }'), [
+    'lb.toml:7:43: pools.app.backends[0].max_connections: must be >= 0 (got -5)',
+  ]],
+  ['bad read_timeout', `${MIN}read_timeout = "soon"\n`, ['lb.toml:9:1: pools.app.read_timeout: invalid duration "soon": use a number with a unit (ms, s, m, h), e.g. "250ms"']],
   ['float for an integer', `${MIN}[pools.app.health_check]\nrise = 1.5\n`, [
     'lb.toml:10:1: pools.app.health_check.rise: expected an integer, got float 1.5',
   ]],

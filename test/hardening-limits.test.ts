@@ -1,13 +1,13 @@
 // Limits and slow clients on an http listener: client_header_timeout, client_body_timeout, idle_timeout,
 // max_connections, max_header_size and the header-field count, and 1000 slowloris connections that must neither starve a
-// normal client nor outlive client_header_timeout.
+// normal client nor outlive client_header_timeout; and a backend's max_connections (http and tcp).
 
 import t from 'tap';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { lbConfig, rawExchange, startRecordingUpstream, timedGet } from './helpers/hardening.js';
-import { admin, freePort, startLb, waitFor } from './helpers/lb.js';
+import { admin, freePort, httpConfig, startLb, startUpstream, waitFor } from './helpers/lb.js';
 
 /** The soft RLIMIT_NOFILE of this process (the lb daemon inherits it). */
 function fdLimit(): number {
@@ -234,4 +234,66 @@ t.test('1000 slowloris connections: a normal client is served promptly; every on
   t.notOk(up.text().includes('/slowloris'), 'none reached the upstream');
   const after = await timedGet(port, '/after', false);
   t.equal(after.status, 200, 'lb serves normally afterwards');
+});
+
+t.test('backend max_connections: a backend at its cap is not picked; 503 when every one is; tcp the same', async (t) => {
+  let inSlow = 0;
+  let peakSlow = 0;
+  const slow = await startUpstream('slow', (_req, res) => {
+    inSlow++;
+    peakSlow = Math.max(peakSlow, inSlow);
+    setTimeout(() => {
+      inSlow--;
+      res.end('slow');
+    }, 300);
+  });
+  const fast = await startUpstream('fast');
+  t.teardown(() => Promise.all([slow.close(), fast.close()]));
+  const [port, port2, tcpPort] = [await freePort(), await freePort(), await freePort()];
+  const lb = await startLb(
+    httpConfig(
+      port,
+      `[pools.app]
+algorithm = "round-robin"
+backends = [ { address = "127.0.0.1:${slow.port}", max_connections = 2 }, { address = "127.0.0.1:${fast.port}" } ]
+[pools.one]
+backends = [ { address = "127.0.0.1:${slow.port}", max_connections = 1 } ]
+[listeners.one]
+protocol = "http"
+listen = "127.0.0.1:${port2}"
+pool = "one"
+[listeners.raw]
+protocol = "tcp"
+listen = "127.0.0.1:${tcpPort}"
+pool = "one"
+`,
+    ),
+    [port, port2, tcpPort],
+  );
+  t.teardown(() => lb.stop());
+  const mixed = await Promise.all(Array.from({ length: 12 }, (_, i) => timedGet(port, `/m${i}`, false, 5000)));
+  t.ok(mixed.every((r) => r.status === 200), `all 12 answered 200 (${mixed.map((r) => r.status).join(',')})`);
+  t.equal(peakSlow, 2, 'the slow backend never had more than its 2 in flight');
+  t.ok(mixed.filter((r) => r.body === 'slow').length >= 2, 'it took its 2; the fast one the rest');
+  const capped = await Promise.all(Array.from({ length: 3 }, (_, i) => timedGet(port2, `/c${i}`, false, 5000)));
+  t.same(
+    capped.map((r) => r.status).sort(),
+    [200, 503, 503],
+    'one backend with max_connections = 1: one request served, the two beside it 503 at once',
+  );
+  t.ok(capped.filter((r) => r.status === 503).every((r) => r.ms < 250), '503 without waiting for the busy one');
+  t.match(capped.find((r) => r.status === 503)?.body ?? '', /503 Service Unavailable/);
+  const after = await timedGet(port2, '/after', false, 5000);
+  t.equal(after.status, 200, 'served again once the cap frees');
+
+  // tcp: the first connection holds the one slot; a second is closed at once; the first is served.
+  const first = await hold(tcpPort, '');
+  const second = await rawExchange(tcpPort, '', 2000);
+  t.ok(second.closed && second.raw === '' && second.ms < 500, `the second tcp connection is closed at once (${Math.round(second.ms)} ms)`);
+  first.socket.write('GET /tcp HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n');
+  await waitFor(() => first.got.includes('\r\n\r\nslow'), 3000, 'the first tcp connection to be served');
+  await waitFor(() => first.closedAt, 3000, 'the first tcp connection to end');
+  const third = await hold(tcpPort, 'GET /tcp HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n');
+  await waitFor(() => third.got.includes('\r\n\r\nslow'), 3000, 'a new tcp connection once the slot is free');
+  third.socket.destroy();
 });

@@ -28,6 +28,8 @@ export class Backend implements Candidate {
   usable = true;
   /** Requests (http) and connections (tcp, websocket) in flight from this process. Never negative. */
   inflight = 0;
+  /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
+  maxConnections: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
   failStreak = 0;
   /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
@@ -38,7 +40,13 @@ export class Backend implements Candidate {
     this.name = cfg.name;
     this.address = cfg.address;
     this.weight = cfg.weight;
+    this.maxConnections = cfg.maxConnections;
     this.refresh();
+  }
+
+  /** May take one more request or connection now: usable and under its max_connections. */
+  get available(): boolean {
+    return this.usable && (this.maxConnections === 0 || this.inflight < this.maxConnections);
   }
 
   /** Applies the primary's decision; returns true when the weight changed (the pool must rebuild). */

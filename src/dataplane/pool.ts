@@ -16,7 +16,7 @@ export class BackendPool {
   /** The hash key to extract from a request, when the algorithm uses one. */
   hashKey: HashKey | undefined;
 
-  private readonly usable = (b: Backend): boolean => b.usable;
+  private readonly usable = (b: Backend): boolean => b.available;
 
   constructor(config: PoolConfig, algorithm: Algorithm, previous?: BackendPool) {
     this.name = config.name;
@@ -28,6 +28,7 @@ export class BackendPool {
       if (b) {
         const addressChanged = b.address.text !== bc.address.text;
         b.address = bc.address;
+        b.maxConnections = bc.maxConnections;
         if (addressChanged || timeoutsChanged(previous!.config, config)) b.resetUpstream();
       } else {
         b = new Backend(bc);
@@ -63,7 +64,7 @@ export class BackendPool {
    * any usable one (a kept-alive connection closed under a request is worth retrying on the same backend).
    */
   pickRetry(ctx: PickContext, tried: readonly Backend[]): Backend | undefined {
-    return this.picker.pick(ctx, (b) => b.usable && !tried.includes(b)) ?? this.picker.pick(ctx, this.usable);
+    return this.picker.pick(ctx, (b) => b.available && !tried.includes(b)) ?? this.picker.pick(ctx, this.usable);
   }
 
   /** Closes idle upstream connections of all backends (stop). */
