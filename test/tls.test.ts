@@ -180,6 +180,20 @@ backends = [{ address = "127.0.0.1:${echoPort}" }]`,
   const alpn = await handshake(port, 'a.test', ca, { ALPNProtocols: ['h2', 'http/1.1'] });
   t.equal(alpn.socket.alpnProtocol, 'http/1.1', 'ALPN: a client offering h2 and http/1.1 is told http/1.1');
   alpn.socket.destroy();
+
+  // --- an Upgrade over TLS: after the head, bytes flow both ways through the tunnel ---------------------
+  const upg = await handshake(port, 'a.test', ca);
+  let upgGot = '';
+  upg.socket.on('data', (d: Buffer) => (upgGot += d.toString('latin1')));
+  const upConns = up.connections.length;
+  upg.socket.write('GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\nfirst-bytes');
+  const tunnel = (): string => up.connections.slice(upConns).map((l) => Buffer.concat(l).toString('latin1')).join('');
+  await waitFor(() => tunnel().includes('first-bytes'), 3000, 'the bytes after the Upgrade head at the upstream');
+  await waitFor(() => upgGot.startsWith('HTTP/1.1 200'), 3000, "the upstream's answer back through the tunnel");
+  upg.socket.write('second-bytes');
+  await waitFor(() => tunnel().includes('second-bytes'), 3000, 'bytes sent later through the TLS tunnel');
+  t.pass('Upgrade over TLS: the head, the bytes after it and later bytes reached the upstream; its answer came back');
+  upg.socket.destroy();
   const old = { minVersion: 'TLSv1.1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' } as const;
   const control = tls.createServer({ cert: fs.readFileSync(path.join(dir, 'default.pem')), key: fs.readFileSync(path.join(dir, 'default.key')), minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' });
   await new Promise<void>((r) => control.listen(0, '127.0.0.1', r));
