@@ -33,7 +33,7 @@ import { STATUS_CODES } from 'node:http';
 import { EventEmitter } from 'node:events';
 import { Deadline } from './deadline.js';
 import {
-  consumableHandle,
+  consumeSocket,
   HTTPParser,
   K_BODY,
   K_EXECUTE,
@@ -42,6 +42,8 @@ import {
   K_MESSAGE_BEGIN,
   K_MESSAGE_COMPLETE,
   METHODS,
+  startReading,
+  stopReading,
   type ParserInstance,
   type StreamHandle,
 } from './llhttp.js';
@@ -366,14 +368,8 @@ export class FrontConnection {
     socket.on('close', this.onSocketClose);
     socket.on('end', this.onSocketEnd);
     socket.on('drain', this.onSocketDrain);
-    const handle = consumableHandle(socket);
-    if (handle) {
-      handle._consumed = true;
-      p.consume(handle);
-      this.handle = handle;
-    } else {
-      socket.on('data', this.onSocketData);
-    }
+    this.handle = consumeSocket(p, socket);
+    if (!this.handle) socket.on('data', this.onSocketData);
     this.headTimer.arm(server.options.headersTimeoutMs);
   }
 
@@ -567,23 +563,13 @@ export class FrontConnection {
   pauseReading(): void {
     if (this.paused || this.socket.destroyed) return;
     this.paused = true;
-    const h = this.handle;
-    if (!h) this.socket.pause();
-    else if (h.reading !== false) {
-      h.reading = false;
-      h.readStop();
-    }
+    stopReading(this.socket, this.handle);
   }
 
   resumeReading(): void {
     if (!this.paused || this.socket.destroyed || this.failed || (this.noMoreRequests && this.current === null)) return;
     this.paused = false;
-    const h = this.handle;
-    if (!h) this.socket.resume();
-    else if (!h.reading) {
-      h.reading = true;
-      h.readStart();
-    }
+    startReading(this.socket, this.handle);
   }
 
   /** The active response is complete: the next one goes out, or the connection waits or closes. */

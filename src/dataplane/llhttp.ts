@@ -5,6 +5,7 @@
 // documented, so its shape is checked here, at load, rather than found wrong on the first request.
 
 import { createRequire } from 'node:module';
+import type { Duplex } from 'node:stream';
 
 export interface ParserInstance {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
@@ -64,8 +65,34 @@ export const K_BODY = HTTPParser.kOnBody | 0;
 export const K_MESSAGE_COMPLETE = HTTPParser.kOnMessageComplete | 0;
 export const K_EXECUTE = HTTPParser.kOnExecute | 0;
 
-/** The socket's handle when the parser can read it directly (a TCP or TLS stream not consumed yet). */
-export function consumableHandle(socket: object): StreamHandle | undefined {
+/**
+ * Has `parser` read `socket`'s handle directly, in C++, calling back only for parsed events (no Buffer or
+ * stream machinery per read); EOF and errors still reach the socket's own listeners. Returns the handle,
+ * or undefined when the socket has none that can be consumed (a TCP or TLS stream not consumed yet): then
+ * the caller feeds the parser from 'data' events.
+ */
+export function consumeSocket(parser: ParserInstance, socket: object): StreamHandle | undefined {
   const handle = (socket as { _handle?: StreamHandle | null })._handle;
-  return handle && handle.isStreamBase && !handle._consumed ? handle : undefined;
+  if (!handle || !handle.isStreamBase || handle._consumed) return undefined;
+  handle._consumed = true;
+  parser.consume(handle);
+  return handle;
+}
+
+/** Stops reading `socket`: its consumed handle (keeping `reading` as node's stream code does), or the stream. */
+export function stopReading(socket: Duplex, handle: StreamHandle | undefined): void {
+  if (!handle) socket.pause();
+  else if (handle.reading !== false && !socket.destroyed) {
+    handle.reading = false;
+    handle.readStop();
+  }
+}
+
+/** Undoes stopReading. */
+export function startReading(socket: Duplex, handle: StreamHandle | undefined): void {
+  if (!handle) socket.resume();
+  else if (!handle.reading && !socket.destroyed) {
+    handle.reading = true;
+    handle.readStart();
+  }
 }
