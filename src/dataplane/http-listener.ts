@@ -124,7 +124,8 @@ export class HttpListener implements Listener, ListenerInfo {
       replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
       return;
     }
-    if (!scan.hasBody) {
+    // req.body: a stream when the head announces a body (Content-Length > 0 or Transfer-Encoding).
+    if (!req.body) {
       new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
       return;
     }

@@ -55,8 +55,6 @@ export interface ScannedRequest {
   /** The header list sent upstream (flat name, value pairs). */
   headers: string[];
   host: string | undefined;
-  /** A body follows the head (Content-Length > 0 or Transfer-Encoding). */
-  hasBody: boolean;
   /** The declared body size (Content-Length), when there is one. */
   contentLength: number | undefined;
   /** How many Host fields the request has (the listener refuses more than one). */
@@ -78,7 +76,6 @@ export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolea
   let xff: string | undefined;
   let host: string | undefined;
   let named: string[] | undefined;
-  let hasBody = false;
   let contentLength: number | undefined;
   let hosts = 0;
   let transferEncoding: string | undefined;
@@ -96,9 +93,7 @@ export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolea
       hosts++;
     } else if (lower === 'content-length') {
       contentLength = Number(value);
-      if (value !== '0') hasBody = true;
     } else if (lower === 'transfer-encoding') {
-      hasBody = true;
       transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
       continue;
     } else if (lower === 'connection') {
@@ -129,7 +124,7 @@ export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolea
   out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', tls ? 'https' : 'http');
   if (host !== undefined) out.push('x-forwarded-host', host);
-  return { headers: out, host, hasBody, contentLength, hosts, transferEncoding };
+  return { headers: out, host, contentLength, hosts, transferEncoding };
 }
 
 /** Response headers for the client: hop-by-hop ones dropped (names lower-cased only when the length fits). */
@@ -177,7 +172,6 @@ export class ProxyCall implements UpstreamHandler {
   private readonly socket: FrontRequest['socket'];
   private readonly contentLength: number | undefined;
   private readonly key: string | undefined;
-  private readonly hasBody: boolean;
   private readonly hasHost: boolean;
   private readonly headers: string[];
   private abortUpstream: ((err?: Error) => void) | undefined;
@@ -199,7 +193,6 @@ export class ProxyCall implements UpstreamHandler {
     private readonly res: FrontResponse,
     scan: ScannedRequest,
   ) {
-    this.hasBody = scan.hasBody;
     this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
     this.bytesReadAtStart = req.socket.bytesRead;
@@ -233,8 +226,8 @@ export class ProxyCall implements UpstreamHandler {
         method: req.method,
         headers: this.headers,
         hasHost: this.hasHost,
-        body: this.hasBody ? req.body : null,
-        chunked: this.hasBody && this.contentLength === undefined,
+        body: req.body,
+        chunked: req.body !== null && this.contentLength === undefined,
       },
       this,
     );
@@ -379,7 +372,7 @@ export class ProxyCall implements UpstreamHandler {
 
   private retryable(reason: FailureReason): boolean {
     if (reason === 'connect') return !this.req.readableDidRead;
-    if (reason === 'reset') return !this.hasBody && IDEMPOTENT.has(this.req.method);
+    if (reason === 'reset') return this.req.body === null && IDEMPOTENT.has(this.req.method);
     return false;
   }
 
