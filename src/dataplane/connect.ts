@@ -7,9 +7,9 @@ import type { Backend } from './backend.js';
 import type { DataPlaneEvents } from './events.js';
 import type { BackendPool } from './pool.js';
 
-export interface Connected {
+export interface Connected<S = net.Socket> {
   backend: Backend;
-  socket: net.Socket;
+  socket: S;
   retries: number;
 }
 
@@ -20,15 +20,48 @@ export interface ConnectFailure {
   retries: number;
 }
 
-export function connectUpstream(
+/**
+ * How connectUpstream opens one connection: `dial` starts connecting to a backend and calls `cb` once, with
+ * an error or null when connected, never before `dial` has returned; `abort` drops a connection that is
+ * not wanted (after a timeout, an error, or a cancel). A `cb` after `abort` is ignored.
+ */
+export interface Dialer<S> {
+  dial(b: Backend, cb: (err: (Error & { code?: string }) | null) => void): S;
+  abort(s: S): void;
+}
+
+/** Dials with net.connect (any host name; node resolves it). */
+export const netDialer: Dialer<net.Socket> = {
+  dial(b, cb) {
+    const socket = net.connect({ host: b.address.host, port: b.address.port, allowHalfOpen: true });
+    const failed = (err: Error): void => {
+      socket.removeListener('connect', connected);
+      cb(err);
+    };
+    const connected = (): void => {
+      socket.removeListener('error', failed);
+      cb(null);
+    };
+    socket.once('error', failed);
+    socket.once('connect', connected);
+    return socket;
+  },
+  abort(socket) {
+    socket.destroy();
+  },
+};
+
+export function connectUpstream<S>(
   pool: BackendPool,
   key: string | undefined,
   events: DataPlaneEvents,
-  done: (err: ConnectFailure | null, ok?: Connected) => void,
+  done: (err: ConnectFailure | null, ok?: Connected<S>) => void,
+  dialer: Dialer<S>,
 ): () => void {
   let tried: Backend[] | undefined;
   let cancelled = false;
-  let current: net.Socket | undefined;
+  // The attempt under way: its end (success, failure, timeout, cancel) is taken once.
+  let current: { b: Backend; socket: S | undefined; open: boolean } | undefined;
   let timer: NodeJS.Timeout | undefined;
 
   const attempt = (b: Backend | undefined): void => {
@@ -38,17 +71,15 @@ export function connectUpstream(
       return;
     }
     b.begin();
-    const socket = net.connect({ host: b.address.host, port: b.address.port, allowHalfOpen: true });
-    current = socket;
+    const at: { b: Backend; socket: S | undefined; open: boolean } = { b, socket: undefined, open: true };
+    current = at;
     const fail = (err: Error & { code?: string }): void => {
+      at.open = false;
       clearTimeout(timer);
-      socket.removeListener('connect', connected);
-      socket.removeListener('error', fail);
-      socket.destroy();
+      dialer.abort(at.socket!);
       b.end();
       b.failStreak++;
       events.failure(pool.name, b.name, 'connect');
-      if (cancelled) return;
       (tried ??= []).push(b);
       if (tried.length <= pool.config.retries) {
         attempt(pool.pickRetry({ key }, tried));
@@ -56,35 +87,34 @@ export function connectUpstream(
         done({ backend: b, error: `${err.code ?? err.message}`, retries: tried.length - 1 });
       }
     };
-    const connected = (): void => {
-      clearTimeout(timer);
-      socket.removeListener('connect', connected);
-      socket.removeListener('error', fail);
-      if (cancelled) {
-        socket.destroy();
-        b.end();
+    at.socket = dialer.dial(b, (err) => {
+      if (!at.open) return;
+      if (err) {
+        fail(err);
         return;
       }
+      at.open = false;
+      clearTimeout(timer);
       if (b.failStreak > 0) {
         b.failStreak = 0;
         events.recovered(pool.name, b.name);
       }
-      done(null, { backend: b, socket, retries: tried?.length ?? 0 });
-    };
-    timer = setTimeout(() => {
-      const e: Error & { code?: string } = new Error('connect timeout');
-      e.code = 'ETIMEDOUT';
-      fail(e);
-    }, pool.config.connectTimeoutMs);
-    socket.on('error', fail);
-    socket.on('connect', connected);
+      done(null, { backend: b, socket: at.socket!, retries: tried?.length ?? 0 });
+    });
+    timer = setTimeout(() => fail(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), pool.config.connectTimeoutMs);
   };
 
   attempt(pool.pick({ key }));
   return () => {
+    if (cancelled) return;
     cancelled = true;
     clearTimeout(timer);
-    current?.destroy();
+    // An attempt cut short by the caller is neither a failure nor a success of its backend.
+    if (current?.open) {
+      current.open = false;
+      dialer.abort(current.socket!);
+      current.b.end();
+    }
   };
 }
 

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
-import { connectUpstream, passFin, splice } from './connect.js';
+import { connectUpstream, netDialer, passFin, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
 import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
 import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
@@ -101,8 +101,8 @@ export class HttpListener implements Listener, ListenerInfo {
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
-  listen(accept?: AcceptMode): Promise<void> {
-    return listenServer(this.server, this.cfg.listen, accept);
+  async listen(accept?: AcceptMode): Promise<void> {
+    await listenServer(this.server, this.cfg.listen, accept);
   }
 
   // A refusal says "Connection: close": the server parses no request after it (http-server.ts).
@@ -179,7 +179,7 @@ export class HttpListener implements Listener, ListenerInfo {
       // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
       if (socket.readableEnded) passFin(up);
       socket.resume();
-    });
+    }, netDialer);
     socket.once('close', cancel);
   };
 

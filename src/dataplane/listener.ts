@@ -44,13 +44,18 @@ export class ListenError extends Error {
 
 export type AcceptMode = 'round-robin' | 'shared' | 'reuseport';
 
+export interface ListenResult {
+  /** Accepted sockets get TCP_NODELAY from the listening socket (else each gets it on 'connection'). */
+  noDelayInherited: boolean;
+}
+
 /**
  * Binds `server` and gives its accepted sockets TCP_NODELAY: set once on the listening socket, which Linux
  * copies to every socket accept(2) returns, so that they need no setsockopt(2) each (create the server with
  * `noDelay: false`). Where that cannot be done (not Linux, or cluster round-robin, where the primary accepts
  * and the worker's server has no socket of its own), each accepted socket gets it on 'connection'.
  */
-export function listenServer(server: net.Server, addr: Address, accept: AcceptMode = 'round-robin'): Promise<void> {
+export function listenServer(server: net.Server, addr: Address, accept: AcceptMode = 'round-robin'): Promise<ListenResult> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
@@ -62,7 +67,7 @@ export function listenServer(server: net.Server, addr: Address, accept: AcceptMo
       const handle = (server as unknown as { _handle?: { setNoDelay?: (on: boolean) => number } })._handle;
       const inherited = process.platform === 'linux' && typeof handle?.setNoDelay === 'function' && handle.setNoDelay(true) === 0;
       if (!inherited) server.prependListener('connection', (s: net.Socket) => s.setNoDelay(true));
-      resolve();
+      resolve({ noDelayInherited: inherited });
     });
   });
 }

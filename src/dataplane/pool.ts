@@ -2,6 +2,7 @@
 // and selection with failover. The Picker is immutable in membership and weights; any such change builds a
 // new one (see algorithms/types.ts).
 
+import { isIP } from 'node:net';
 import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
 import type { HashKey, PoolConfig } from '../../config/model.js';
 import { Backend, type BackendControl } from './backend.js';
@@ -15,6 +16,8 @@ export class BackendPool {
   private picker: Picker<Backend>;
   /** The hash key to extract from a request, when the algorithm uses one. */
   hashKey: HashKey | undefined;
+  /** Every backend's host is an IP address: connecting needs no name lookup. */
+  readonly ipOnly: boolean;
 
   private readonly usable = (b: Backend): boolean => b.available;
 
@@ -40,6 +43,7 @@ export class BackendPool {
       for (const old of previous.backends) if (!this.byName.has(old.name)) old.retire();
     }
     this.picker = algorithm.create(this.backends);
+    this.ipOnly = config.backends.every((bc) => isIP(bc.address.host) !== 0);
   }
 
   get(name: string): Backend | undefined {

@@ -3,18 +3,23 @@
 // backend that accepts. With `tls`, lb terminates TLS (the handshake must finish within 10 s,
 // client_header_timeout's default) and the backend gets the plain byte stream; the connection counts toward
 // max_connections once the handshake is done.
+//
+// Plain connections to a pool whose backends are all IP addresses are spliced on bare TCP handles
+// (raw-tunnel.ts): accepted without a net.Socket, dialed without one. TLS listeners, pools with host names
+// (net.connect resolves them) and Node versions whose handle binding differs use net.Socket and splice().
 
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerConfig } from '../../config/model.js';
-import { connectUpstream, passFin, splice } from './connect.js';
+import { connectUpstream, netDialer, passFin, splice, type Dialer } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import type { BackendPool } from './pool.js';
+import { HOLD_BYTES, RawTunnel, rawDialer } from './raw-tunnel.js';
+import { tcpWrap, type TcpHandle } from './tcp-wrap.js';
 
-/** What is read from a client while its backend connection is being made, at most (then reading pauses). */
-const HOLD_BYTES = 64 * 1024;
+const dialRaw: Dialer<TcpHandle> | undefined = tcpWrap && rawDialer(tcpWrap);
 
 export class TcpListener implements Listener {
   readonly name: string;
@@ -22,7 +27,7 @@ export class TcpListener implements Listener {
   cfg: ListenerConfig;
   private pool: BackendPool;
   private readonly server: net.Server;
-  private readonly sockets = new OpenSet<net.Socket>();
+  private readonly sockets = new OpenSet<{ destroy(): void }>();
   private stopped: (() => void) | undefined;
   private closed = false;
 
@@ -57,8 +62,68 @@ export class TcpListener implements Listener {
     if (this.material && cfg.tls) this.material.reload(cfg.tls);
   }
 
-  listen(accept?: AcceptMode): Promise<void> {
-    return listenServer(this.server, this.cfg.listen, accept);
+  async listen(accept?: AcceptMode): Promise<void> {
+    const { noDelayInherited } = await listenServer(this.server, this.cfg.listen, accept);
+    // Plain listeners take accepted handles before net.Server wraps them in a net.Socket (its handle's
+    // onconnection, which node:cluster's round-robin handle calls too).
+    const handle = (this.server as unknown as { _handle?: { onconnection?: unknown } })._handle;
+    if (!this.material && dialRaw && handle && typeof handle.onconnection === 'function') {
+      handle.onconnection = (err: number, client: TcpHandle | undefined) => {
+        if (err || !client) return;
+        if (!noDelayInherited) client.setNoDelay(true);
+        this.onHandle(client);
+      };
+    }
+  }
+
+  private onHandle(handle: TcpHandle): void {
+    if (this.closed || (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections)) {
+      handle.close();
+      return;
+    }
+    const pool = this.pool;
+    if (!pool.ipOnly) {
+      // As net.Server would have made it.
+      this.onConnection(new net.Socket({ handle, allowHalfOpen: true, readable: true, writable: true } as net.SocketConstructorOpts));
+      return;
+    }
+    const t0 = performance.now();
+    let node: ReturnType<typeof this.sockets.add> | undefined;
+    let cancel: (() => void) | undefined;
+    let retries = 0;
+    const tunnel = new RawTunnel(tcpWrap!, handle, () => this.cfg.idleTimeoutMs, (t) => {
+      this.sockets.delete(node!);
+      if (t.backend) {
+        t.backend.end();
+        this.record(pool.name, t.backend.name, remote, t0, t.bytesIn, t.bytesOut, retries);
+      } else {
+        cancel?.();
+      }
+      if (this.stopped && this.sockets.size === 0) this.stopped();
+    });
+    node = this.sockets.add(tunnel);
+    // getpeername(2) only when something uses the address.
+    const remote = pool.hashKey || this.events.needsClient ? tunnel.remoteAddress() : '';
+    cancel = connectUpstream(
+      pool,
+      pool.hashKey ? remote : undefined,
+      this.events,
+      (err, ok) => {
+        if (err || !ok) {
+          tunnel.destroy();
+          this.record(pool.name, err?.backend?.name ?? '', remote, t0, 0, 0, err?.retries ?? 0, err?.error ?? 'failed');
+          return;
+        }
+        if (tunnel.isClosed) {
+          ok.socket.close();
+          ok.backend.end();
+          return;
+        }
+        retries = ok.retries;
+        tunnel.splice(ok.socket, ok.backend);
+      },
+      dialRaw!,
+    );
   }
 
   private readonly onConnection = (client: net.Socket): void => {
@@ -127,7 +192,7 @@ export class TcpListener implements Listener {
       // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
       if (client.readableEnded) passFin(up);
       if (client.isPaused()) client.resume();
-    });
+    }, netDialer);
   };
 
   private record(pool: string, backend: string, client: string, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
