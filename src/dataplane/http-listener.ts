@@ -165,7 +165,6 @@ export class HttpListener implements Listener, ListenerInfo {
       }
       const { backend, socket: up } = ok;
       this.upgrades++;
-      up.setNoDelay(true);
       const headers = scan.headers;
       let headText = `${req.method} ${url} HTTP/1.1\r\n`;
       for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;

@@ -224,11 +224,15 @@ function fin(dst: Side): void {
 
 function noop(): void {}
 
-/** Dials backends on bare handles; the backend's host must be an IP address (BackendPool.ipOnly). */
+/**
+ * Dials backends on bare handles; the backend's host must be an IP address (BackendPool.ipOnly). TCP_NODELAY,
+ * as HAProxy and NGINX set it (libuv applies it when it creates the socket).
+ */
 export function rawDialer(w: TcpWrap): Dialer<TcpHandle> {
   return {
     dial(b, cb) {
       const h = w.newSocket();
+      h.setNoDelay(true);
       const req = w.newConnect();
       const { host, port } = b.address;
       req.address = host;
