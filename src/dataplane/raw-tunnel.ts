@@ -61,8 +61,8 @@ export class RawTunnel {
   private readonly idle: Deadline;
 
   /**
-   * Starts reading `client` (holding what it sends). `onClose` is called once, when the tunnel closes, with
-   * whether it was ever spliced to a backend; `idleMs` gives the current idle_timeout at each read.
+   * Starts reading `client` (holding what it sends). `onClose` is called once, when the tunnel closes (its
+   * `backend` is set if it was ever spliced); `idleMs` gives the current idle_timeout at each read.
    */
   constructor(
     readonly w: TcpWrap,
@@ -99,6 +99,7 @@ export class RawTunnel {
     const held = this.held!;
     this.held = undefined;
     for (const chunk of held) write(c, u, chunk);
+    if (this.closed) return;
     this.idle.arm(this.idleMs());
     if (up.readStart() < 0) {
       this.destroy();
