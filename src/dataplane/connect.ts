@@ -59,7 +59,6 @@ export function connectUpstream<S>(
   dialer: Dialer<S>,
 ): () => void {
   let tried: Backend[] | undefined;
-  let cancelled = false;
   // The attempt under way: its end (success, failure, timeout, cancel) is taken once.
   let current: { b: Backend; socket: S | undefined; open: boolean } | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -106,8 +105,6 @@ export function connectUpstream<S>(
 
   attempt(pool.pick({ key }));
   return () => {
-    if (cancelled) return;
-    cancelled = true;
     clearTimeout(timer);
     // An attempt cut short by the caller is neither a failure nor a success of its backend.
     if (current?.open) {

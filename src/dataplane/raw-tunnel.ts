@@ -158,8 +158,8 @@ function onRead(this: Owned, arrayBuffer: ArrayBuffer | undefined): void {
   }
   side.eof = true;
   this.readStop();
+  // The client's FIN before the splice is passed on by splice().
   if (side.peer) fin(side.peer);
-  else if (side !== t.client) t.destroy();
 }
 
 function write(src: Side, dst: Side, data: Uint8Array): void {
@@ -168,7 +168,6 @@ function write(src: Side, dst: Side, data: Uint8Array): void {
   const req = w.newWrite() as PendingWrite;
   req.handle = dst.handle;
   req.oncomplete = afterWrite as WriteReq['oncomplete'];
-  req.async = false;
   const err = dst.handle.writeBuffer(req, data);
   if (err < 0) {
     t.destroy();
@@ -236,8 +235,6 @@ export function rawDialer(w: TcpWrap): Dialer<TcpHandle> {
       h.setNoDelay(true);
       const req = w.newConnect();
       const { host, port } = b.address;
-      req.address = host;
-      req.port = port;
       req.oncomplete = (status: number) => cb(status < 0 ? uvError(status, 'connect') : null);
       const err = isIPv6(host) ? h.connect6(req, host, port) : h.connect(req, host, port);
       if (err < 0) process.nextTick(cb, uvError(err, 'connect'));

@@ -11,7 +11,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerConfig } from '../../config/model.js';
-import { connectUpstream, netDialer, passFin, splice, type Dialer } from './connect.js';
+import { connectUpstream, netDialer, passFin, splice, type ConnectFailure, type Dialer } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
@@ -108,15 +108,11 @@ export class TcpListener implements Listener {
       pool,
       pool.hashKey ? remote : undefined,
       this.events,
+      // (A tunnel closed before this cancels the attempts in onClose: no call comes after it.)
       (err, ok) => {
         if (err || !ok) {
           tunnel.destroy();
-          this.record(pool.name, err?.backend?.name ?? '', remote, t0, 0, 0, err?.retries ?? 0, err?.error ?? 'failed');
-          return;
-        }
-        if (tunnel.isClosed) {
-          ok.socket.close();
-          ok.backend.end();
+          this.failed(pool.name, remote, t0, err);
           return;
         }
         retries = ok.retries;
@@ -163,7 +159,7 @@ export class TcpListener implements Listener {
     cancel = connectUpstream(pool, pool.hashKey ? remote : undefined, this.events, (err, ok) => {
       if (err || !ok) {
         client.destroy();
-        this.record(pool.name, err?.backend?.name ?? '', remote, t0, 0, 0, err?.retries ?? 0, err?.error ?? 'failed');
+        this.failed(pool.name, remote, t0, err);
         return;
       }
       if (client.destroyed) {
@@ -194,6 +190,11 @@ export class TcpListener implements Listener {
       if (client.isPaused()) client.resume();
     }, netDialer);
   };
+
+  /** Records a connection no backend accepted. */
+  private failed(pool: string, client: string, t0: number, err: ConnectFailure | null): void {
+    this.record(pool, err?.backend?.name ?? '', client, t0, 0, 0, err?.retries ?? 0, err?.error ?? 'failed');
+  }
 
   private record(pool: string, backend: string, client: string, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
     this.events.done({

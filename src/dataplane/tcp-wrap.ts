@@ -26,7 +26,6 @@ export interface TcpHandle {
 export interface WriteReq {
   handle: TcpHandle;
   oncomplete: (this: WriteReq, status: number) => void;
-  async: boolean;
 }
 export interface ShutdownReq {
   handle: TcpHandle;
@@ -34,8 +33,6 @@ export interface ShutdownReq {
 }
 export interface ConnectReq {
   oncomplete: (this: ConnectReq, status: number) => void;
-  address: string;
-  port: number;
 }
 
 export interface TcpWrap {
