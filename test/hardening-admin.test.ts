@@ -72,7 +72,9 @@ t.test('admin socket flood (200 connections of garbage, 64 KiB+ lines) under loa
   const lb = await startLb(lbConfig({ port, workers: 2, upstreams: [up.port] }), [port]);
   t.teardown(() => lb.stop());
   const kept = startLoad(port, { concurrency: 4, keepAlive: true });
+  t.teardown(() => kept.stop());
   const fresh = startLoad(port, { concurrency: 2, keepAlive: false });
+  t.teardown(() => fresh.stop());
 
   const big = 'x'.repeat(70 * 1024);
   const payloads = [

@@ -27,7 +27,9 @@ t.test('backends killed and restarted under load: no failed request', async (t) 
   const lb = await startLb(lbConfig({ port, workers: 2, upstreams: ups.map((u) => u.port), pool: 'retries = 2\nconnect_timeout = "500ms"' }), [port]);
   t.teardown(() => lb.stop());
   const kept = startLoad(port, { concurrency: 4, keepAlive: true });
+  t.teardown(() => kept.stop());
   const fresh = startLoad(port, { concurrency: 4, keepAlive: false });
+  t.teardown(() => fresh.stop());
   const served = (): number => kept.result.ok + fresh.result.ok;
   for (const round of [0, 1, 0, 1]) {
     const victim = ups[round]!;
@@ -169,7 +171,9 @@ t.test('a reload every second for 10 s under load: no failed request', async (t)
   const lb = await startLb(cfg(0), [port]);
   t.teardown(() => lb.stop());
   const kept = startLoad(port, { concurrency: 4, keepAlive: true });
+  t.teardown(() => kept.stop());
   const fresh = startLoad(port, { concurrency: 2, keepAlive: false });
+  t.teardown(() => fresh.stop());
   const t0 = Date.now();
   let applied = 0;
   for (let i = 1; i <= 10; i++) {

@@ -1,6 +1,7 @@
 // IPC between the primary and its workers (node:cluster's process channel). Every message is a plain
 // object with a `t` tag; requests that expect an answer carry an `id` the answer echoes.
 
+import type { Worker } from 'node:cluster';
 import type { LbConfig } from '../../config/model.js';
 import type { BackendControl } from '../dataplane/backend.js';
 import type { FailureReason } from '../dataplane/events.js';
@@ -29,4 +30,24 @@ export type FromWorker =
 
 export function isMessage(m: unknown): m is { t: string } {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+
+/**
+ * Sends one message to a worker. A worker can die (kill -9, OOM) before the primary has handled its
+ * 'disconnect' and 'exit'; a send then fails with EPIPE (or ERR_IPC_CHANNEL_CLOSED once the channel is
+ * known closed). That failure goes to `onFail` (default: ignored, since the 'exit' handler respawns the
+ * worker), never to a throw or an 'error' event, which with no listener would end the primary.
+ */
+export function sendToWorker(worker: Worker, msg: ToWorker, onFail: (err: Error) => void = () => {}): void {
+  if (!worker.isConnected()) {
+    onFail(Object.assign(new Error('worker IPC channel closed'), { code: 'ERR_IPC_CHANNEL_CLOSED' }));
+    return;
+  }
+  try {
+    worker.send(msg, (err: Error | null) => {
+      if (err) onFail(err);
+    });
+  } catch (err) {
+    onFail(err as Error);
+  }
 }

@@ -14,7 +14,7 @@ import type { Peer } from '../admin/peer.js';
 import { createLogger, who, type Logger } from '../log.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
-import { isMessage, type FromWorker, type ToWorker } from './messages.js';
+import { isMessage, sendToWorker as send, type FromWorker, type ToWorker } from './messages.js';
 import { StateStore, stateOf, type BackendRecord } from './state.js';
 import { describeChanges } from './changes.js';
 import { HealthMonitor } from '../health/monitor.js';
@@ -144,6 +144,9 @@ export class Primary {
   /** Forks one worker and sends it the config; resolves with its listen errors (empty when it serves). */
   private async spawn(): Promise<string[]> {
     const worker = cluster.fork({ LB_WORKER: '1' });
+    // A send to a worker that died before its 'exit' was handled fails with EPIPE; `send` below reports
+    // that to its caller, and this keeps any other IPC error from being an unhandled 'error' event.
+    worker.on('error', (err) => this.logger.warn({ worker: worker.id, err: err.message }, 'worker IPC error'));
     const slot: WorkerSlot = { worker, retiring: false, ready: false };
     this.slots.set(worker.id, slot);
     const hello = await new Promise<boolean>((resolve) => {
@@ -177,13 +180,11 @@ export class Primary {
         resolve(undefined);
       }, timeoutMs);
       this.pending.set(id, { resolve, timer });
-      try {
-        worker.send(msg);
-      } catch {
+      send(worker, msg, () => {
         clearTimeout(timer);
         this.pending.delete(id);
         resolve(undefined);
-      }
+      });
     });
   }
 
@@ -256,7 +257,7 @@ export class Primary {
   pushControl(r: BackendRecord): void {
     const control = this.state.control(r);
     for (const s of this.slots.values()) {
-      if (s.worker.isConnected()) s.worker.send({ t: 'control', pool: r.pool, backend: r.name, control } satisfies ToWorker);
+      send(s.worker, { t: 'control', pool: r.pool, backend: r.name, control });
     }
   }
 
@@ -328,7 +329,7 @@ export class Primary {
         if (process.env.LB_TEST_HOOKS !== '1') break;
         const ms = Number(req.ms ?? 1000);
         const w = this.liveWorkers()[0];
-        w?.send({ t: 'test-block', ms } satisfies ToWorker);
+        if (w) send(w, { t: 'test-block', ms });
         return { worker: w?.id, ms };
       }
     }
@@ -412,7 +413,7 @@ export class Primary {
     } else {
       for (const s of live.slice(config.daemon.workers)) {
         s.retiring = true;
-        s.worker.send({ t: 'stop', graceMs: config.daemon.gracePeriodMs } satisfies ToWorker);
+        send(s.worker, { t: 'stop', graceMs: config.daemon.gracePeriodMs });
       }
     }
     if (this.metrics || config.metrics) await this.reloadMetrics(old);
@@ -456,7 +457,7 @@ export class Primary {
     this.health.stop();
     for (const s of this.slots.values()) {
       s.retiring = true;
-      if (s.worker.isConnected()) s.worker.send({ t: 'stop', graceMs: grace } satisfies ToWorker);
+      send(s.worker, { t: 'stop', graceMs: grace });
     }
     const done = (): void => {
       this.metrics?.close();
@@ -489,3 +490,4 @@ export async function runPrimary(configFile: string): Promise<void> {
   const p = new Primary(configFile);
   await p.start();
 }
+

@@ -244,12 +244,16 @@ export interface LoadResult {
 }
 
 /**
- * Closed-loop load: `concurrency` clients each send requests back to back until `stop()` is called.
+ * Closed-loop load: `concurrency` clients each send requests back to back until `stop()` is called, or
+ * by themselves after `limitMs` (default 60 s) so that a test that fails before its `stop()` ends anyway.
  * `keepAlive` clients reuse one connection each; the others open a new connection per request.
+ * `errors` keeps the first 100 messages.
  */
-export function startLoad(port: number, opts: { concurrency: number; keepAlive: boolean; path?: string }): { stop: () => Promise<LoadResult>; result: LoadResult } {
+export function startLoad(port: number, opts: { concurrency: number; keepAlive: boolean; path?: string; limitMs?: number }): { stop: () => Promise<LoadResult>; result: LoadResult } {
   const result: LoadResult = { ok: 0, failed: 0, errors: [] };
   let running = true;
+  const limit = setTimeout(() => (running = false), opts.limitMs ?? 60_000);
+  limit.unref();
   const clients = Array.from({ length: opts.concurrency }, async () => {
     const agent = opts.keepAlive ? new http.Agent({ keepAlive: true, maxSockets: 1 }) : false;
     while (running) {
@@ -258,11 +262,11 @@ export function startLoad(port: number, opts: { concurrency: number; keepAlive: 
         if (r.status === 200) result.ok++;
         else {
           result.failed++;
-          result.errors.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
+          if (result.errors.length < 100) result.errors.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
         }
       } catch (err) {
         result.failed++;
-        result.errors.push((err as Error).message);
+        if (result.errors.length < 100) result.errors.push((err as Error).message);
       }
     }
     if (agent) agent.destroy();
@@ -271,6 +275,7 @@ export function startLoad(port: number, opts: { concurrency: number; keepAlive: 
     result,
     stop: async () => {
       running = false;
+      clearTimeout(limit);
       await Promise.all(clients);
       return result;
     },
