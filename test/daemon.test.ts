@@ -242,6 +242,43 @@ t.test('kill -9 of a worker under load: a new worker appears, failures limited t
   t.ok(lb.logs().some((l) => l.msg === 'worker died unexpectedly; respawning'), 'the respawn was logged');
 });
 
+t.test('kill -9 of the primary under load: every worker exits, none is left serving', async (t) => {
+  const ups = await upstreams(['a', 'b']);
+  t.teardown(() => Promise.all(ups.map((u) => u.close())));
+  const [port, tcpPort] = [await freePort(), await freePort()];
+  const lb = await startLb(config(port, tcpPort, ups.map((u) => ({ name: u.name, port: u.port }))), [port, tcpPort]);
+  t.teardown(() => lb.stop());
+  const pids: number[] = (await admin(lb.socket, { cmd: 'status' })).result.workers.pids;
+  t.equal(pids.length, 2, 'two workers');
+  // Orphans are reaped by whatever runs as PID 1, which may not reap: a zombie counts as exited.
+  const alive = (pid: number): boolean => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  t.teardown(() => {
+    for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
+  });
+  const load = startLoad(port, { concurrency: 4, keepAlive: false });
+  t.teardown(() => load.stop());
+  await waitFor(() => load.result.ok > 200, 10_000, 'load to flow');
+  lb.proc.kill('SIGKILL');
+  await lb.exited;
+  await waitFor(() => pids.every((p) => !alive(p)), 10_000, `workers ${pids.join(',')} to exit`);
+  t.pass('both workers exited');
+  await load.stop();
+  const listening = await new Promise<boolean>((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+  t.notOk(listening, 'nothing accepts on the listener port');
+});
+
 t.test('reload with an invalid file: exit 1, errors printed, old config keeps serving', async (t) => {
   const ups = await upstreams(['a']);
   t.teardown(() => Promise.all(ups.map((u) => u.close())));

@@ -12,8 +12,10 @@ import { isMessage, type FromWorker, type ToWorker } from './messages.js';
 import { WorkerMetrics } from '../metrics/worker.js';
 
 export function runWorker(): void {
+  // A send that fails because the primary is gone is dropped: node:cluster ends a worker whose channel
+  // closes unexpectedly, and without the callback the failure would be an uncaught 'error' first.
   const send = (m: FromWorker): void => {
-    if (process.connected) process.send!(m);
+    if (process.connected) process.send!(m, () => {});
   };
   let logger: Logger = createLogger('info', { role: 'worker', worker: cluster.worker?.id });
   let access = false;

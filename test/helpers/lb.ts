@@ -226,6 +226,8 @@ export function get(port: number, pathname = '/', opts: { headers?: Record<strin
       },
     );
     req.on('error', reject);
+    // A bound for tests whose daemon stopped answering: no test request legitimately takes a minute.
+    req.setTimeout(60_000, () => req.destroy(new Error('no response in 60 s')));
     req.end(opts.body);
   });
 }
