@@ -490,4 +490,3 @@ export async function runPrimary(configFile: string): Promise<void> {
   const p = new Primary(configFile);
   await p.start();
 }
-

@@ -19,7 +19,7 @@ export class BackendPool {
   /** Every backend's host is an IP address: connecting needs no name lookup. */
   readonly ipOnly: boolean;
 
-  private readonly usable = (b: Backend): boolean => b.available;
+  private readonly available = (b: Backend): boolean => b.available;
 
   constructor(config: PoolConfig, algorithm: Algorithm, previous?: BackendPool) {
     this.name = config.name;
@@ -60,15 +60,16 @@ export class BackendPool {
 
   /** First choice for a request. */
   pick(ctx: PickContext): Backend | undefined {
-    return this.picker.pick(ctx, this.usable);
+    return this.picker.pick(ctx, this.available);
   }
 
   /**
-   * A retry's choice: a usable backend not tried yet for this request; when every usable one was tried,
-   * any usable one (a kept-alive connection closed under a request is worth retrying on the same backend).
+   * A retry's choice: an available backend (Backend.available) not tried yet for this request; when every
+   * available one was tried, any available one (a kept-alive connection closed under a request is worth
+   * retrying on the same backend).
    */
   pickRetry(ctx: PickContext, tried: readonly Backend[]): Backend | undefined {
-    return this.picker.pick(ctx, (b) => b.available && !tried.includes(b)) ?? this.picker.pick(ctx, this.usable);
+    return this.picker.pick(ctx, (b) => b.available && !tried.includes(b)) ?? this.picker.pick(ctx, this.available);
   }
 
   /** Closes idle upstream connections of all backends (stop). */

@@ -77,14 +77,14 @@ export class TcpListener implements Listener {
   }
 
   private onHandle(handle: TcpHandle): void {
-    if (this.closed || (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections)) {
-      handle.close();
-      return;
-    }
     const pool = this.pool;
     if (!pool.ipOnly) {
       // As net.Server would have made it.
       this.onConnection(new net.Socket({ handle, allowHalfOpen: true, readable: true, writable: true } as net.SocketConstructorOpts));
+      return;
+    }
+    if (!this.admits()) {
+      handle.close();
       return;
     }
     const t0 = performance.now();
@@ -92,14 +92,13 @@ export class TcpListener implements Listener {
     let cancel: (() => void) | undefined;
     let retries = 0;
     const tunnel = new RawTunnel(tcpWrap!, handle, () => this.cfg.idleTimeoutMs, (t) => {
-      this.sockets.delete(node!);
       if (t.backend) {
         t.backend.end();
         this.record(pool.name, t.backend.name, remote, t0, t.bytesIn, t.bytesOut, retries);
       } else {
         cancel?.();
       }
-      if (this.stopped && this.sockets.size === 0) this.stopped();
+      this.release(node!);
     });
     node = this.sockets.add(tunnel);
     // getpeername(2) only when something uses the address.
@@ -124,7 +123,7 @@ export class TcpListener implements Listener {
 
   private readonly onConnection = (client: net.Socket): void => {
     // (A TLS handshake that finishes after stop() has been called must not start a new upstream exchange.)
-    if (this.closed || (this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections)) {
+    if (!this.admits()) {
       client.destroy();
       return;
     }
@@ -152,9 +151,8 @@ export class TcpListener implements Listener {
     let spliced = false;
     let cancel: (() => void) | undefined;
     client.on('close', () => {
-      this.sockets.delete(node);
       if (!spliced) cancel?.();
-      if (this.stopped && this.sockets.size === 0) this.stopped();
+      this.release(node);
     });
     cancel = connectUpstream(pool, pool.hashKey ? remote : undefined, this.events, (err, ok) => {
       if (err || !ok) {
@@ -190,6 +188,17 @@ export class TcpListener implements Listener {
       if (client.isPaused()) client.resume();
     }, netDialer);
   };
+
+  /** A new connection may be taken: not stopped, and under the listener's max_connections. */
+  private admits(): boolean {
+    return !this.closed && !(this.cfg.maxConnections > 0 && this.sockets.size >= this.cfg.maxConnections);
+  }
+
+  /** Forgets a closed connection; the last one to close after stop() resolves it. */
+  private release(node: ReturnType<typeof this.sockets.add>): void {
+    this.sockets.delete(node);
+    if (this.stopped && this.sockets.size === 0) this.stopped();
+  }
 
   /** Records a connection no backend accepted. */
   private failed(pool: string, client: string, t0: number, err: ConnectFailure | null): void {

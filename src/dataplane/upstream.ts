@@ -281,11 +281,16 @@ class Connection {
     }
   };
 
+  /** (Re)starts the read_timeout wait. */
+  private armRead(): void {
+    this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+  }
+
   private onReadTimeout(): void {
     if (!this.awaitingBody || !this.handler) return;
     if (this.paused) {
       // Not the backend's wait: lb stopped reading because the client is slow.
-      this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+      this.armRead();
       return;
     }
     this.fail(upstreamError(UPSTREAM_CODES.readTimeout, `no response body data within ${this.pool.options.readTimeoutMs ?? 0}ms`));
@@ -309,7 +314,7 @@ class Connection {
 
   /** After each read the parser consumed. */
   private readonly onExecute = (r: number | Error): void => {
-    if (this.awaitingBody) this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+    if (this.awaitingBody) this.armRead();
     if (r instanceof Error) this.onParseError(r);
     else if (this.held) this.deliverHeld();
   };
@@ -376,7 +381,7 @@ class Connection {
     const bodiless = this.head || statusCode === 204 || statusCode === 304;
     if (!bodiless) {
       this.awaitingBody = true;
-      this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+      this.armRead();
     }
     if (shouldKeepAlive) this.keepAliveHint(headers);
     // The parser calls back from C++ when it reads the handle itself: a throw here would be uncaught.
@@ -409,7 +414,7 @@ class Connection {
 
   private readonly resume = (): void => {
     this.paused = false;
-    if (this.awaitingBody) this.readDeadline.arm(this.pool.options.readTimeoutMs ?? 0);
+    if (this.awaitingBody) this.armRead();
     startReading(this.socket, this.handle);
   };
 
