@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { admin, backends, cli, freePort, get, startLb, startLoad, startUpstream, waitFor, type Upstream } from './helpers/lb.js';
+import { admin, backends, cli, freePort, get, procState, startLb, startLoad, startUpstream, waitFor, type Upstream } from './helpers/lb.js';
 
 function config(port: number, tcpPort: number, ups: Array<{ name: string; port: number; weight?: number }>, opts: { workers?: number; grace?: string; algorithm?: string } = {}): string {
   return `
@@ -252,11 +252,8 @@ t.test('kill -9 of the primary under load: every worker exits, none is left serv
   t.equal(pids.length, 2, 'two workers');
   // Orphans are reaped by whatever runs as PID 1, which may not reap: a zombie counts as exited.
   const alive = (pid: number): boolean => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
-    } catch {
-      return false;
-    }
+    const state = procState(pid);
+    return state !== undefined && state !== 'Z';
   };
   t.teardown(() => {
     for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');

@@ -6,6 +6,7 @@ import cluster, { type Worker } from 'node:cluster';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { sendToWorker } from '../src/daemon/messages.js';
+import { procState } from './helpers/lb.js';
 
 const fixture = fileURLToPath(new URL('../../test/fixtures/idle-worker.mjs', import.meta.url));
 
@@ -24,12 +25,7 @@ function fork(): Promise<Worker> {
  * (the leader shows 'Z' while the process's other threads may still be exiting).
  */
 function torn(pid: number): boolean {
-  try {
-    const state = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
-    return state === 'Z' && fs.readdirSync(`/proc/${pid}/task`).length === 1;
-  } catch {
-    return false;
-  }
+  return procState(pid) === 'Z' && fs.readdirSync(`/proc/${pid}/task`).length === 1;
 }
 
 t.test('a send to a worker killed before the event loop saw it fails to the caller, not as an error event', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {

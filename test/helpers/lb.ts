@@ -37,6 +37,15 @@ export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs: number, 
 const handedOut = new Set<number>();
 
 /** A loopback port that was free just now and that this process has not been given before. */
+/** The state letter of process `pid` from /proc/PID/stat ('Z': exited, not reaped), or undefined when there is none. */
+export function procState(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+  } catch {
+    return undefined;
+  }
+}
+
 export async function freePort(): Promise<number> {
   for (;;) {
     const s = net.createServer();
