@@ -87,8 +87,6 @@ const ROWS: Row[] = [
   { id: 'too-many-headers', why: '1001 tiny header fields (under the byte limit, over the 1000-field limit)', bytes: head('x:1\r\n'.repeat(1001), 'GET'), expect: [431] },
   { id: 'target-too-long', why: 'request line over the head limit', bytes: `GET /bad-ID?${'q'.repeat(MAX_HEADER + 100)} HTTP/1.1\r\nHost: h\r\n\r\n`, expect: [414, 431, 400] },
   // Not a forward proxy
-  { id: 'absolute-form', why: 'absolute-form target (forward-proxy request)', bytes: 'GET http://evil.example/bad-ID HTTP/1.1\r\nHost: evil.example\r\n\r\n', expect: [400] },
-  { id: 'absolute-form-https', why: 'absolute-form https target', bytes: 'GET https://evil.example/bad-ID HTTP/1.1\r\nHost: h\r\n\r\n', expect: [400] },
   { id: 'authority-form-get', why: 'authority-form target on GET', bytes: 'GET evil.example:443 HTTP/1.1\r\nHost: h\r\nX-Id: bad-ID\r\n\r\n', expect: [400] },
   { id: 'connect', why: 'CONNECT (tunnel request)', bytes: 'CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nX-Id: bad-ID\r\n\r\n', expect: [501] },
   { id: 'connect-origin', why: 'CONNECT with an origin-form target', bytes: 'CONNECT /bad-ID HTTP/1.1\r\nHost: h\r\n\r\n', expect: [400, 501] },

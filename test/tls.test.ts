@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { startRecordingUpstream } from './helpers/hardening.js';
+import { answerWhatWasSeen, startRecordingUpstream } from './helpers/hardening.js';
 import { admin, cli, freePort, httpConfig, startLb, tmpdir, waitFor } from './helpers/lb.js';
 
 const NAMES = { default: 'default.test', a: 'a.test', wild: '*.wild.test' } as const;
@@ -104,7 +104,11 @@ t.test('TLS termination: SNI, versions, curl, X-Forwarded-Proto, cert reload wit
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   makeCerts(dir, 1);
   const ca = fs.readFileSync(path.join(dir, 'ca.pem'));
-  const up = await startRecordingUpstream();
+  // An Upgrade request to /ws is answered 101 (lb tunnels only after a 101); everything else with what was seen.
+  const up = await startRecordingUpstream((req, s) => {
+    if (req.path === '/ws') s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
+    else answerWhatWasSeen(req, s);
+  });
   t.teardown(() => up.close());
   const echo = net.createServer((s) => s.pipe(s));
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
@@ -189,7 +193,7 @@ backends = [{ address = "127.0.0.1:${echoPort}" }]`,
   upg.socket.write('GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\nfirst-bytes');
   const tunnel = (): string => up.connections.slice(upConns).map((l) => Buffer.concat(l).toString('latin1')).join('');
   await waitFor(() => tunnel().includes('first-bytes'), 3000, 'the bytes after the Upgrade head at the upstream');
-  await waitFor(() => upgGot.startsWith('HTTP/1.1 200'), 3000, "the upstream's answer back through the tunnel");
+  await waitFor(() => upgGot.startsWith('HTTP/1.1 101'), 3000, "the upstream's 101 back to the client");
   upg.socket.write('second-bytes');
   await waitFor(() => tunnel().includes('second-bytes'), 3000, 'bytes sent later through the TLS tunnel');
   t.pass('Upgrade over TLS: the head, the bytes after it and later bytes reached the upstream; its answer came back');

@@ -5,6 +5,7 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { UpstreamPool, UPSTREAM_CODES, type UpstreamRequest } from '../src/dataplane/upstream.js';
+import { CHUNKED, NO_BODY } from '../src/dataplane/http-server.js';
 import { startRecordingUpstream, type RecordingUpstream } from './helpers/hardening.js';
 import { waitFor } from './helpers/lb.js';
 
@@ -28,7 +29,7 @@ function pool(port: number, o: Partial<ConstructorParameters<typeof UpstreamPool
 }
 
 function get(path = '/', extra: Partial<UpstreamRequest> = {}): UpstreamRequest {
-  return { method: 'GET', path, headers: ['host', 'example.test'], hasHost: true, body: null, chunked: false, ...extra };
+  return { method: 'GET', path, headers: ['host', 'example.test'], hasHost: true, body: null, framing: NO_BODY, upgrade: false, reuse: 'any', ...extra };
 }
 
 /** One exchange; `pauseFirst` returns false from the first onData and resumes `pauseMs` (50) later. */
@@ -67,6 +68,12 @@ function exchange(p: UpstreamPool, req: UpstreamRequest, opts: { pauseFirst?: bo
         o.error = err.code ?? err.message;
         resolve(o);
       },
+      onInformational() {},
+      onUpgrade(_text, _headers, socket) {
+        socket.destroy();
+        o.error = 'UPGRADED';
+        resolve(o);
+      },
     });
   });
 }
@@ -96,13 +103,13 @@ t.test('Content-Length bodies pass as they are; bodies of unknown length go chun
   const p = pool(b.port);
   t.teardown(() => p.close());
   const fixed = new PassThrough();
-  const done1 = exchange(p, get('/up', { method: 'POST', headers: ['content-length', '10'], hasHost: false, body: fixed }));
+  const done1 = exchange(p, get('/up', { method: 'POST', headers: [], hasHost: false, body: fixed, framing: 10 }));
   fixed.write('01234');
   setTimeout(() => fixed.end('56789'), 20);
   t.equal((await done1).body, 'ok');
-  t.equal(b.requests[0]?.raw, `POST /up HTTP/1.1\r\ncontent-length: 10\r\nhost: 127.0.0.1:${b.port}\r\n\r\n0123456789`);
+  t.equal(b.requests[0]?.raw, `POST /up HTTP/1.1\r\nhost: 127.0.0.1:${b.port}\r\ncontent-length: 10\r\n\r\n0123456789`);
   const chunked = new PassThrough();
-  const done2 = exchange(p, get('/up', { method: 'POST', headers: ['host', 'h'], body: chunked, chunked: true }));
+  const done2 = exchange(p, get('/up', { method: 'POST', headers: ['host', 'h'], body: chunked, framing: CHUNKED }));
   chunked.write('abc');
   setTimeout(() => chunked.end(Buffer.alloc(17, 'x')), 20);
   t.equal((await done2).complete, true);

@@ -1,17 +1,16 @@
 // An `http` listener: lb's HTTP/1.1 server in front (http-server.ts: llhttp in strict mode, the lenient
-// parser is never enabled), routes to a pool, forwards with ProxyCall, and tunnels HTTP/1.1 Upgrade
-// (WebSocket) connections as raw byte streams once the upstream connection is open.
+// parser is never enabled), routes to a pool and forwards with ProxyCall. An HTTP/1.1 Upgrade (WebSocket,
+// h2c) is forwarded as a request; only a 101 from the backend turns the connection into a tunnel.
 
 import net from 'node:net';
+import { STATUS_CODES } from 'node:http';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
-import { connectUpstream, netDialer, passFin, splice } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
-import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
+import { ProxyCall, replyError, scanRequest, validHost, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
 import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
 import type { BackendPool } from './pool.js';
-import { requestKey } from './request-key.js';
 import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
@@ -52,8 +51,10 @@ export class HttpListener implements Listener, ListenerInfo {
       { maxHeaderSize: cfg.maxHeaderSize, headersTimeoutMs: cfg.clientHeaderTimeoutMs, keepAliveTimeoutMs: cfg.idleTimeoutMs },
       {
         request: this.onRequest,
-        upgrade: this.onUpgrade,
-        connect: (_req, socket) => rejectRaw(socket, 501, 'Not Implemented', 'CONNECT is not supported'),
+        connect: (req, socket) => {
+          rejectRaw(socket, 501, 'Not Implemented', 'CONNECT is not supported');
+          this.local(501, 'CONNECT is not supported', req);
+        },
         clientError: this.onClientError,
       },
     );
@@ -107,26 +108,36 @@ export class HttpListener implements Listener, ListenerInfo {
 
   // A refusal says "Connection: close": the server parses no request after it (http-server.ts).
   private readonly onRequest = (req: FrontRequest, res: FrontResponse): void => {
-    const url = req.url;
-    const scan = scanRequest(req, this.tls, false);
+    let target = req.url;
+    let authority: string | undefined;
+    if (target.charCodeAt(0) !== 47 /* "/" */ && target !== '*') {
+      // RFC 9112 §3.2.2: a server MUST accept absolute-form; its authority replaces Host.
+      const abs = absoluteForm(target);
+      if (!abs) {
+        this.refuse(req, res, 400, 'request target must be origin-form or an http(s) absolute-form');
+        return;
+      }
+      authority = abs.authority;
+      target = abs.path;
+    }
+    const scan = scanRequest(req, this.tls, authority);
     const refused = refuse(req, scan);
     if (refused) {
-      replyError(res, refused[0], refused[1], true);
+      this.refuse(req, res, refused[0], refused[1]);
       return;
     }
-    if (url === '*' && req.method === 'OPTIONS') {
+    if (target === '*') {
       // "the server in general": lb answers it itself rather than asking one backend.
-      res.writeHead(200, { 'content-length': 0 }).end();
-      return;
-    }
-    if (url.charCodeAt(0) !== 47 /* "/" */) {
-      // absolute-form and authority-form: lb is a reverse proxy, not a forward proxy.
-      replyError(res, 400, '400 Bad Request: request target must be origin-form', true);
+      if (req.method !== 'OPTIONS') this.refuse(req, res, 400, 'asterisk-form is for OPTIONS only');
+      else {
+        res.writeHead(200, { 'content-length': 0 }).end();
+        this.local(200, 'OPTIONS *', req);
+      }
       return;
     }
     // req.body: a stream when the head announces a body (Content-Length > 0 or Transfer-Encoding).
     if (!req.body) {
-      new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
+      new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
       return;
     }
     // The request is handed over from inside the parser, before it has parsed the body bytes that came in
@@ -135,68 +146,39 @@ export class HttpListener implements Listener, ListenerInfo {
     // arrive later cut the upstream request before it is complete.
     setImmediate(() => {
       if (res.ended || res.destroyed || !req.socket.writable) return;
-      new ProxyCall(this, this.router.route(scan.host, url), req, res, scan).start();
+      new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
     });
   };
 
-  private readonly onUpgrade = (req: FrontRequest, socket: net.Socket, head: Buffer): void => {
-    const url = req.url;
-    if (url.charCodeAt(0) !== 47) {
-      rejectRaw(socket, 400, 'Bad Request', 'request target must be origin-form');
-      return;
-    }
-    const scan = scanRequest(req, this.tls, true);
-    const refused = refuse(req, scan);
-    if (refused) {
-      rejectRaw(socket, refused[0], refused[0] === 431 ? 'Request Header Fields Too Large' : refused[0] === 501 ? 'Not Implemented' : 'Bad Request', refused[1]);
-      return;
-    }
-    const pool = this.router.route(scan.host, url);
-    const key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
-    const t0 = performance.now();
-    socket.pause();
-    const cancel = connectUpstream(pool, key, this.events, (err, ok) => {
-      socket.removeListener('close', cancel);
-      if (err || !ok) {
-        const status = err?.backend ? 502 : 503;
-        rejectRaw(socket, status, status === 502 ? 'Bad Gateway' : 'Service Unavailable', err?.backend ? `backend failed (${err.error})` : `no usable backend in pool ${pool.name}`);
-        this.record(pool, err?.backend?.name ?? '', status, req, t0, 0, 0, err?.retries ?? 0, err?.error);
-        return;
-      }
-      const { backend, socket: up } = ok;
-      this.upgrades++;
-      const headers = scan.headers;
-      let headText = `${req.method} ${url} HTTP/1.1\r\n`;
-      for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;
-      up.write(headText + '\r\n');
-      if (head.length > 0) up.write(head);
-      splice(socket, up, () => {
-        this.upgrades--;
-        backend.end();
-        this.record(pool, backend.name, 101, req, t0, socket.bytesRead, socket.bytesWritten, ok.retries);
-      });
-      // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
-      if (socket.readableEnded) passFin(up);
-      socket.resume();
-    }, netDialer);
-    socket.once('close', cancel);
-  };
+  tunnels(delta: number): void {
+    this.upgrades += delta;
+  }
 
-  private record(pool: BackendPool, backend: string, status: number, req: FrontRequest, t0: number, bytesIn: number, bytesOut: number, retries: number, error?: string): void {
+  /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
+  private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string): void {
+    replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true);
+    this.local(status, reason, req);
+  }
+
+  /**
+   * Counts and logs a response lb produced itself (no pool, no backend): refusals, malformed requests,
+   * timeouts. `req` is undefined when no request head could be parsed.
+   */
+  private local(status: number, reason: string, req: FrontRequest | undefined, socket?: net.Socket): void {
     this.events.done({
-      kind: 'websocket',
+      kind: 'http',
       listener: this.name,
-      pool: pool.name,
-      backend,
+      pool: '',
+      backend: '',
       status,
-      method: req.method,
-      path: req.url,
-      client: req.socket.remoteAddress ?? '',
-      bytesIn,
-      bytesOut,
-      seconds: (performance.now() - t0) / 1000,
-      retries,
-      error,
+      method: req?.method ?? '',
+      path: req?.url ?? '',
+      client: (req?.socket ?? socket)?.remoteAddress ?? '',
+      bytesIn: 0,
+      bytesOut: 0,
+      seconds: 0,
+      retries: 0,
+      error: reason,
     });
   }
 
@@ -214,6 +196,7 @@ export class HttpListener implements Listener, ListenerInfo {
     }
     const [status, text] = REASONS[err.code ?? ''] ?? [400, 'Bad Request'];
     const message = status === 400 ? 'malformed request' : text.toLowerCase();
+    this.local(status, `${message} (${err.code ?? err.message})`, active?.req, socket);
     if (!active) {
       rejectRaw(socket, status, text, message);
       return;
@@ -225,14 +208,15 @@ export class HttpListener implements Listener, ListenerInfo {
     }
   };
 
-  /** Stops accepting; idle keep-alive connections close now, busy ones after their current response. */
+  /**
+   * Stops accepting; every request that reached lb is answered (with `Connection: close`), and a kept-alive
+   * connection between requests closes after DRAIN_IDLE_MS without one (http-server.ts, drain).
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.front.closeIdleConnections();
-    const tick = setInterval(() => this.front.closeIdleConnections(), 50);
+    this.front.drain();
     await closed;
-    clearInterval(tick);
   }
 
   /** Whether requests or upgraded connections are still open on this listener. */
@@ -255,16 +239,31 @@ export class HttpListener implements Listener, ListenerInfo {
  * on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing), and more than MAX_HEADER_FIELDS header fields.
  */
 function refuse(req: FrontRequest, scan: ScannedRequest): [number, string] | undefined {
-  if (req.httpVersionMajor !== 1) return [400, '400 Bad Request: HTTP/1.0 or HTTP/1.1 only'];
-  if (req.rawHeaders.length > MAX_HEADER_FIELDS * 2) return [431, `431 Request Header Fields Too Large: more than ${MAX_HEADER_FIELDS} header fields`];
-  if (scan.hosts === 0 && req.httpVersionMinor === 1) return [400, '400 Bad Request: an HTTP/1.1 request needs a Host header'];
-  if (scan.hosts > 1) return [400, '400 Bad Request: more than one Host header'];
+  if (req.httpVersionMajor !== 1) return [400, 'HTTP/1.0 or HTTP/1.1 only'];
+  if (req.rawHeaders.length > MAX_HEADER_FIELDS * 2) return [431, `more than ${MAX_HEADER_FIELDS} header fields`];
+  if (scan.hosts === 0 && req.httpVersionMinor === 1) return [400, 'an HTTP/1.1 request needs a Host header'];
+  if (scan.hosts > 1) return [400, 'more than one Host header'];
+  if (scan.host !== undefined && !validHost(scan.host)) return [400, 'Host is not a valid authority'];
+  if (scan.forbiddenConnection !== undefined) return [400, `Connection names ${scan.forbiddenConnection}, which frames or routes the request`];
   const te = scan.transferEncoding;
   if (te !== undefined) {
-    if (req.httpVersionMinor === 0) return [400, '400 Bad Request: Transfer-Encoding in an HTTP/1.0 request'];
-    if (te.trim().toLowerCase() !== 'chunked') return [501, `501 Not Implemented: Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is supported`];
+    if (req.httpVersionMinor === 0) return [400, 'Transfer-Encoding in an HTTP/1.0 request'];
+    if (te.trim().toLowerCase() !== 'chunked') return [501, `Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is supported`];
   }
   return undefined;
+}
+
+/**
+ * An absolute-form target (RFC 9112 §3.2.2) split into its authority and an origin-form path; undefined
+ * for another scheme, userinfo (RFC 9110 §4.2.4), or an empty or malformed authority.
+ */
+export function absoluteForm(target: string): { authority: string; path: string } | undefined {
+  const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
+  if (!m) return undefined;
+  const authority = m[1]!;
+  if (authority === '' || !validHost(authority)) return undefined;
+  const rest = m[2]!;
+  return { authority, path: rest === '' ? '/' : rest.charCodeAt(0) === 63 /* "?" */ ? `/${rest}` : rest };
 }
 
 function rejectRaw(socket: Duplex, status: number, text: string, message: string): void {

@@ -10,25 +10,41 @@
 import type { Backend } from './backend.js';
 import type { DataPlaneEvents, FailureReason } from './events.js';
 import type { FrontRequest, FrontResponse } from './http-server.js';
+import type net from 'node:net';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
+import { passFin, splice } from './connect.js';
+import { forwardableTrailers } from './fields.js';
+export { validHost } from './fields.js';
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself; never forwarded upstream. */
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1), the framing ones (lb frames what it forwards from what its parser
+ * used: req.framing) and the ones the proxy sets itself; never forwarded upstream as the client sent them.
+ */
 const REQUEST_DROP = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
   'transfer-encoding',
+  'content-length',
   'te',
-  'trailer',
   'upgrade',
   'x-forwarded-proto',
   'x-forwarded-host',
   // Expect: 100-continue is answered to the client by lb's server (http-server.ts), which then gets the body.
   'expect',
 ]);
-const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+/** Not forwarded to the client: hop-by-hop (Transfer-Encoding is rebuilt from the codings it names). */
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade']);
+/**
+ * Fields that a `Connection` header may not name: each carries framing or routing meaning that lb acts on
+ * itself (RFC 9110 §7.6.1 would have it removed; a forwarder that drops Content-Length but still frames the
+ * body by it, or routes by a Host it then drops, desyncs). A request naming one is refused with 400.
+ */
+const CONNECTION_FORBIDDEN = new Set(['content-length', 'transfer-encoding', 'host']);
+/** How many times one request is sent again after landing on a kept-alive connection the backend had closed. */
+const MAX_STALE_RETRIES = 3;
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const CONNECT_ERRORS = new Set([
   'ECONNREFUSED',
@@ -39,7 +55,6 @@ const CONNECT_ERRORS = new Set([
   'ENETUNREACH',
   'EADDRNOTAVAIL',
 ]);
-
 export interface ListenerInfo {
   readonly name: string;
   readonly tls: boolean;
@@ -48,37 +63,43 @@ export interface ListenerInfo {
   readonly stopping: boolean;
   /** client_body_timeout in ms; 0 = never. */
   readonly bodyTimeoutMs: number;
+  /** Counts tunnels (101 upgrades) open on the listener. */
+  tunnels(delta: number): void;
 }
 
 /** What one pass over the client's raw headers yields. */
 export interface ScannedRequest {
   /** The header list sent upstream (flat name, value pairs). */
   headers: string[];
+  /** The Host lb routes by and forwards: the request target's authority when absolute-form, else Host. */
   host: string | undefined;
-  /** The declared body size (Content-Length), when there is one. */
-  contentLength: number | undefined;
   /** How many Host fields the request has (the listener refuses more than one). */
   hosts: number;
   /** Transfer-Encoding values joined with ", "; undefined when absent. */
   transferEncoding: string | undefined;
+  /** A field named in `Connection` that may not be (CONNECTION_FORBIDDEN); the listener refuses it. */
+  forbiddenConnection: string | undefined;
 }
 
 /**
  * One pass over the client's raw headers, lower-casing only names whose length matches a header the proxy
  * acts on: hop-by-hop headers and those named in `Connection` are removed, `X-Forwarded-For` is appended
  * to, `X-Forwarded-Proto` and `X-Forwarded-Host` are set by lb (client values are not trusted). The Host
- * header is passed through as the client sent it (HAProxy's default). `keepUpgrade` keeps `Connection` and
- * `Upgrade` for websocket tunnels.
+ * header is passed through as the client sent it (HAProxy's default), unless `authority` (from an
+ * absolute-form target, RFC 9112 §3.2.2) replaces it. An Upgrade request keeps `Upgrade` and is sent
+ * `Connection: upgrade`. Content-Length and Transfer-Encoding never pass: the upstream client frames the
+ * body from req.framing.
  */
-export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolean): ScannedRequest {
+export function scanRequest(req: FrontRequest, tls: boolean, authority?: string): ScannedRequest {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let xff: string | undefined;
   let host: string | undefined;
   let named: string[] | undefined;
-  let contentLength: number | undefined;
   let hosts = 0;
   let transferEncoding: string | undefined;
+  let forbiddenConnection: string | undefined;
+  const keepUpgrade = req.upgrade;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
@@ -89,22 +110,22 @@ export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolea
     }
     const lower = name.toLowerCase();
     if (lower === 'host') {
-      host = value;
       hosts++;
-    } else if (lower === 'content-length') {
-      contentLength = Number(value);
+      if (authority !== undefined) continue;
+      host = value;
     } else if (lower === 'transfer-encoding') {
       transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
       continue;
     } else if (lower === 'connection') {
       const v = value.toLowerCase();
-      if (v !== 'keep-alive' && v !== 'close') {
+      if (v !== 'keep-alive' && v !== 'close' && v !== 'upgrade') {
         for (const token of v.split(',')) {
           const t = token.trim();
-          if (t && t !== 'keep-alive' && t !== 'close' && t !== 'upgrade') (named ??= []).push(t);
+          if (!t || t === 'keep-alive' || t === 'close' || t === 'upgrade') continue;
+          if (CONNECTION_FORBIDDEN.has(t)) forbiddenConnection ??= t;
+          (named ??= []).push(t);
         }
       }
-      if (keepUpgrade) out.push(name, value);
       continue;
     } else if (lower === 'upgrade') {
       if (keepUpgrade) out.push(name, value);
@@ -120,23 +141,52 @@ export function scanRequest(req: FrontRequest, tls: boolean, keepUpgrade: boolea
   if (named) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
   }
+  if (authority !== undefined) {
+    host = authority;
+    out.unshift('host', authority);
+  }
+  if (keepUpgrade) out.push('connection', 'upgrade');
   const client = req.socket.remoteAddress ?? '';
-  out.push('x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`);
+  out.push('x-forwarded-for', xff === undefined || named?.includes('x-forwarded-for') ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', tls ? 'https' : 'http');
   if (host !== undefined) out.push('x-forwarded-host', host);
-  return { headers: out, host, contentLength, hosts, transferEncoding };
+  return { headers: out, host, hosts, transferEncoding, forbiddenConnection };
 }
 
-/** Response headers for the client: hop-by-hop ones dropped (names lower-cased only when the length fits). */
-function responseHeaders(raw: string[]): string[] {
+/**
+ * Response headers for the client: hop-by-hop ones and those the response's `Connection` names are
+ * dropped (names lower-cased only when the length fits); `codings` are the transfer codings other than
+ * chunked, which the client must still be told of.
+ */
+function responseHeaders(raw: string[]): { headers: string[]; codings: string | undefined } {
   const out: string[] = [];
+  let named: string[] | undefined;
+  let codings: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const len = name.length;
-    if ((len === 2 || len === 7 || len === 10 || len === 16 || len === 17) && RESPONSE_DROP.has(name.toLowerCase())) continue;
+    if ((len === 2 || len === 7 || len === 10 || len === 16 || len === 17) && RESPONSE_DROP.has(name.toLowerCase())) {
+      const lower = name.toLowerCase();
+      if (lower === 'connection') {
+        for (const token of raw[i + 1]!.toLowerCase().split(',')) {
+          const t = token.trim();
+          // Content-Length frames what lb forwards: kept whatever Connection says (framing is lb's own).
+          if (t && t !== 'close' && t !== 'keep-alive' && t !== 'content-length') (named ??= []).push(t);
+        }
+      } else if (lower === 'transfer-encoding') {
+        for (const token of raw[i + 1]!.split(',')) {
+          const t = token.trim();
+          if (t && t.toLowerCase() !== 'chunked') codings = codings === undefined ? t : `${codings}, ${t}`;
+        }
+      }
+      continue;
+    }
     out.push(name, raw[i + 1]!);
   }
-  return out;
+  if (named) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  return { headers: out, codings };
 }
 
 function classify(err: Error & { code?: string }, connected: boolean): FailureReason {
@@ -147,7 +197,6 @@ function classify(err: Error & { code?: string }, connected: boolean): FailureRe
   if (CONNECT_ERRORS.has(code)) return 'connect';
   return 'protocol';
 }
-
 /** Writes a short plain-text error response (503/502/504/400), unless a response has started. */
 export function replyError(res: FrontResponse, status: number, message: string, close = false): void {
   if (res.headersSent || res.destroyed) return;
@@ -170,7 +219,6 @@ export class ProxyCall implements UpstreamHandler {
   private readonly bytesReadAtStart: number;
   /** The client connection. */
   private readonly socket: FrontRequest['socket'];
-  private readonly contentLength: number | undefined;
   private readonly key: string | undefined;
   private readonly hasHost: boolean;
   private readonly headers: string[];
@@ -185,6 +233,10 @@ export class ProxyCall implements UpstreamHandler {
   /** client_body_timeout: armed while the body is being read, refreshed by each chunk. */
   private bodyTimer: NodeJS.Timeout | undefined;
   private bodyTimedOut = false;
+  /** Attempts sent again on a new connection after a kept-alive one turned out closed (see onError). */
+  private staleRetries = 0;
+  /** Set when the exchange became a tunnel (101): its record is written when the tunnel closes. */
+  private tunnel = false;
 
   constructor(
     private readonly listener: ListenerInfo,
@@ -192,11 +244,12 @@ export class ProxyCall implements UpstreamHandler {
     private readonly req: FrontRequest,
     private readonly res: FrontResponse,
     scan: ScannedRequest,
+    /** origin-form target sent upstream (absolute-form targets are reduced to it) */
+    private readonly target: string = req.url,
   ) {
     this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
     this.bytesReadAtStart = req.socket.bytesRead;
-    this.contentLength = scan.contentLength;
     this.headers = scan.headers;
     this.key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
     res.once('close', this.onClientClose);
@@ -211,10 +264,15 @@ export class ProxyCall implements UpstreamHandler {
       this.finish();
       return;
     }
-    this.send(b);
+    this.send(b, false);
   }
 
-  private send(b: Backend): void {
+  /** Whether the request can be sent again after a failure with no response byte: nothing of it is lost. */
+  private get replayable(): boolean {
+    return this.req.body === null && IDEMPOTENT.has(this.req.method);
+  }
+
+  private send(b: Backend, fresh: boolean): void {
     this.backend = b;
     this.connected = false;
     b.begin();
@@ -222,12 +280,15 @@ export class ProxyCall implements UpstreamHandler {
     if (this.listener.stopping) this.res.shouldKeepAlive = false;
     b.upstream(this.pool.config).dispatch(
       {
-        path: req.url,
+        path: this.target,
         method: req.method,
         headers: this.headers,
         hasHost: this.hasHost,
         body: req.body,
-        chunked: req.body !== null && this.contentLength === undefined,
+        framing: req.framing,
+        upgrade: req.upgrade,
+        // An Upgrade takes a connection of its own (it may become a tunnel) rather than a kept-alive one.
+        reuse: fresh || req.upgrade ? 'new' : this.replayable ? 'any' : 'recent',
       },
       this,
     );
@@ -274,24 +335,65 @@ export class ProxyCall implements UpstreamHandler {
     this.abortUpstream?.(Object.assign(new Error('client body timeout'), { code: 'CLIENT_BODY_TIMEOUT' }));
   };
 
-  onHeaders(statusCode: number, rawHeaders: string[], statusText: string, resume: () => void): boolean {
+  onInformational(statusCode: number, statusText: string, rawHeaders: string[]): void {
+    this.res.writeInformational(statusCode, statusText, responseHeaders(rawHeaders).headers);
+  }
+
+  onHeaders(statusCode: number, rawHeaders: string[], statusText: string, resume: () => void, keepAlive: boolean): boolean {
     const res = this.res;
     if (res.destroyed) {
       this.abortUpstream?.(new Error('client closed'));
       return false;
     }
+    const { headers, codings } = responseHeaders(rawHeaders);
+    if (codings !== undefined && this.req.httpVersionMinor === 0 && this.req.method !== 'HEAD' && statusCode !== 204 && statusCode !== 304) {
+      // An HTTP/1.0 client cannot be told of a transfer coding (RFC 9112 §6.1): the body cannot reach it as is.
+      this.abortUpstream?.(Object.assign(new Error(`backend sent Transfer-Encoding ${codings} to an HTTP/1.0 client`), { code: UPSTREAM_CODES.badResponse }));
+      return false;
+    }
     this.status = statusCode;
     this.resumeUpstream = resume;
     if (this.listener.stopping) res.shouldKeepAlive = false;
-    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders));
+    // The backend closes while the request body is still coming (an early 413...): so does lb, and says so.
+    const body = this.req.body;
+    if (!keepAlive && body && !body.readableEnded) res.shouldKeepAlive = false;
+    res.transferCodings = codings;
+    res.writeHead(statusCode, statusText, headers);
+    this.noteSuccess();
+    return true;
+  }
+
+  private noteSuccess(): void {
     const b = this.backend!;
-    if (statusCode >= 500 && this.pool.config.passive?.on5xx) {
+    if (this.status >= 500 && this.pool.config.passive?.on5xx) {
       this.noteFailure(b, '5xx');
     } else if (b.failStreak > 0) {
       b.failStreak = 0;
       this.listener.events.recovered(this.pool.name, b.name);
     }
-    return true;
+  }
+
+  onUpgrade(statusText: string, rawHeaders: string[], upstream: net.Socket, upstreamHead: Buffer): void {
+    const client = this.res.switchProtocols(statusText, rawHeaders);
+    if (!client) {
+      upstream.destroy();
+      this.onError(Object.assign(new Error('backend answered 101 before the request was complete'), { code: UPSTREAM_CODES.badResponse }));
+      return;
+    }
+    this.status = 101;
+    this.tunnel = true;
+    this.noteSuccess();
+    const { socket, head } = client;
+    if (head.length > 0) upstream.write(head);
+    if (upstreamHead.length > 0) socket.write(upstreamHead);
+    this.listener.tunnels(+1);
+    splice(socket, upstream, () => {
+      this.listener.tunnels(-1);
+      this.bytesOut = socket.bytesWritten;
+      this.finish();
+    });
+    // A FIN the client sent before the splice: splice's own 'end' listener missed it.
+    if (socket.readableEnded) passFin(upstream);
   }
 
   onData(chunk: Buffer): boolean {
@@ -309,17 +411,13 @@ export class ProxyCall implements UpstreamHandler {
     this.resumeUpstream!();
   };
 
-  onComplete(last: Buffer | undefined): void {
-    if (last) {
-      this.bytesOut += last.length;
-      this.res.end(last);
-    } else {
-      this.res.end();
-    }
+  onComplete(last: Buffer | undefined, trailers: string[] | undefined): void {
+    if (last) this.bytesOut += last.length;
+    this.res.end(last, forwardableTrailers(trailers));
     this.finish();
   }
 
-  onError(err: Error & { code?: string }): void {
+  onError(err: Error & { code?: string; stale?: boolean }): void {
     if (this.finished) return;
     const b = this.backend!;
     b.end();
@@ -340,6 +438,14 @@ export class ProxyCall implements UpstreamHandler {
       this.finish();
       return;
     }
+    if (err.stale && !res.headersSent && this.replayable && this.staleRetries < MAX_STALE_RETRIES) {
+      // A kept-alive connection the backend had closed while idle: no response byte came, nothing of the
+      // request is lost, and the backend is not at fault. Sent again on a new connection to the same backend
+      // (NGINX does the same for idempotent requests), not counted as a retry or a failure.
+      this.staleRetries++;
+      this.send(b, true);
+      return;
+    }
     const reason = classify(err, this.connected);
     this.noteFailure(b, reason);
     this.error = `${reason}: ${err.code ?? err.message}`;
@@ -355,7 +461,7 @@ export class ProxyCall implements UpstreamHandler {
       (this.tried ??= []).push(b);
       const next = this.pool.pickRetry({ key: this.key }, this.tried);
       if (next) {
-        this.send(next);
+        this.send(next, false);
         return;
       }
     }
@@ -372,7 +478,7 @@ export class ProxyCall implements UpstreamHandler {
 
   private retryable(reason: FailureReason): boolean {
     if (reason === 'connect') return !this.req.readableDidRead;
-    if (reason === 'reset') return this.req.body === null && IDEMPOTENT.has(this.req.method);
+    if (reason === 'reset') return this.replayable;
     return false;
   }
 
@@ -382,7 +488,7 @@ export class ProxyCall implements UpstreamHandler {
   }
 
   private readonly onClientClose = (): void => {
-    if (this.finished) return;
+    if (this.finished || this.tunnel) return;
     // Client disconnected before the response completed: stop the upstream exchange too.
     this.status = this.status || 499;
     this.error ??= 'client closed';
@@ -397,8 +503,9 @@ export class ProxyCall implements UpstreamHandler {
     const b = this.backend;
     if (b) b.end();
     const retries = this.tried ? this.tried.length : 0;
+    const framing = this.req.framing;
     this.listener.events.done({
-      kind: 'http',
+      kind: this.tunnel ? 'websocket' : 'http',
       listener: this.listener.name,
       pool: this.pool.name,
       backend: (b ?? failed)?.name ?? '',
@@ -406,8 +513,8 @@ export class ProxyCall implements UpstreamHandler {
       method: this.req.method,
       path: this.req.url,
       client: this.socket.remoteAddress ?? '',
-      // The declared body size; for chunked bodies, what the connection read after the head (approximate).
-      bytesIn: this.contentLength ?? this.socket.bytesRead - this.bytesReadAtStart,
+      // The declared body size; for chunked bodies and tunnels, what the connection read after the head.
+      bytesIn: framing >= 0 && !this.tunnel ? framing : this.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,

@@ -13,15 +13,25 @@
 // - client_header_timeout from the connection's start or a request's first byte to the end of its head,
 //   then an error with code ERR_HTTP_REQUEST_TIMEOUT to `clientError`; idle_timeout between requests
 //   (the connection is closed silently);
-// - pipelining: requests are handed over as they are parsed, responses go out in request order (later
-//   ones are held in memory, write() returning false past 64 KiB so that their producer waits); reading
-//   pauses at 32 unanswered requests, and past 128 (one read can hold many) the connection takes no more;
+// - pipelining: requests are parsed ahead (reading pauses at 32 unanswered, and past 128 the connection
+//   takes no more) but handed over one at a time: a request is handed over only once the response to the
+//   one before it is complete, so that it never reaches a backend ahead of an earlier unsafe request
+//   (RFC 9112 §9.3.2; HAProxy and NGINX do the same);
 // - `Expect: 100-continue` (HTTP/1.1) answered with 100 Continue when the request's response is next;
 // - response framing: Content-Length as given; otherwise chunked to HTTP/1.1 clients and close-delimited
 //   to HTTP/1.0 ones; no body for HEAD, 204 and 304; `Connection: keep-alive` and `Keep-Alive:
 //   timeout=N` on persistent responses, `Connection: close` on the last one;
-// - Upgrade and CONNECT: the head is parsed, the parser lets go of the socket, and the bytes read after
-//   the head are handed over with it;
+// - Upgrade: an Upgrade request is a request like any other (`req.upgrade`); parsing stops after it, and
+//   the connection becomes a tunnel only if its response is a 101 (`res.switchProtocols`); any other
+//   response is a normal one, after which the bytes held back are parsed as the next request;
+// - CONNECT: the head is parsed, the parser lets go of the socket (the listener refuses it);
+// - framing: `req.framing` is how the parser delimited the body (its Content-Length, or chunked), the
+//   one fact a forwarder may frame the body it sends with; request trailers come as `body.trailers`;
+// - 1xx responses (writeInformational) to HTTP/1.1 clients; response trailers on chunked responses;
+// - an early response (the request body not read to its end): `Connection: close`, then a lingering
+//   close (RFC 9112 §9.6): the rest of the body is read and dropped for up to LINGER_MS before closing;
+// - drain (a listener stopping): no new connection is idle forever; each response carries
+//   `Connection: close`, and a connection between requests gets DRAIN_IDLE_MS to send one more;
 // - a client half-close (FIN) after complete requests: their responses are still sent, then the
 //   connection closes (HAProxy's default; node:http's default aborts them).
 // Differences: `res` emits 'close' only when the connection closes before the response is finished, and
@@ -60,9 +70,8 @@ export interface FrontOptions {
 export type ClientError = Error & { code?: string };
 
 export interface FrontHandlers {
+  /** A request, Upgrade requests included (`req.upgrade`); called for one request at a time per connection. */
   request(req: FrontRequest, res: FrontResponse): void;
-  /** An Upgrade request (not CONNECT): the socket is the listener's from here, `head` the bytes after it. */
-  upgrade(req: FrontRequest, socket: net.Socket, head: Buffer): void;
   connect(req: FrontRequest, socket: net.Socket): void;
   /** A malformed request or a head timeout; `active` is the response being written, if any. */
   clientError(err: ClientError, socket: net.Socket, active: FrontResponse | undefined): void;
@@ -79,6 +88,13 @@ const PIPELINE_PAUSE = 32;
  */
 const PIPELINE_MAX = 128;
 const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
+/** A lingering close reads and drops what the client still sends for this long (NGINX: lingering_timeout 5s). */
+const LINGER_MS = 2000;
+/** While draining, a connection between requests is closed after this long without a new one. */
+export const DRAIN_IDLE_MS = 1000;
+/** `req.framing` values besides a Content-Length (>= 0). */
+export const NO_BODY = -1;
+export const CHUNKED = -2;
 
 /** Raised by the head timer: the listener answers 408, as it did to node:http's error of the same code. */
 function headTimeout(): ClientError {
@@ -99,13 +115,25 @@ export class FrontServer {
     this.connections.add(new FrontConnection(this, socket));
   };
 
+  /** Set by drain(): every response says `Connection: close`; idle connections close after DRAIN_IDLE_MS. */
+  draining = false;
+
   forget(conn: FrontConnection): void {
     this.connections.delete(conn);
   }
 
-  /** Closes the connections that are between requests (no request in progress or unanswered). */
-  closeIdleConnections(): void {
-    for (const c of this.connections) if (c.idle) c.socket.destroy();
+  /**
+   * Stops keeping connections alive without dropping a request: a request already received (or still in
+   * the kernel's buffer) is answered with `Connection: close`; a connection between requests is closed
+   * only after DRAIN_IDLE_MS (or its idle_timeout, if shorter) without a new request.
+   */
+  drain(): void {
+    this.draining = true;
+    for (const c of this.connections) c.drain();
+  }
+
+  get size(): number {
+    return this.connections.size;
   }
 
   closeAllConnections(): void {
@@ -126,6 +154,10 @@ export class FrontRequest {
     readonly rawHeaders: string[],
     /** the body as a stream; null when the head announces none */
     readonly body: RequestBody | null,
+    /** how the parser delimits the body: its Content-Length (>= 0), CHUNKED, or NO_BODY */
+    readonly framing: number,
+    /** an Upgrade request (Connection: upgrade): a tunnel if, and only if, it is answered 101 */
+    readonly upgrade: boolean,
   ) {}
 
   /** Header values by lower-cased name; repeated fields joined with ", " (Cookie with "; "). */
@@ -149,6 +181,9 @@ export class FrontRequest {
 
 /** A request body: chunks as llhttp parses them; reading the socket stops while the stream is full. */
 export class RequestBody extends Readable {
+  /** Trailer fields of a chunked body (flat name, value list), set before the end of the stream. */
+  trailers: string[] | undefined;
+
   constructor(private readonly conn: FrontConnection) {
     super();
   }
@@ -167,6 +202,12 @@ export class FrontResponse extends EventEmitter {
   shouldKeepAlive: boolean;
   /** 100 Continue is owed to the client (sent when this response is next, unless its head went first) */
   continueOwed = false;
+  /** A 100 Continue went out for this request (a backend's own 100 is then not passed on again). */
+  continueSent = false;
+  /** Transfer codings other than chunked that the body carries (a backend's `gzip`), kept in front of it. */
+  transferCodings: string | undefined;
+  /** Handed to the listener (one request at a time per connection). */
+  dispatched = false;
   private head: string | undefined;
   private chunked = false;
   private noBody = false;
@@ -216,12 +257,13 @@ export class FrontResponse extends EventEmitter {
     if (!this.noBody && !length) {
       if (req.httpVersionMinor >= 1) {
         this.chunked = true;
-        head += 'Transfer-Encoding: chunked\r\n';
+        head += this.transferCodings ? `Transfer-Encoding: ${this.transferCodings}, chunked\r\n` : 'Transfer-Encoding: chunked\r\n';
       } else {
         this.shouldKeepAlive = false; // the body ends with the connection
       }
     }
     const conn = this.conn;
+    if (conn.server.draining) conn.stopRequests();
     if (!this.shouldKeepAlive || (conn.noMoreRequests && conn.isLast(this))) {
       this.shouldKeepAlive = false;
       conn.stopRequests();
@@ -235,6 +277,22 @@ export class FrontResponse extends EventEmitter {
     return this;
   }
 
+  /**
+   * An interim (1xx) response, written at once; before the final head only, and only to HTTP/1.1 clients
+   * (RFC 9110 §15.2: a proxy MUST forward 1xx unless the client is HTTP/1.0). A 100 after lb's own is dropped.
+   */
+  writeInformational(status: number, text: string, headers: string[]): void {
+    if (this.headersSent || this.destroyed || this.req.httpVersionMinor < 1) return;
+    if (status === 100) {
+      if (this.continueSent) return;
+      this.continueSent = true;
+      this.continueOwed = false;
+    }
+    let head = `HTTP/1.1 ${status} ${text}\r\n`;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    this.out(`${head}\r\n`, undefined);
+  }
+
   write(chunk: Buffer): boolean {
     if (this.ended || this.destroyed) return false;
     if (!this.headersSent) this.writeHead(200, {});
@@ -243,16 +301,40 @@ export class FrontResponse extends EventEmitter {
     return this.out(undefined, chunk);
   }
 
-  end(chunk?: Buffer | string): this {
+  /** Ends the response; `trailers` (flat name, value list) go out when the body is chunked, else are dropped. */
+  end(chunk?: Buffer | string, trailers?: string[]): this {
     if (this.ended || this.destroyed) return this;
     if (!this.headersSent) this.writeHead(200, {});
     this.ended = true;
     const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    if (this.noBody || !data || data.length === 0) this.out(this.chunked && !this.noBody ? '0\r\n\r\n' : undefined, undefined);
-    else if (this.chunked) this.out(`${data.length.toString(16)}\r\n`, data, '\r\n0\r\n\r\n');
+    let last: string | undefined;
+    if (this.chunked && !this.noBody) {
+      last = '0\r\n';
+      if (trailers) for (let i = 0; i < trailers.length; i += 2) last += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+      last += '\r\n';
+    }
+    if (this.noBody || !data || data.length === 0) this.out(last, undefined);
+    else if (this.chunked) this.out(`${data.length.toString(16)}\r\n`, data, `\r\n${last!}`);
     else this.out(undefined, data);
     if (this.conn.active === this) this.conn.responseEnded(this);
     return this;
+  }
+
+  /**
+   * A 101 to this Upgrade request: writes the head as given (no framing, no Connection rewriting) and
+   * hands the client socket over, with the bytes the client sent after the request. Undefined when the
+   * connection cannot switch (not an Upgrade request, its message not complete, or not the active one).
+   */
+  switchProtocols(text: string, headers: string[]): { socket: net.Socket; head: Buffer } | undefined {
+    const conn = this.conn;
+    if (!this.req.upgrade || this.headersSent || this.destroyed || conn.active !== this || !conn.holding) return undefined;
+    this.headersSent = true;
+    this.ended = true;
+    let head = `HTTP/1.1 101 ${text}\r\n`;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    const socket = conn.socket;
+    socket.write(`${head}\r\n`, 'latin1');
+    return { socket, head: conn.handOver() };
   }
 
   /** Ends the client connection now (a response cut short must not look complete). */
@@ -299,7 +381,10 @@ export class FrontResponse extends EventEmitter {
   /** This response's turn on the connection: what it held goes out (and 'drain' if its writer waits). */
   activate(): void {
     const s = this.conn.socket;
-    if (this.continueOwed && !this.headersSent) s.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    if (this.continueOwed && !this.headersSent) {
+      s.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+      this.continueSent = true;
+    }
     this.continueOwed = false;
     const held = this.held;
     if (held) {
@@ -331,7 +416,7 @@ export class FrontResponse extends EventEmitter {
 export class FrontConnection {
   private readonly parser: ParserInstance;
   private readonly handle: StreamHandle | undefined;
-  /** Responses in request order; the first is the one being written. */
+  /** Responses in request order; the first is the one being written (and the only one handed over). */
   private readonly queue: FrontResponse[] = [];
   /** The request whose body is being parsed. */
   private current: FrontRequest | null = null;
@@ -339,7 +424,13 @@ export class FrontConnection {
   private inHead = false;
   private slowHeaders: string[] | undefined;
   private slowUrl = '';
+  private connectReq: FrontRequest | undefined;
+  /** The Upgrade request whose end stops the parser (llhttp pauses after an upgrade message). */
   private upgradeReq: FrontRequest | undefined;
+  /** The parser stopped after an Upgrade request: nothing more is parsed until its response is known. */
+  holding = false;
+  /** The bytes read after the Upgrade request, not parsed (the tunnel's, or the next request's). */
+  private rest: Buffer | undefined;
   /** client_header_timeout, armed when a head is awaited; when it fires with none awaited, nothing happens. */
   private readonly headTimer = new Deadline(() => this.onHeadTimeout());
   private awaitingHead = true;
@@ -351,6 +442,8 @@ export class FrontConnection {
   noMoreRequests = false;
   private failed = false;
   private detached = false;
+  /** Reading and dropping what the client still sends, before closing (see lingerClose). */
+  private lingering = false;
 
   constructor(
     readonly server: FrontServer,
@@ -371,6 +464,7 @@ export class FrontConnection {
     this.handle = consumeSocket(p, socket);
     if (!this.handle) socket.on('data', this.onSocketData);
     this.headTimer.arm(server.options.headersTimeoutMs);
+    if (server.draining) this.drain();
   }
 
   get active(): FrontResponse | undefined {
@@ -390,6 +484,17 @@ export class FrontConnection {
   stopRequests(): void {
     this.noMoreRequests = true;
     if (this.current === null) this.pauseReading();
+  }
+
+  /** The server drains: an idle connection gets DRAIN_IDLE_MS for one more request (see FrontServer.drain). */
+  drain(): void {
+    if (this.awaitingRequest && this.idle) this.idleTimer.arm(this.idleMs());
+  }
+
+  private idleMs(): number {
+    const ms = this.server.options.keepAliveTimeoutMs;
+    if (!this.server.draining) return ms;
+    return ms > 0 ? Math.min(ms, DRAIN_IDLE_MS) : DRAIN_IDLE_MS;
   }
 
   private onHeadTimeout(): void {
@@ -444,29 +549,32 @@ export class FrontConnection {
     this.awaitingHead = false;
     if (this.queue.length >= PIPELINE_MAX) this.stopRequests();
     // Not taken: its body (if any) is parsed and dropped, so that its bytes are not read as a request.
-    if (this.noMoreRequests) return upgrade ? 2 : 0;
+    if (this.noMoreRequests) return 0;
     const name = METHODS[method] ?? '';
-    let hasBody = false;
+    // The framing llhttp (strict) delimits this body with: one valid Content-Length, or Transfer-Encoding
+    // ending in chunked (it refuses both together, and a request Transfer-Encoding not ending in chunked).
+    let framing = NO_BODY;
     let expect: string | undefined;
     for (let i = 0; i < headers.length; i += 2) {
       const n = headers[i]!;
       const len = n.length;
       if (len === 14) {
-        if (n.toLowerCase() === 'content-length' && headers[i + 1] !== '0') hasBody = true;
+        if (framing === NO_BODY && n.toLowerCase() === 'content-length') framing = Number(headers[i + 1]);
       } else if (len === 17) {
-        if (n.toLowerCase() === 'transfer-encoding') hasBody = true;
+        if (n.toLowerCase() === 'transfer-encoding') framing = CHUNKED;
       } else if (len === 6 && n.toLowerCase() === 'expect') {
         expect = headers[i + 1];
       }
     }
     const socket = this.socket;
-    if (upgrade) {
-      this.upgradeReq = new FrontRequest(socket, name, url, major, minor, headers, null);
-      return 2; // no body: the bytes after the head belong to the upgraded protocol
+    if (upgrade && name === 'CONNECT') {
+      this.connectReq = new FrontRequest(socket, name, url, major, minor, headers, null, NO_BODY, false);
+      return 2; // no body: the bytes after the head belong to the tunnel asked for
     }
-    const body = hasBody ? new RequestBody(this) : null;
-    const req = new FrontRequest(socket, name, url, major, minor, headers, body);
+    const body = framing === CHUNKED || framing > 0 ? new RequestBody(this) : null;
+    const req = new FrontRequest(socket, name, url, major, minor, headers, body, framing, upgrade);
     if (body) this.current = req;
+    if (upgrade) this.upgradeReq = req;
     if (!keepAlive) this.noMoreRequests = true;
     const res = new FrontResponse(this, req, keepAlive);
     this.queue.push(res);
@@ -474,17 +582,23 @@ export class FrontConnection {
     if (expect !== undefined && major === 1 && minor === 1) {
       if (!CONTINUE.test(expect)) {
         // RFC 9110 §10.1.1: an expectation the server cannot meet gets 417 (node:http does the same).
+        res.dispatched = true;
         res.writeHead(417, { 'content-length': 0, connection: 'close' }).end();
         return 0;
       }
-      if (body) {
-        res.continueOwed = true;
-        if (this.queue.length === 1) res.activate();
-      }
+      if (body) res.continueOwed = true;
     }
-    this.server.handlers.request(req, res);
+    if (this.queue.length === 1) this.dispatch(res);
     return 0;
   };
+
+  /** Hands a request over: the response before it is complete (one request at a time per connection). */
+  private dispatch(res: FrontResponse): void {
+    if (res.dispatched || res.destroyed) return;
+    res.dispatched = true;
+    if (res.continueOwed) res.activate();
+    this.server.handlers.request(res.req, res);
+  }
 
   private readonly onBody = (chunk: Buffer): void => {
     const body = this.current?.body;
@@ -495,41 +609,63 @@ export class FrontConnection {
   private readonly onMessageComplete = (): void => {
     const req = this.current;
     this.current = null;
-    this.slowHeaders = undefined; // trailers: not passed on
-    if (req?.body) req.body.push(null);
+    const trailers = this.slowHeaders;
+    this.slowHeaders = undefined;
+    if (req?.body) {
+      if (trailers && trailers.length > 0) req.body.trailers = trailers;
+      req.body.push(null);
+    }
+    const up = this.upgradeReq;
+    if (up !== undefined && (req === up || (req === null && up.body === null))) {
+      // llhttp pauses here (HPE_PAUSED_UPGRADE): the bytes after this message are not parsed by it.
+      this.upgradeReq = undefined;
+      this.holding = true;
+    }
     if (this.noMoreRequests) this.pauseReading();
   };
 
   private readonly onExecute = (ret: number | Error): void => {
-    if (ret instanceof Error) this.fail(ret);
-    else if (this.upgradeReq) this.upgradeNow(ret, undefined);
+    this.afterExecute(ret, undefined);
   };
 
   private readonly onSocketData = (data: Buffer): void => {
-    const ret = this.parser.execute(data);
-    if (ret instanceof Error) this.fail(ret);
-    else if (this.upgradeReq) this.upgradeNow(ret, data);
+    this.afterExecute(this.parser.execute(data), data);
   };
 
-  /** The parser lets go of the socket; the listener gets the request, the socket and the bytes after the head. */
-  private upgradeNow(parsed: number, data: Buffer | undefined): void {
-    const req = this.upgradeReq!;
-    this.upgradeReq = undefined;
-    const d = data ?? this.parser.getCurrentBuffer();
-    const head = d.subarray(parsed);
-    const socket = this.socket;
+  /** After the parser took a read (`data`, or the handle's current buffer when it reads the handle itself). */
+  private afterExecute(ret: number | Error, data: Buffer | undefined): void {
+    if (ret instanceof Error) this.fail(ret);
+    else if (this.connectReq) this.connectNow(ret, data);
+    else if (this.holding && this.rest === undefined) {
+      this.rest = Buffer.from((data ?? this.parser.getCurrentBuffer()).subarray(ret));
+      this.pauseReading();
+    }
+  }
+
+  /** A CONNECT request: the parser lets go of the socket; the listener gets it. */
+  private connectNow(_parsed: number, _data: Buffer | undefined): void {
+    const req = this.connectReq!;
+    this.connectReq = undefined;
     if (this.queue.length > 0) {
-      // An upgrade pipelined behind unanswered requests: not served; the connection ends after them.
+      // Pipelined behind unanswered requests: not served; the connection ends after them.
       this.stopRequests();
       return;
     }
     this.detach();
-    const h = this.server.handlers;
-    if (req.method === 'CONNECT') h.connect(req, socket);
-    else h.upgrade(req, socket, head);
+    this.server.handlers.connect(req, this.socket);
   }
 
-  /** Hands the socket back to plain stream reading (upgrades) and forgets it. */
+  /** The Upgrade request was answered 101: the socket leaves HTTP; returns the bytes held after the request. */
+  handOver(): Buffer {
+    const rest = this.rest ?? Buffer.alloc(0);
+    this.rest = undefined;
+    this.holding = false;
+    this.queue.length = 0;
+    this.detach();
+    return rest;
+  }
+
+  /** Hands the socket back to plain stream reading (tunnels) and forgets it. */
   private detach(): void {
     this.detached = true;
     this.clearTimers();
@@ -542,7 +678,12 @@ export class FrontConnection {
     if (this.handle) {
       this.parser.unconsume();
       this.handle._consumed = false;
-      if (this.paused) this.resumeReading();
+    }
+    // Stopped reading (the parser held back what followed): read again; the stream buffers until the
+    // tunnel's reader takes it.
+    if (this.paused) {
+      this.paused = false;
+      startReading(s, this.handle);
     }
     // Called from inside the parser's own callback: closing it now would free it under its caller (SIGSEGV).
     const parser = this.parser;
@@ -557,6 +698,10 @@ export class FrontConnection {
     this.noMoreRequests = true;
     this.clearTimers();
     this.pauseReading();
+    if (this.lingering) {
+      this.socket.destroy();
+      return;
+    }
     this.server.handlers.clientError(err, this.socket, this.active);
   }
 
@@ -567,7 +712,8 @@ export class FrontConnection {
   }
 
   resumeReading(): void {
-    if (!this.paused || this.socket.destroyed || this.failed || (this.noMoreRequests && this.current === null)) return;
+    if (!this.paused || this.socket.destroyed || this.failed || this.holding) return;
+    if (this.noMoreRequests && this.current === null && !this.lingering) return;
     this.paused = false;
     startReading(this.socket, this.handle);
   }
@@ -577,18 +723,30 @@ export class FrontConnection {
     if (this.queue[0] !== res) return;
     this.queue.shift();
     const body = res.req.body;
-    if (!res.shouldKeepAlive || (body && !body.readableEnded)) {
-      // The last response, or the request body was not read to its end: nothing more can be parsed.
+    if (body && !body.readableEnded) {
+      // Answered before its body was read to the end (an early 413, a backend that stopped reading):
+      // nothing more can be parsed from here.
+      this.lingerClose();
+      return;
+    }
+    if (!res.shouldKeepAlive) {
       this.noMoreRequests = true;
       this.current = null;
       this.pauseReading();
       this.socket.destroySoon();
       return;
     }
+    if (this.holding) {
+      // An Upgrade request answered without 101: the connection stays HTTP; what followed it is parsed now.
+      setImmediate(this.parseHeld);
+      return;
+    }
     if (this.paused && this.queue.length < PIPELINE_PAUSE && this.current === null) this.resumeReading();
     const next = this.queue[0];
     if (next) {
       next.activate();
+      // Not from inside a backend's parser callback (the one that completed `res`).
+      setImmediate(() => this.dispatch(next));
       return;
     }
     if (this.noMoreRequests) {
@@ -597,8 +755,50 @@ export class FrontConnection {
     }
     if (this.current === null && !this.inHead) {
       this.awaitingRequest = true;
-      this.idleTimer.arm(this.server.options.keepAliveTimeoutMs);
+      this.idleTimer.arm(this.idleMs());
     }
+  }
+
+  /** Parses the bytes held back after a declined Upgrade request, then reads the socket again. */
+  private readonly parseHeld = (): void => {
+    if (this.socket.destroyed || this.detached) return;
+    this.holding = false;
+    const rest = this.rest;
+    this.rest = undefined;
+    if (this.queue.length === 0 && !this.noMoreRequests) {
+      this.awaitingRequest = true;
+      this.idleTimer.arm(this.idleMs());
+    }
+    if (rest && rest.length > 0) {
+      const ret = this.parser.execute(rest);
+      if (ret instanceof Error) {
+        this.fail(ret);
+        return;
+      }
+      if (this.holding) {
+        // Another Upgrade request in what was held: hold what follows it in turn.
+        this.rest = rest.subarray(ret);
+        return;
+      }
+    }
+    this.resumeReading();
+  };
+
+  /**
+   * RFC 9112 §9.6: after a response that the client may not have read yet, closing with unread input would
+   * send a reset that can destroy that response in the client's buffers. So: FIN after the response, then
+   * read and drop what the client still sends, until it closes or LINGER_MS pass.
+   */
+  private lingerClose(): void {
+    this.noMoreRequests = true;
+    this.lingering = true;
+    const req = this.current;
+    this.current = null;
+    if (req?.body && !req.body.destroyed) req.body.destroy();
+    this.clearTimers();
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
+    this.resumeReading();
   }
 
   private readonly onSocketDrain = (): void => {
@@ -606,6 +806,10 @@ export class FrontConnection {
   };
 
   private readonly onSocketEnd = (): void => {
+    if (this.lingering) {
+      this.socket.destroy();
+      return;
+    }
     // The client will send no more: a partial request is an error; complete ones are still answered.
     if (this.current !== null || this.inHead) {
       let r: number | Error | undefined;

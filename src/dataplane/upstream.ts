@@ -9,8 +9,9 @@
 //
 // Contract with the handler (shaped after undici's dispatch handler, which this replaced): `onConnect`
 // right before the request is written, with `abort` (which ends the exchange: `onError` follows);
-// `onHeaders` once per final response (1xx responses are skipped), returning false to pause until
-// `resume` is called; `onData` per body chunk, same back-pressure; then exactly one of `onComplete` or
+// `onInformational` per 1xx response; `onHeaders` once per final response, returning false to pause until
+// `resume` is called; `onData` per body chunk, same back-pressure; then exactly one of `onComplete` (with
+// the response's trailers), `onUpgrade` (a 101 to an Upgrade request: the socket is the handler's) or
 // `onError`. The last chunk read before the response ends comes with `onComplete` instead of `onData`, so
 // that a small response is passed on in one call (the client side then writes head and body at once); no chunk
 // is held past the read it arrived in. Errors carry a `code`: Node's socket codes (ECONNREFUSED, ECONNRESET, EPIPE, ...), llhttp's
@@ -19,6 +20,8 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { Deadline } from './deadline.js';
+import { CHUNKED } from './http-server.js';
+import { forwardableTrailers } from './fields.js';
 import { consumeSocket, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, startReading, stopReading, type ParserInstance, type StreamHandle } from './llhttp.js';
 
 /** Error codes this client sets itself. */
@@ -33,13 +36,30 @@ export const UPSTREAM_CODES = {
   badResponse: 'BAD_RESPONSE',
 } as const;
 
+/**
+ * An error ending an exchange. `stale`: it came on a kept-alive connection before any byte of a response,
+ * as when the backend closed the connection while it was idle; the request may not have been read at all.
+ */
+export type UpstreamError = Error & { code?: string; stale?: boolean };
+
 export interface UpstreamHandler {
   onConnect(abort: (err?: Error) => void): void;
-  onHeaders(statusCode: number, headers: string[], statusText: string, resume: () => void): boolean;
+  onInformational(statusCode: number, statusText: string, headers: string[]): void;
+  /** `keepAlive`: the backend keeps the connection after this response. */
+  onHeaders(statusCode: number, headers: string[], statusText: string, resume: () => void, keepAlive: boolean): boolean;
   onData(chunk: Buffer): boolean;
-  onComplete(last: Buffer | undefined): void;
-  onError(err: Error & { code?: string }): void;
+  onComplete(last: Buffer | undefined, trailers: string[] | undefined): void;
+  /** A 101 to an Upgrade request: `socket` (reading, half-open allowed) and the bytes after the 101 head. */
+  onUpgrade(statusText: string, headers: string[], socket: net.Socket, head: Buffer): void;
+  onError(err: UpstreamError): void;
 }
+
+/**
+ * Which connection a request may go out on: `any` kept-alive one (it can be sent again if that one turns
+ * out closed), only a `recent` one (idle for less than the backend has been seen to keep connections: a
+ * request that must not be sent twice), or a `new` one.
+ */
+export type Reuse = 'any' | 'recent' | 'new';
 
 export interface UpstreamRequest {
   method: string;
@@ -49,10 +69,13 @@ export interface UpstreamRequest {
   headers: string[];
   /** the headers include Host; when not, Host is set to the backend's address */
   hasHost: boolean;
-  /** the request body, read as the backend accepts it; null when there is none */
-  body: Readable | null;
-  /** send the body chunked (its length is unknown); otherwise `headers` carry its Content-Length */
-  chunked: boolean;
+  /** the request body, read as the backend accepts it; null when there is none; trailers in `body.trailers` */
+  body: (Readable & { trailers?: string[] }) | null;
+  /** how the body is framed, as the client's was: its Content-Length (>= 0), CHUNKED, or NO_BODY */
+  framing: number;
+  /** an Upgrade request: a 101 hands the connection over (onUpgrade) */
+  upgrade: boolean;
+  reuse: Reuse;
 }
 
 export interface UpstreamOptions {
@@ -82,6 +105,11 @@ export class UpstreamPool {
   private readonly idle: Connection[] = [];
   private readonly open = new Set<Connection>();
   closed = false;
+  /**
+   * The shortest idle time after which this backend was seen closing a kept-alive connection (learned; a
+   * `Keep-Alive: timeout` hint is used before it). `recent` reuse takes connections idle for less than half.
+   */
+  idleCloseMs = Infinity;
   /** The Host header for requests that came without one. */
   readonly authority: string;
 
@@ -96,9 +124,17 @@ export class UpstreamPool {
   }
 
   dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {
-    const conn = this.idle.pop();
+    const idle = this.idle;
+    let conn: Connection | undefined;
+    if (req.reuse === 'any') conn = idle.pop();
+    else if (req.reuse === 'recent' && idle.length > 0 && performance.now() - idle[idle.length - 1]!.idleSince < this.idleCloseMs / 2) conn = idle.pop();
     if (conn) conn.start(req, handler);
     else this.open.add(new Connection(this, req, handler));
+  }
+
+  /** A kept-alive connection was closed by the backend after `ms` idle (or found closed when reused). */
+  sawIdleClose(ms: number): void {
+    if (ms < this.idleCloseMs) this.idleCloseMs = ms;
   }
 
   /** Takes a connection back after a complete exchange; false when it must not be reused. */
@@ -139,9 +175,19 @@ class Connection {
   private paused = false;
   private headersSeen = false;
   private informational = false;
+  /** When the connection last became idle (performance.now()). */
+  idleSince = 0;
+  /** Exchanges started on this connection. */
+  private exchanges = 0;
+  /** A response byte came during the current exchange. */
+  private answered = false;
+  /** The current exchange is an Upgrade request. */
+  private upgrade = false;
+  /** A 101 to it was parsed: the connection is handed over after this read. */
+  private switching: { text: string; headers: string[] } | undefined;
   private head = false;
   private keepAlive = true;
-  private body: Readable | null = null;
+  private body: (Readable & { trailers?: string[] }) | null = null;
   private chunked = false;
   /** The request, body included, is fully written. */
   private sent = false;
@@ -162,6 +208,10 @@ class Connection {
     this.handler = handler;
     this.pending = req;
     const socket = (this.socket = net.connect({ host: o.host, port: o.port }));
+    // A failed write must not destroy the socket before what the backend sent is read: an early response
+    // (413 and close during an upload) makes the next write fail while the response waits unread
+    // (onSocketError). Every other end of the socket is an explicit destroy() here.
+    setAutoDestroy(socket, false);
     const p = (this.parser = new HTTPParser());
     p.initialize(HTTPParser.RESPONSE, {}, o.maxHeaderSize, HTTPParser.kLenientNone);
     p[K_HEADERS] = this.onParserHeaders;
@@ -203,6 +253,9 @@ class Connection {
     this.headersSeen = false;
     this.informational = false;
     this.written = false;
+    this.answered = false;
+    this.exchanges++;
+    this.upgrade = req.upgrade;
     this.head = req.method === 'HEAD';
     handler.onConnect((err) => {
       if (this.exchange === n && this.handler === handler) this.fail(err ?? new Error('aborted'));
@@ -212,13 +265,16 @@ class Connection {
     const headers = req.headers;
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
     if (!req.hasHost) text += `host: ${this.pool.authority}\r\n`;
-    if (req.body && req.chunked) text += 'transfer-encoding: chunked\r\n';
+    // Framed as the client's request was framed by lb's parser (never from the forwarded header list).
+    const framing = req.framing;
+    if (framing >= 0) text += `content-length: ${framing}\r\n`;
+    else if (framing === CHUNKED) text += 'transfer-encoding: chunked\r\n';
     this.socket.write(`${text}\r\n`, 'latin1');
     this.written = true;
     if (req.body) {
       this.sent = false;
       this.body = req.body;
-      this.chunked = req.chunked;
+      this.chunked = framing === CHUNKED;
       req.body.on('data', this.onBodyData);
       req.body.once('end', this.onBodyEnd);
     } else {
@@ -260,7 +316,12 @@ class Connection {
   };
 
   private readonly onBodyEnd = (): void => {
-    if (this.chunked) this.socket.write('0\r\n\r\n', 'latin1');
+    if (this.chunked) {
+      let last = '0\r\n';
+      const trailers = forwardableTrailers(this.body?.trailers);
+      if (trailers) for (let i = 0; i < trailers.length; i += 2) last += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+      this.socket.write(`${last}\r\n`, 'latin1');
+    }
     this.detachBody();
     this.sent = true;
     if (!this.headersSeen) this.armResponseTimer();
@@ -300,8 +361,14 @@ class Connection {
     if (!this.handler) this.destroy();
   };
 
+  /** The connection ended while idle: the backend closes kept-alive connections after that long. */
+  private idleEnded(): void {
+    if (this.exchanges > 0 && !this.handler) this.pool.sawIdleClose(performance.now() - this.idleSince);
+  }
+
   private readonly onSocketData = (data: Buffer): void => {
     let r: number | Error;
+    this.answered = true;
     try {
       r = this.parser.execute(data);
     } catch (err) {
@@ -309,15 +376,56 @@ class Connection {
       this.fail(err as Error);
       return;
     }
-    this.onExecute(r);
+    this.afterExecute(r, data);
   };
 
-  /** After each read the parser consumed. */
+  /** After each read the parser consumed from the handle itself. */
   private readonly onExecute = (r: number | Error): void => {
+    this.answered = true;
+    this.afterExecute(r, undefined);
+  };
+
+  private afterExecute(r: number | Error, data: Buffer | undefined): void {
     if (this.awaitingBody) this.armRead();
     if (r instanceof Error) this.onParseError(r);
+    else if (this.switching) this.handOver(Buffer.from((data ?? this.parser.getCurrentBuffer()).subarray(r)));
     else if (this.held) this.deliverHeld();
-  };
+  }
+
+  /**
+   * A 101 to the Upgrade request: the socket leaves this pool and HTTP; the handler gets it with what the
+   * backend sent after the 101 head (llhttp stops there).
+   */
+  private handOver(rest: Buffer): void {
+    const { text, headers } = this.switching!;
+    this.switching = undefined;
+    const h = this.handler!;
+    this.handler = undefined;
+    clearTimeout(this.responseTimer);
+    clearTimeout(this.idleTimer);
+    this.readDeadline.clear();
+    this.detachBody();
+    const socket = this.socket;
+    socket.removeListener('data', this.onSocketData);
+    socket.removeListener('end', this.onSocketEnd);
+    socket.removeListener('error', this.onSocketError);
+    socket.removeListener('close', this.onSocketClose);
+    if (this.handle) {
+      this.parser.unconsume();
+      this.handle._consumed = false;
+    }
+    const parser = this.parser;
+    // Called from inside the parser's own callback (onExecute): closing it now would free it under its caller.
+    setImmediate(() => parser.close());
+    this.pool.forget(this);
+    setAutoDestroy(socket, true);
+    socket.allowHalfOpen = true;
+    if (this.paused) {
+      this.paused = false;
+      if (!this.handle) socket.resume();
+    }
+    h.onUpgrade(text, headers, socket, rest);
+  }
 
   private deliverHeld(): void {
     const chunk = this.held!;
@@ -368,12 +476,22 @@ class Connection {
       this.slowHeaders = undefined;
     }
     if (statusCode < 200 && statusCode !== 101) {
-      // 100 Continue, 103 Early Hints...: not passed on (node:http answered the client's Expect itself).
+      // 100 Continue, 103 Early Hints...: passed on (RFC 9110 §15.2); the final response follows.
       this.informational = true;
+      try {
+        h.onInformational(statusCode, statusText, headers);
+      } catch (err) {
+        this.fail(err as Error);
+      }
+      return 1;
+    }
+    if (statusCode === 101 && this.upgrade && this.sent) {
+      // llhttp ends the message here and stops (HPE_PAUSED_UPGRADE): afterExecute hands the socket over.
+      this.switching = { text: statusText, headers };
       return 1;
     }
     if (upgrade || statusCode === 101) {
-      this.fail(upstreamError(UPSTREAM_CODES.badResponse, `backend answered ${statusCode} to a request that asked for no upgrade`));
+      this.fail(upstreamError(UPSTREAM_CODES.badResponse, `backend answered ${statusCode} to a request that asked for no upgrade, or before its body was sent`));
       return 1;
     }
     this.headersSeen = true;
@@ -386,7 +504,7 @@ class Connection {
     if (shouldKeepAlive) this.keepAliveHint(headers);
     // The parser calls back from C++ when it reads the handle itself: a throw here would be uncaught.
     try {
-      const more = h.onHeaders(statusCode, headers, statusText, this.resume);
+      const more = h.onHeaders(statusCode, headers, statusText, this.resume, shouldKeepAlive);
       if (!more && this.handler === h) this.pause();
     } catch (err) {
       this.fail(err as Error);
@@ -429,7 +547,9 @@ class Connection {
       this.informational = false;
       return;
     }
-    this.slowHeaders = undefined; // trailers: not passed on
+    if (this.switching) return;
+    const trailers = this.slowHeaders;
+    this.slowHeaders = undefined;
     const h = this.handler;
     if (!h || !this.headersSeen) return;
     this.awaitingBody = false;
@@ -442,13 +562,14 @@ class Connection {
     const reuse = this.keepAlive && this.sent;
     this.detachBody();
     if (reuse && this.pool.release(this)) {
+      this.idleSince = performance.now();
       if (this.idleTimer) this.idleTimer.refresh();
       else this.idleTimer = setTimeout(this.onIdleTimeout, this.idleMs).unref();
     } else {
       this.destroy();
     }
     try {
-      h.onComplete(last);
+      h.onComplete(last, trailers);
     } catch (err) {
       // Not the backend's: rethrown outside the parser's C++ callback, as any uncaught error.
       process.nextTick(() => {
@@ -470,12 +591,24 @@ class Connection {
       if (r instanceof Error) this.fail(r);
     }
     if (this.handler) this.fail(upstreamError(UPSTREAM_CODES.closed, 'backend closed the connection before the response was complete'));
-    else this.destroy();
+    else {
+      this.idleEnded();
+      this.destroy();
+    }
   };
 
-  private readonly onSocketError = (err: Error): void => {
+  private readonly onSocketError = (err: Error & { code?: string; syscall?: string }): void => {
+    if (this.handler && !this.sent && !this.headersSeen && err.syscall === 'write' && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
+      // The backend stopped reading the body, maybe after sending a response: stop sending, read on. What
+      // it sent (or its close) ends the exchange.
+      this.detachBody();
+      return;
+    }
     if (this.handler) this.fail(err);
-    else this.destroy();
+    else {
+      this.idleEnded();
+      this.destroy();
+    }
   };
 
   private readonly onSocketClose = (): void => {
@@ -490,8 +623,12 @@ class Connection {
   };
 
   /** Ends the current exchange with an error and the connection with it. */
-  private fail(err: Error): void {
+  private fail(err: UpstreamError): void {
     const h = this.handler;
+    if (h && this.exchanges > 1 && !this.answered && this.written) {
+      err.stale = true;
+      this.pool.sawIdleClose(performance.now() - this.idleSince);
+    }
     this.handler = undefined;
     this.pending = undefined;
     this.held = undefined;
@@ -505,4 +642,11 @@ class Connection {
     this.pool.forget(this);
     if (!this.socket.destroyed) this.socket.destroy();
   }
+}
+
+/** Sets a socket's autoDestroy (net.Socket forces it on at construction). */
+function setAutoDestroy(socket: net.Socket, on: boolean): void {
+  const st = socket as unknown as { _readableState: { autoDestroy: boolean }; _writableState: { autoDestroy: boolean } };
+  st._readableState.autoDestroy = on;
+  st._writableState.autoDestroy = on;
 }

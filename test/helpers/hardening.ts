@@ -119,7 +119,7 @@ export async function startRecordingUpstream(answer: (req: SeenRequest, socket: 
 }
 
 /** The default answer: 200 with a small JSON body describing the request. */
-function answerWhatWasSeen(req: SeenRequest, s: net.Socket): void {
+export function answerWhatWasSeen(req: SeenRequest, s: net.Socket): void {
   const body = JSON.stringify({ path: req.path, proto: req.headers['x-forwarded-proto'] ?? null, bytes: req.body.length });
   s.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }
