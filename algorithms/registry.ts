@@ -2,6 +2,8 @@
 // conformance test (test/algorithms.conformance.test.ts) covers every entry with no change.
 // `algorithm = "./path/to/module.js"` in a pool loads a user algorithm instead (see loadAlgorithm).
 
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { consistentHash } from './consistent-hash.js';
@@ -50,6 +52,10 @@ export function isModulePath(nameOrPath: string): boolean {
  * against `baseDir` (the config file's directory), whose `default` export, else its `algorithm` export, is
  * an Algorithm. Called once per config load (validate, run, reload), never on the request path.
  *
+ * A module is imported under a URL that carries a hash of its file's content: ESM caches modules by URL
+ * for the life of the process, so without it a module fixed (or broken) on disk would be seen as it was at
+ * its first load by every later `lb reload`. Same content, same URL: repeated loads share one instance.
+ *
  * Throws AlgorithmError: ALGORITHM_UNKNOWN for a name that is neither a built-in nor a path;
  * ALGORITHM_INVALID when the module cannot be imported (the import error is the `cause`) or its export
  * lacks `name` (string), `create` (function), `usesKey` or `usesWeights` (booleans).
@@ -68,7 +74,11 @@ export async function loadAlgorithm(nameOrPath: string, baseDir: string): Promis
   const file = resolve(baseDir, nameOrPath);
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    const url = pathToFileURL(file);
+    // An unreadable file is left to import() to report, so the message is the same either way.
+    const content = await readFile(file).catch(() => undefined);
+    if (content) url.search = `content=${createHash('sha256').update(content).digest('hex').slice(0, 16)}`;
+    mod = (await import(url.href)) as Record<string, unknown>;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new AlgorithmError('ALGORITHM_INVALID', `algorithm module ${file} cannot be loaded: ${reason}`, {

@@ -12,7 +12,8 @@ import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors';
 import type { TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse, TomlError } from 'smol-toml';
-import { algorithms, isModulePath } from '../algorithms/registry.js';
+import { algorithms, isModulePath, loadAlgorithm } from '../algorithms/registry.js';
+import { loadCertificate } from '../src/dataplane/tls.js';
 import { ADDRESS_PATTERN, tryParseAddress } from './address.js';
 import { DURATION_PATTERN, formatDuration, tryParseDuration } from './duration.js';
 import { createLocator, type Locator, type PathSegment } from './locate.js';
@@ -46,6 +47,8 @@ export interface LoadResult {
   config?: LbConfig;
   /** In file order. */
   issues: ConfigIssue[];
+  /** The file's text, with `config` from loadAndCheckConfigFile (for issueAt). */
+  text?: string;
 }
 
 /**
@@ -73,13 +76,68 @@ export function parseConfigText(text: string, file: string): LoadResult {
 
 /** Reads and validates a config file; a read error is one issue without a line. */
 export async function loadConfigFile(file: string): Promise<LoadResult> {
-  let text: string;
+  const read = await readConfig(file);
+  return typeof read === 'string' ? parseConfigText(read, file) : read;
+}
+
+/**
+ * loadConfigFile, then the checks that need more than the text (checkConfigFiles): what `lb validate`,
+ * `lb run` and `lb reload` check before anything changes.
+ */
+export async function loadAndCheckConfigFile(file: string): Promise<LoadResult> {
+  const read = await readConfig(file);
+  if (typeof read !== 'string') return read;
+  const r = parseConfigText(read, file);
+  if (!r.config) return r;
+  const issues = await checkConfigFiles(r.config, read, file);
+  return issues.length > 0 ? { issues } : { ...r, text: read };
+}
+
+/** One issue at `path` of the config `text` read from `file`, with line and column as parse issues have. */
+export function issueAt(file: string, text: string, path: PathSegment[], message: string): ConfigIssue {
+  const issues = new Issues(file, text);
+  issues.report(path, message);
+  return issues.list()[0]!;
+}
+
+async function readConfig(file: string): Promise<string | LoadResult> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (err) {
     return { issues: [{ file, path: '', message: `cannot read: ${errorText(err)}` }] };
   }
-  return parseConfigText(text, file);
+}
+
+/**
+ * Checks of a valid config (`text` is its source, `file` as the user wrote it) that read other files: every
+ * algorithm module is imported and checked (algorithms/registry.ts loadAlgorithm: an export without
+ * create() is an issue at the pool's `algorithm` key), and every TLS certificate and key is read and
+ * paired (src/dataplane/tls.ts loadCertificate), as the workers will.
+ */
+export async function checkConfigFiles(config: LbConfig, text: string, file: string): Promise<ConfigIssue[]> {
+  const issues = new Issues(file, text);
+  for (const p of Object.values(config.pools)) {
+    if (!isModulePath(p.algorithm)) continue;
+    try {
+      await loadAlgorithm(p.algorithm, dirname(config.file));
+    } catch (err) {
+      issues.report(['pools', p.name, 'algorithm'], errorText(err));
+    }
+  }
+  for (const l of Object.values(config.listeners)) {
+    if (!l.tls) continue;
+    const tls = l.tls;
+    const check = (at: PathSegment[], name: string, cert: string, key: string): void => {
+      try {
+        loadCertificate(name, cert, key, tls.minVersion);
+      } catch (err) {
+        issues.report(at, errorText(err));
+      }
+    };
+    check(['listeners', l.name, 'tls'], 'the default certificate', tls.cert, tls.key);
+    tls.sni.forEach((s, i) => check(['listeners', l.name, 'tls', 'sni', i], s.serverName, s.cert, s.key));
+  }
+  return issues.list();
 }
 
 function errorText(err: unknown): string {

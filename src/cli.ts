@@ -3,7 +3,7 @@
 import cluster from 'node:cluster';
 import fs from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfigFile } from '../config/load.js';
+import { loadAndCheckConfigFile, loadConfigFile } from '../config/load.js';
 import { formatIssue } from '../config/model.js';
 import { adminRequest, AdminUnreachable } from './admin/client.js';
 import type { AdminResponse } from './admin/server.js';
@@ -82,7 +82,8 @@ export function buildProgram(): Command {
     .description('check a config file without starting anything')
     .addOption(configOpt())
     .action(async (opts: { config: string }) => {
-      const { config, issues } = await loadConfigFile(opts.config);
+      // Algorithm modules are imported and TLS files read too, as `lb run` and `lb reload` do.
+      const { config, issues } = await loadAndCheckConfigFile(opts.config);
       if (config && issues.length === 0) {
         process.stdout.write('ok\n');
         return;
@@ -111,8 +112,9 @@ export function buildProgram(): Command {
     .action(async (opts: { config: string; socket?: string }) => {
       const res = await call(opts, { cmd: 'reload' }, 120_000);
       if (!res.ok) failWith(res);
-      const r = res.result as { changes: string[]; listenErrors: string[] };
+      const r = res.result as { changes: string[]; listenErrors: string[]; generation: number };
       process.stdout.write(r.changes.length ? r.changes.map((c) => `${c}\n`).join('') : 'reloaded: no changes\n');
+      process.stdout.write(`config generation ${r.generation}\n`);
       for (const e of r.listenErrors) process.stderr.write(`lb: ${e}\n`);
       if (r.listenErrors.length > 0) process.exit(1);
     });

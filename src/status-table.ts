@@ -14,7 +14,8 @@ export interface StatusResult {
   config: string;
   pid: number;
   uptimeSeconds: number;
-  workers: { configured: number; answered: number; asked: number };
+  generation: number;
+  workers: { configured: number; answered: number; asked: number; list: Array<{ pid: number | null; generation: number | null }> };
   pools: Array<{ name: string; algorithm: string; healthCheck: string | null; backends: StatusBackend[] }>;
 }
 
@@ -30,7 +31,9 @@ export function renderStatus(s: StatusResult): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
   const missing = s.workers.asked - s.workers.answered;
-  const head = `lb pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config}`;
+  // A worker on another generation than the primary is one that did not confirm a commit (logged).
+  const behind = s.workers.list.filter((w) => w.generation !== null && w.generation !== s.generation).map((w) => `pid ${w.pid} at ${w.generation}`);
+  const head = `lb pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config} generation ${s.generation}${behind.length ? ` (workers ${behind.join(', ')})` : ''}`;
   return `${head}\n${lines.join('\n')}\n`;
 }
 

@@ -4,7 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { cli, freePort, ROOT, tmpdir } from './helpers/lb.js';
+import { admin, cli, freePort, ROOT, startLb, tmpdir } from './helpers/lb.js';
 
 t.test('lb validate: ok for the shipped example, every problem with FILE:LINE:COL otherwise', async (t) => {
   const ok = await cli(['validate', '-c', path.join(ROOT, 'lb.example.toml')]);
@@ -44,12 +44,12 @@ backends = [ { address = "10.0.0.1:80", wieght = 2 } ]
   t.match(missing.stderr, /nope\.toml: cannot read: ENOENT/);
 });
 
-t.test('lb run: invalid config exits 1 and starts nothing; a listener address in use exits 1 naming it', async (t) => {
+t.test('lb run: invalid config exits 78 (EX_CONFIG) and starts nothing; a listener address in use exits 78 naming it', async (t) => {
   const dir = tmpdir();
   const bad = path.join(dir, 'bad.toml');
   fs.writeFileSync(bad, '[listeners.web]\nprotocol = "udp"\n');
   const r = await cli(['run', '-c', bad], {}, 20_000);
-  t.equal(r.code, 1);
+  t.equal(r.code, 78);
   t.match(r.stderr, /bad\.toml:2:\d+: listeners\.web\.protocol: must be one of: http, tcp/);
   t.notOk(fs.existsSync(path.join(dir, 'admin.sock')));
 
@@ -63,9 +63,28 @@ t.test('lb run: invalid config exits 1 and starts nothing; a listener address in
     `[daemon]\nworkers = 2\n[admin]\nsocket = "${dir}/admin.sock"\n[listeners.web]\nprotocol = "http"\nlisten = "127.0.0.1:${port}"\npool = "app"\n[pools.app]\nbackends = [ { address = "127.0.0.1:9" } ]\n`,
   );
   const b = await cli(['run', '-c', cfg], {}, 20_000);
-  t.equal(b.code, 1);
+  t.equal(b.code, 78);
   t.match(b.stderr, `listener web: cannot listen on 127.0.0.1:${port}: EADDRINUSE`);
   t.notOk(fs.existsSync(path.join(dir, 'admin.sock')), 'the admin socket is removed again');
+});
+
+t.test('lb run: an algorithm module without create() exits 78 naming it; an uncaught error in the primary exits 70', async (t) => {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'no-create.mjs'), "export default { name: 'x', usesKey: false, usesWeights: false };\n");
+  const base = `[daemon]\nworkers = 1\n[admin]\nsocket = "${dir}/admin.sock"\n[listeners.web]\nprotocol = "http"\nlisten = "127.0.0.1:0"\npool = "app"\n[pools.app]\nbackends = [ { address = "127.0.0.1:9" } ]\n`;
+  const cfg = path.join(dir, 'module.toml');
+  fs.writeFileSync(cfg, base.replace('[pools.app]\n', '[pools.app]\nalgorithm = "./no-create.mjs"\n'));
+  const r = await cli(['run', '-c', cfg], {}, 20_000);
+  t.equal(r.code, 78, 'exit 78');
+  t.match(r.stderr, /module\.toml:10:1: pools\.app\.algorithm: algorithm module .*no-create\.mjs: .*"create" must be a function/);
+  t.notOk(fs.existsSync(path.join(dir, 'admin.sock')), 'nothing started');
+
+  const lb = await startLb(base, [], { dir, env: { LB_TEST_HOOKS: '1' } });
+  t.teardown(() => lb.stop('SIGKILL'));
+  await admin(lb.socket, { cmd: 'test-throw' });
+  const code = await lb.exited;
+  t.equal(code, 70, 'a crash exits 70 (EX_SOFTWARE): systemd restarts it');
+  t.match(lb.stderr(), /uncaught error in the primary: Error: test-throw/);
 });
 
 t.test('--help on every command, usage errors exit 2', async (t) => {
@@ -101,3 +120,4 @@ t.test('admin commands find the socket from LB_ADMIN_SOCKET, else the config', a
   t.equal(viaCfg.code, 1);
   t.match(viaCfg.stderr, `admin socket ${path.join(dir, 'cfg.sock')}`, 'a relative socket path is resolved against the config file');
 });
+

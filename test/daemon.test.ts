@@ -382,7 +382,7 @@ t.test('admin socket and CLI: garbage, unknown pools and backends, bad weights, 
   // A second daemon with the same admin socket: refused, the first one unaffected.
   const port2 = await freePort();
   const second = await cli(['run', '-c', writeSecond(lb.configFile, lb.socket, port, port2)], {}, 20_000);
-  t.equal(second.code, 1);
+  t.equal(second.code, 78, 'exit 78 (EX_CONFIG): restarting would not help');
   t.match(second.stderr, /admin socket .* is in use: another lb is running on it/);
   t.equal((await get(port, '/')).body, 'a', 'the first daemon still serves');
   t.equal((await admin(lb.socket, { cmd: 'status' })).ok, true, 'and still answers on its socket');

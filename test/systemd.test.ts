@@ -20,7 +20,11 @@ t.test('the unit runs lb the documented way', async (t) => {
   const text = fs.readFileSync(unit, 'utf8');
   for (const line of [
     /^ExecStart=\/usr\/bin\/env lb run -c \/etc\/lb\/lb\.toml$/m,
-    /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m,
+    // The CLI, not a signal: a refused reload makes `systemctl reload` fail.
+    /^ExecReload=\/usr\/bin\/env lb reload -c \/etc\/lb\/lb\.toml$/m,
+    // lb run exits 78 (EX_CONFIG) for a config or bind error: no restart loop; crashes are restarted.
+    /^Restart=on-failure$/m,
+    /^RestartPreventExitStatus=78$/m,
     /^RuntimeDirectory=lb$/m,
     /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m,
     /^NoNewPrivileges=yes$/m,

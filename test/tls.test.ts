@@ -277,7 +277,8 @@ backends = [{ address = "127.0.0.1:${echoPort}" }]`,
   fs.writeFileSync(path.join(dir, 'a.key'), '-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n');
   const bad = await cli(['reload', '-s', lb.socket]);
   t.equal(bad.code, 1, 'lb reload with a broken key exits 1');
-  t.match(bad.stderr, /listener web .*tls: bad certificate or key for a\.test.*keeps its previous certificates/, `and says which listener and file (${bad.stderr.trim().split('\n')[0]})`);
+  t.match(bad.stderr, /CONFIG_INVALID: reload refused; the running config keeps serving/);
+  t.match(bad.stderr, /:\d+:\d+: listeners\.web\.tls\.sni\[\d\]: tls: bad certificate or key for a\.test/, `and says which listener and certificate (${bad.stderr.trim().split('\n')[1]})`);
   const stillA = await handshake(port, 'a.test', ca);
   t.equal(stillA.fingerprint, gen2.a, 'a.test still gets the last good certificate');
   stillA.socket.destroy();
@@ -291,7 +292,7 @@ backends = [{ address = "127.0.0.1:${echoPort}" }]`,
   t.ok(lived >= 9500 && lived < 12_500, `tcp+tls: a connection that never sends a ClientHello is closed after ${Math.round(lived)}ms (handshake limit 10 s)`);
 });
 
-t.test('a listener whose certificate cannot be read: lb run exits 1 naming the listener and the file', async (t) => {
+t.test('a listener whose certificate cannot be read: lb run exits 78 naming the listener and the file', async (t) => {
   const dir = tmpdir('lb-tls-missing-');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
@@ -300,6 +301,6 @@ t.test('a listener whose certificate cannot be read: lb run exits 1 naming the l
     `[daemon]\nworkers = 1\n[admin]\nsocket = "${path.join(dir, 'admin.sock')}"\n[log]\nlevel = "warn"\n[listeners.web]\nprotocol = "http"\nlisten = "127.0.0.1:${port}"\npool = "app"\n[listeners.web.tls]\ncert = "missing.pem"\nkey = "missing.key"\n[pools.app]\nalgorithm = "round-robin"\nbackends = [{ address = "127.0.0.1:1" }]\n`,
   );
   const r = await cli(['run', '-c', path.join(dir, 'lb.toml')], {}, 20_000);
-  t.equal(r.code, 1, 'exit 1');
-  t.match(r.stderr, /listener web .*tls: cannot read cert .*missing\.pem: ENOENT/, `message names the listener and the file (${r.stderr.trim().split('\n')[0]})`);
+  t.equal(r.code, 78, 'exit 78 (EX_CONFIG)');
+  t.match(r.stderr, /lb\.toml:\d+:\d+: listeners\.web\.tls: tls: cannot read cert .*missing\.pem: ENOENT/, `message names the listener and the file (${r.stderr.trim().split('\n')[0]})`);
 });

@@ -9,9 +9,16 @@ import type { InflightReport } from '../dataplane/dataplane.js';
 
 export type Controls = Record<string, Record<string, BackendControl>>;
 
-/** Primary → worker. */
+/**
+ * Primary → worker. A config is numbered by its generation (1 at start, +1 per committed reload).
+ * `config`: a worker's first config, prepared and committed at once (DataPlane.apply). A reload is
+ * `prepare` to every worker, then `commit` to every worker when all prepared, else `abort` to every one.
+ */
 export type ToWorker =
-  | { t: 'config'; id: number; config: LbConfig; controls: Controls }
+  | { t: 'config'; id: number; generation: number; config: LbConfig; controls: Controls }
+  | { t: 'prepare'; id: number; generation: number; config: LbConfig }
+  | { t: 'commit'; id: number; generation: number; controls: Controls }
+  | { t: 'abort'; id: number; generation: number }
   | { t: 'control'; pool: string; backend: string; control: BackendControl }
   | { t: 'inflight'; id: number }
   | { t: 'metrics'; id: number }
@@ -21,8 +28,13 @@ export type ToWorker =
 /** Worker → primary. */
 export type FromWorker =
   | { t: 'hello' }
-  | { t: 'applied'; id: number; listenErrors: Array<{ listener: string; address: string; message: string }> }
-  | { t: 'inflight'; id: number; inflight: InflightReport; connections: number }
+  /** Answer to `config`: what could not be applied (a listener that cannot bind is left out, the rest serves). */
+  | { t: 'applied'; id: number; errors: string[] }
+  /** Answer to `prepare`: empty `errors` means ready to commit. */
+  | { t: 'prepared'; id: number; generation: number; errors: string[] }
+  /** Answer to `commit` and `abort`: the generation the worker serves now. */
+  | { t: 'committed'; id: number; generation: number }
+  | { t: 'inflight'; id: number; inflight: InflightReport; connections: number; generation: number }
   | { t: 'metrics'; id: number; metrics: unknown }
   | { t: 'failure'; pool: string; backend: string; reason: FailureReason }
   | { t: 'recovered'; pool: string; backend: string }

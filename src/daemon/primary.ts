@@ -1,14 +1,23 @@
 // The primary process: reads and validates the config, owns the admin socket, the authoritative backend
 // state, health checking and /metrics, and supervises the workers (spawn, respawn with backoff, retire).
 //
-// Exit codes (what systemd sees): 0 after a requested stop; 1 when the config is invalid, a listener cannot
-// bind or the admin socket cannot be created at start.
+// Exit codes (what systemd sees, SPEC.md "Command line"): 0 after a requested stop; 78 (EX_CONFIG, from
+// sysexits.h) when at start the config is invalid (schema, algorithm modules, TLS files), a listener or
+// the metrics listener cannot bind, or the admin socket cannot be created: restarting will not help;
+// 70 (EX_SOFTWARE) on an uncaught error or a worker that dies while starting: a crash, worth a restart.
+//
+// Config generations: the config applied at start is generation 1, each committed reload adds 1. A reload
+// is all or nothing (SPEC.md): the primary checks what it can (config, modules, TLS files, that each new
+// address can be bound), every worker then prepares the new generation next to the serving one
+// (dataplane.ts prepare), and only when all have prepared does the primary commit it everywhere; any
+// failure aborts it everywhere and nothing has changed.
 
 import cluster, { type Worker } from 'node:cluster';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfigFile } from '../../config/load.js';
-import { formatIssue, type LbConfig } from '../../config/model.js';
+import { issueAt, loadAndCheckConfigFile } from '../../config/load.js';
+import { formatIssue, type Address, type LbConfig } from '../../config/model.js';
 import { AdminError, AdminServer, str, type AdminContext, type AdminRequest } from '../admin/server.js';
 import type { Peer } from '../admin/peer.js';
 import { createLogger, who, type Logger } from '../log.js';
@@ -47,6 +56,14 @@ export function workerExecArgv(own: readonly string[]): string[] {
   if (own.some((a) => /^--(min|max)-semi-space-size(=|$)/.test(a))) return [...own];
   return [...own, '--min-semi-space-size=16'];
 }
+/** sysexits.h: configuration error (bad config, address that cannot be bound). */
+export const EX_CONFIG = 78;
+/** sysexits.h: internal software error (an uncaught error in the primary). */
+export const EX_SOFTWARE = 70;
+
+/** How long a worker may take to prepare or commit a generation before the reload is aborted. */
+const PREPARE_TIMEOUT_MS = 30_000;
+
 /** Respawn backoff: 100 ms doubling to 30 s; more than 5 crashes in 60 s is logged as a crash loop. */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
@@ -64,7 +81,10 @@ export class Primary {
   private crashes: number[] = [];
   private stopping = false;
   private stopAt = 0;
-  private reloading: Promise<unknown> = Promise.resolve();
+  /** Reloads and respawns, one at a time: a worker never starts from a config that a running reload replaces. */
+  private serial: Promise<unknown> = Promise.resolve();
+  /** The config generation being served (see the head of this file). */
+  generation = 0;
   private readonly started = Date.now();
   readonly health: HealthMonitor;
   private metrics: MetricsServer | undefined;
@@ -74,14 +94,20 @@ export class Primary {
     this.health = new HealthMonitor(this.state, (r, why) => this.onStateChange(r, why), () => this.logger);
   }
 
-  /** Starts everything; resolves when the daemon serves, or exits the process with 1 on a start error. */
+  /** Starts everything; resolves when the daemon serves, or exits the process (see the head of this file). */
   async start(): Promise<void> {
-    const { config, issues } = await loadConfigFile(this.configFile);
+    process.on('uncaughtException', (err) => {
+      process.stderr.write(`lb: uncaught error in the primary: ${err.stack ?? err.message}\n`);
+      this.logger.fatal({ err }, 'uncaught error in the primary');
+      process.exit(EX_SOFTWARE);
+    });
+    const { config, issues } = await loadAndCheckConfigFile(this.configFile);
     if (!config) {
       for (const i of issues) process.stderr.write(formatIssue(i) + '\n');
-      process.exit(1);
+      process.exit(EX_CONFIG);
     }
     this.config = config;
+    this.generation = 1;
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
 
@@ -89,7 +115,7 @@ export class Primary {
     try {
       await this.admin.start();
     } catch (err) {
-      this.fatal((err as Error).message);
+      this.fatal((err as Error).message, EX_CONFIG);
     }
 
     // daemon.accept: fixed for the life of the primary (node:cluster reads it at the first fork).
@@ -98,11 +124,12 @@ export class Primary {
     cluster.on('message', (w, m) => this.onMessage(w, m));
     cluster.on('exit', (w, code, signal) => this.onExit(w, code, signal));
 
-    const errors = (await Promise.all(Array.from({ length: config.daemon.workers }, () => this.spawn()))).flat();
+    const spawned = await Promise.all(Array.from({ length: config.daemon.workers }, () => this.spawn()));
+    const errors = [...new Set(spawned.flatMap((r) => r.errors))];
     if (errors.length > 0) {
       for (const s of this.slots.values()) s.worker.kill('SIGKILL');
       await this.admin.close();
-      this.fatal(errors.join('\n'));
+      this.fatal(errors.join('\n'), spawned.every((r) => r.started) ? EX_CONFIG : EX_SOFTWARE);
     }
     if (config.metrics) {
       this.metrics = new MetricsServer(this);
@@ -111,7 +138,7 @@ export class Primary {
       } catch (err) {
         for (const s of this.slots.values()) s.worker.kill('SIGKILL');
         await this.admin.close();
-        this.fatal(`metrics: cannot listen on ${config.metrics.listen.text}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        this.fatal(`metrics: cannot listen on ${config.metrics.listen.text}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EX_CONFIG);
       }
     }
     this.health.apply(config);
@@ -126,6 +153,7 @@ export class Primary {
       {
         config: config.file,
         workers: config.daemon.workers,
+        generation: this.generation,
         listeners: Object.values(config.listeners).map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.text })),
         admin: config.admin.socket,
         metrics: config.metrics?.listen.text,
@@ -135,14 +163,17 @@ export class Primary {
     );
   }
 
-  private fatal(message: string): never {
+  private fatal(message: string, code: number): never {
     process.stderr.write(`lb: ${message}\n`);
     this.logger.error(message);
-    process.exit(1);
+    process.exit(code);
   }
 
-  /** Forks one worker and sends it the config; resolves with its listen errors (empty when it serves). */
-  private async spawn(): Promise<string[]> {
+  /**
+   * Forks one worker and sends it the serving config; resolves with what it could not apply (empty when it
+   * serves everything). `started` is false when the worker died or did not answer.
+   */
+  private async spawn(): Promise<{ started: boolean; errors: string[] }> {
     const worker = cluster.fork({ LB_WORKER: '1' });
     // A send to a worker that died before its 'exit' was handled fails with EPIPE; `send` below reports
     // that to its caller, and this keeps any other IPC error from being an unhandled 'error' event.
@@ -162,12 +193,13 @@ export class Primary {
       worker.on('message', onMessage);
       worker.once('exit', onExit);
     });
-    if (!hello) return [`worker ${worker.id} exited during start`];
-    const answer = await this.request(worker, { t: 'config', id: 0, config: this.config, controls: this.state.controls() }, 30_000);
-    if (!answer || answer.t !== 'applied') return [`worker ${worker.id} did not start`];
+    if (!hello) return { started: false, errors: [`worker ${worker.id} exited during start`] };
+    const generation = this.generation;
+    const answer = await this.request(worker, { t: 'config', id: 0, generation, config: this.config, controls: this.state.controls() }, PREPARE_TIMEOUT_MS);
+    if (!answer || answer.t !== 'applied') return { started: false, errors: [`worker ${worker.id} did not start`] };
     slot.ready = true;
-    this.logger.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker started');
-    return answer.listenErrors.map((e) => e.message);
+    this.logger.info({ worker: worker.id, workerPid: worker.process.pid, generation }, 'worker started');
+    return { started: true, errors: answer.errors };
   }
 
   /** Sends a request to one worker; resolves with its answer, or undefined after `timeoutMs`. */
@@ -240,8 +272,9 @@ export class Primary {
     }
     this.metrics?.workerRestarted();
     setTimeout(() => {
-      if (this.stopping || this.liveCount() >= this.config.daemon.workers) return;
-      this.spawn().then((errors) => {
+      void this.exclusive(async () => {
+        if (this.stopping || this.liveCount() >= this.config.daemon.workers) return;
+        const { errors } = await this.spawn();
         for (const e of errors) this.logger.error({ error: e }, 'respawned worker could not open a listener');
       });
     }, delay).unref();
@@ -270,13 +303,16 @@ export class Primary {
    * In-flight counts summed over workers. Because IPC is ordered, an answer also proves the worker has
    * applied every control message sent to it before the question.
    */
-  async inflight(timeoutMs = 2_000): Promise<{ inflight: InflightReport; connections: number; answered: number; asked: number }> {
+  async inflight(timeoutMs = 2_000): Promise<{ inflight: InflightReport; connections: number; answered: number; asked: number; workers: WorkerInfo[] }> {
     const workers = this.liveWorkers();
     const answers = await Promise.all(workers.map((w) => this.request(w, { t: 'inflight', id: 0 }, timeoutMs)));
     const sum: InflightReport = {};
     let connections = 0;
     let answered = 0;
-    for (const a of answers) {
+    const info: WorkerInfo[] = [];
+    for (const [i, a] of answers.entries()) {
+      const w = workers[i]!;
+      info.push({ id: w.id, pid: w.process.pid ?? null, generation: a?.t === 'inflight' ? a.generation : null });
       if (!a || a.t !== 'inflight') continue;
       answered++;
       connections += a.connections;
@@ -285,7 +321,7 @@ export class Primary {
         for (const [b, n] of Object.entries(bs)) p[b] = (p[b] ?? 0) + n;
       }
     }
-    return { inflight: sum, connections, answered, asked: workers.length };
+    return { inflight: sum, connections, answered, asked: workers.length, workers: info };
   }
 
   // ---- admin commands -------------------------------------------------------------------------------
@@ -325,6 +361,14 @@ export class Primary {
       }
       case 'inflight':
         return this.inflight();
+      case 'test-throw': {
+        // Test hook (LB_TEST_HOOKS=1 only): an uncaught error in the primary, as a bug would raise.
+        if (process.env.LB_TEST_HOOKS !== '1') break;
+        setImmediate(() => {
+          throw new Error('test-throw: an uncaught error in the primary');
+        });
+        return {};
+      }
       case 'test-block': {
         if (process.env.LB_TEST_HOOKS !== '1') break;
         const ms = Number(req.ms ?? 1000);
@@ -346,13 +390,15 @@ export class Primary {
   }
 
   async status(): Promise<unknown> {
-    const { inflight, answered, asked } = await this.inflight(1_000);
+    const { inflight, answered, asked, workers } = await this.inflight(1_000);
     const now = Date.now();
     return {
       config: this.config.file,
       pid: process.pid,
       uptimeSeconds: Math.round((now - this.started) / 1000),
-      workers: { configured: this.config.daemon.workers, answered, asked, pids: this.liveWorkers().map((w) => w.process.pid) },
+      generation: this.generation,
+      // list: each worker's pid and the config generation it serves (null: it did not answer in time).
+      workers: { configured: this.config.daemon.workers, answered, asked, pids: workers.map((w) => w.pid), list: workers },
       listeners: Object.values(this.config.listeners).map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.text, pool: l.pool, tls: !!l.tls })),
       pools: Object.values(this.config.pools).map((p) => ({
         name: p.name,
@@ -379,64 +425,110 @@ export class Primary {
     };
   }
 
-  /** Re-reads the config file; applies it in place when valid, else refuses and keeps the running config. */
+  /** Re-reads the config file; applies it as the next generation when every part can be, else refuses. */
   reload(source: string, peer?: Promise<Peer | undefined>): Promise<unknown> {
-    const run = this.reloading.then(() => this.doReload(source, peer));
-    this.reloading = run.catch(() => {});
+    return this.exclusive(() => this.doReload(source, peer));
+  }
+
+  /** Runs `fn` after every reload and respawn queued before it. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.serial.then(fn);
+    this.serial = run.catch(() => {});
     return run;
+  }
+
+  private refuse(source: string, by: ReturnType<typeof who> | undefined, code: string, why: string, lines: string[]): never {
+    this.metrics?.reloaded('refused');
+    this.logger.warn({ source, by, generation: this.generation, issues: lines }, `reload refused: ${why}; the running config keeps serving`);
+    throw new AdminError(code, `${why}, reload refused:\n${lines.join('\n')}`, { issues: lines });
   }
 
   private async doReload(source: string, peer?: Promise<Peer | undefined>): Promise<unknown> {
     const by = peer ? who(await peer) : undefined;
-    const { config, issues } = await loadConfigFile(this.configFile);
-    if (!config) {
-      const lines = issues.map(formatIssue);
-      this.metrics?.reloaded('refused');
-      this.logger.warn({ source, by, issues: lines }, 'reload refused: config invalid; the running config keeps serving');
-      throw new AdminError('CONFIG_INVALID', `config invalid, reload refused:\n${lines.join('\n')}`, { issues: lines });
-    }
-    const changes = describeChanges(this.config, config);
+    // 1. Everything the primary can check, before any worker is asked.
+    const { config, issues, text } = await loadAndCheckConfigFile(this.configFile);
+    if (!config) this.refuse(source, by, 'CONFIG_INVALID', 'config invalid', issues.map(formatIssue));
     const old = this.config;
+    const bindIssues = await this.checkNewAddresses(old, config, text ?? '');
+    let metrics: MetricsServer | undefined;
+    const metricsMoved = config.metrics?.listen.text !== old.metrics?.listen.text;
+    if (bindIssues.length === 0 && config.metrics && metricsMoved) {
+      // The new metrics listener is opened now and the old one closed at commit.
+      metrics = new MetricsServer(this, this.metrics);
+      try {
+        await metrics.listen(config.metrics.listen);
+      } catch (err) {
+        const message = `metrics: cannot listen on ${config.metrics.listen.text}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+        bindIssues.push(formatIssue(issueAt(this.configFile, text ?? '', ['metrics', 'listen'], message)));
+        metrics = undefined;
+      }
+    }
+    if (bindIssues.length > 0) this.refuse(source, by, 'LISTEN_FAILED', 'a new address cannot be bound', bindIssues);
+
+    // 2. Every worker prepares the next generation next to the serving one.
+    const generation = this.generation + 1;
+    const workers = this.liveWorkers();
+    const answers = await Promise.all(workers.map((w) => this.request(w, { t: 'prepare', id: 0, generation, config }, PREPARE_TIMEOUT_MS)));
+    const failures = new Set<string>();
+    answers.forEach((a, i) => {
+      if (a?.t !== 'prepared' || a.generation !== generation) failures.add(`worker ${workers[i]!.id}: no answer to prepare within ${PREPARE_TIMEOUT_MS / 1000}s`);
+      else for (const e of a.errors) failures.add(e);
+    });
+    if (failures.size > 0) {
+      await Promise.all(workers.map((w) => this.request(w, { t: 'abort', id: 0, generation }, PREPARE_TIMEOUT_MS)));
+      await metrics?.close();
+      this.refuse(source, by, 'RELOAD_FAILED', 'a worker could not prepare the new config', [...failures]);
+    }
+
+    // 3. Commit: from here on nothing is refused.
+    const changes = describeChanges(old, config);
     this.config = config;
+    this.generation = generation;
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
-    const workers = this.liveWorkers();
-    const answers = await Promise.all(workers.map((w) => this.request(w, { t: 'config', id: 0, config, controls: this.state.controls() }, 30_000)));
-    const listenErrors = new Set<string>();
-    for (const a of answers) if (a?.t === 'applied') for (const e of a.listenErrors) listenErrors.add(e.message);
+    const controls = this.state.controls();
+    const committed = await Promise.all(workers.map((w) => this.request(w, { t: 'commit', id: 0, generation, controls }, PREPARE_TIMEOUT_MS)));
+    committed.forEach((a, i) => {
+      // A worker that prepared and then died is respawned with this generation (onExit).
+      if (a?.t !== 'committed' || a.generation !== generation) this.logger.warn({ worker: workers[i]!.id, generation }, 'worker did not confirm the commit');
+    });
     this.health.apply(config);
+    if (metricsMoved) {
+      const previous = this.metrics;
+      this.metrics = metrics;
+      await previous?.close();
+    }
     // Worker count: spawn the missing ones, retire the extra ones (they finish their connections first).
+    const listenErrors = new Set<string>();
     const live = [...this.slots.values()].filter((s) => !s.retiring);
     if (live.length < config.daemon.workers) {
       const spawned = await Promise.all(Array.from({ length: config.daemon.workers - live.length }, () => this.spawn()));
-      for (const e of spawned.flat()) listenErrors.add(e);
+      for (const e of spawned.flatMap((r) => r.errors)) listenErrors.add(e);
     } else {
       for (const s of live.slice(config.daemon.workers)) {
         s.retiring = true;
         send(s.worker, { t: 'stop', graceMs: config.daemon.gracePeriodMs });
       }
     }
-    if (this.metrics || config.metrics) await this.reloadMetrics(old);
     this.metrics?.reloaded('applied');
-    this.logger.info({ source, by, changes, listenErrors: [...listenErrors] }, 'config reloaded');
-    return { changes, listenErrors: [...listenErrors] };
+    this.logger.info({ source, by, generation, changes, listenErrors: [...listenErrors] }, 'config reloaded');
+    return { generation, changes, listenErrors: [...listenErrors] };
   }
 
-  private async reloadMetrics(old: LbConfig): Promise<void> {
-    const next = this.config.metrics?.listen.text;
-    if (old.metrics?.listen.text === next && this.metrics) return;
-    const previous = this.metrics;
-    this.metrics = undefined;
-    if (previous) await previous.close();
-    if (this.config.metrics) {
-      const m = new MetricsServer(this, previous);
-      try {
-        await m.listen(this.config.metrics.listen);
-        this.metrics = m;
-      } catch (err) {
-        this.logger.error({ listen: next, err: (err as Error).message }, 'metrics listener could not be opened');
-      }
+  /**
+   * Binds, and closes again, every listen address of `next` that `current` does not already serve (same host
+   * and port), so that an address taken by another process or not permitted refuses the reload before any
+   * worker is asked. Port 0 (any free port) is not checked. Returns issue lines.
+   */
+  private async checkNewAddresses(current: LbConfig, next: LbConfig, text: string): Promise<string[]> {
+    const serving = new Set(Object.values(current.listeners).map((l) => addressKey(l.listen)));
+    const out: string[] = [];
+    for (const l of Object.values(next.listeners)) {
+      if (l.listen.port === 0 || serving.has(addressKey(l.listen))) continue;
+      const error = await tryBind(l.listen);
+      if (error) out.push(formatIssue(issueAt(this.configFile, text, ['listeners', l.name, 'listen'], `listener ${l.name}: cannot listen on ${l.listen.text}: ${error}`)));
     }
+    return out;
   }
 
   /** Graceful stop; a second signal stops at once. */
@@ -483,6 +575,26 @@ export class Primary {
   get workerCount(): number {
     return this.config.daemon.workers;
   }
+}
+
+export interface WorkerInfo {
+  id: number;
+  pid: number | null;
+  /** The config generation the worker serves; null when it did not answer. */
+  generation: number | null;
+}
+
+function addressKey(a: Address): string {
+  return `${a.host} ${a.port}`;
+}
+
+/** Binds `addr` exclusively (not through node:cluster) and closes it; resolves with the error code, if any. */
+function tryBind(addr: Address): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    server.listen({ host: addr.host, port: addr.port, exclusive: true }, () => server.close(() => resolve(undefined)));
+  });
 }
 
 export async function runPrimary(configFile: string): Promise<void> {

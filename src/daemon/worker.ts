@@ -44,28 +44,43 @@ export function runWorker(): void {
     if (!isMessage(m)) return;
     const msg = m as ToWorker;
     switch (msg.t) {
-      case 'config': {
+      case 'config':
+      case 'prepare': {
         const level = msg.config.log.level;
         if (logger.level !== level) logger = createLogger(level, { role: 'worker', worker: cluster.worker?.id });
         access = msg.config.log.access;
-        dp.apply(msg.config, msg.controls).then(
-          (r) => {
-            metrics.setPools(dp.pools);
-            send({
-              t: 'applied',
-              id: msg.id,
-              listenErrors: r.listenErrors.map((e) => ({ listener: e.listener, address: e.address, message: e.message })),
-            });
-          },
-          (err: Error) => send({ t: 'applied', id: msg.id, listenErrors: [{ listener: '', address: '', message: err.stack ?? err.message }] }),
-        );
+        const messages = (errors: Error[]): string[] => errors.map((e) => e.message);
+        const failed = (err: Error): string[] => [err.stack ?? err.message];
+        if (msg.t === 'config') {
+          dp.apply(msg.config, msg.generation, msg.controls).then(
+            (r) => {
+              metrics.setPools(dp.pools);
+              send({ t: 'applied', id: msg.id, errors: messages(r.errors) });
+            },
+            (err: Error) => send({ t: 'applied', id: msg.id, errors: failed(err) }),
+          );
+        } else {
+          const { id, generation } = msg;
+          dp.prepare(msg.config, generation).then(
+            (r) => send({ t: 'prepared', id, generation, errors: messages(r.errors) }),
+            (err: Error) => send({ t: 'prepared', id, generation, errors: failed(err) }),
+          );
+        }
         break;
       }
+      case 'commit':
+        if (dp.commit(msg.generation, msg.controls)) metrics.setPools(dp.pools);
+        send({ t: 'committed', id: msg.id, generation: dp.generation });
+        break;
+      case 'abort':
+        dp.abort();
+        send({ t: 'committed', id: msg.id, generation: dp.generation });
+        break;
       case 'control':
         dp.control(msg.pool, msg.backend, msg.control);
         break;
       case 'inflight':
-        send({ t: 'inflight', id: msg.id, inflight: dp.inflight(), connections: dp.connections() });
+        send({ t: 'inflight', id: msg.id, inflight: dp.inflight(), connections: dp.connections(), generation: dp.generation });
         break;
       case 'metrics':
         metrics.snapshot(dp.pools).then((metricsJson) => send({ t: 'metrics', id: msg.id, metrics: metricsJson }));

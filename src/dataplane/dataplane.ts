@@ -1,12 +1,13 @@
-// The data plane of one worker process: pools and listeners built from a validated config, changed in
-// place on reload (surviving backends keep their state records, connection pools and in-flight work;
-// surviving listeners keep their sockets and connections), fed backend decisions by the control plane.
+// The data plane of one worker process: pools and listeners built from a validated config, changed on
+// reload in two phases, prepare and commit (primary.ts runs them over every worker: all or nothing).
+// Surviving backends keep their state records, connection pools and in-flight work; surviving listeners
+// keep their sockets and connections. Fed backend decisions by the control plane.
 
 import path from 'node:path';
 import { loadAlgorithm } from '../../algorithms/registry.js';
-import type { Algorithm } from '../../algorithms/types.js';
 import type { LbConfig, ListenerConfig } from '../../config/model.js';
 import type { BackendControl } from './backend.js';
+import type { Controls } from '../daemon/messages.js';
 import type { DataPlaneEvents } from './events.js';
 import { HttpListener } from './http-listener.js';
 import { ListenError, type Listener } from './listener.js';
@@ -17,9 +18,17 @@ import { buildTls } from './tls.js';
 /** Per pool, per backend: in-flight requests/connections in this process. */
 export type InflightReport = Record<string, Record<string, number>>;
 
-export interface ApplyResult {
-  /** Listeners that could not be opened (the rest of the config is applied). */
-  listenErrors: ListenError[];
+/** A config prepared and not yet committed or aborted: everything the commit swaps in. */
+interface Staged {
+  generation: number;
+  pools: Map<string, BackendPool>;
+  listeners: Map<string, Listener>;
+  /** Listeners bound for this config: closed again by abort. */
+  opened: Listener[];
+  /** Kept listeners' in-place updates (listener.ts prepareUpdate). */
+  updates: Array<() => void>;
+  /** Serving listeners that the new config does not keep: retired by commit. */
+  dropped: Listener[];
 }
 
 export class DataPlane {
@@ -27,65 +36,104 @@ export class DataPlane {
   private listeners = new Map<string, Listener>();
   /** Listeners replaced or removed by a reload, finishing their connections. */
   private retiring = new Set<Listener>();
+  private staged: Staged | undefined;
+  /** The config generation this process serves (primary.ts numbers them; 0 before the first). */
+  generation = 0;
 
   constructor(private readonly events: DataPlaneEvents) {}
 
   /**
-   * Applies a config: builds the new pools (reusing backend records by name), then opens new listeners and
-   * updates kept ones before closing removed ones, so no connection is refused during the change.
+   * First phase of a reload: builds the pools of `config` (sharing backend records by name with the serving
+   * ones), checks kept listeners' new settings and certificates, and binds the new listeners, while the
+   * serving generation carries on unchanged. Resolves with every problem found; with none, commit() swaps
+   * the new generation in, else (or on the primary's word) abort() drops it and nothing has changed.
+   *
+   * A listener bound here accepts at once (the kernel queues, node:cluster's round-robin hands out):
+   * connections that arrive before commit are served by the new generation's pools.
    */
-  async apply(config: LbConfig, controls?: Record<string, Record<string, BackendControl>>): Promise<ApplyResult> {
-    const baseDir = path.dirname(config.file);
-    const algos = new Map<string, Algorithm>();
-    for (const p of Object.values(config.pools)) algos.set(p.name, await loadAlgorithm(p.algorithm, baseDir));
+  async prepare(config: LbConfig, generation: number): Promise<{ errors: Error[] }> {
+    if (this.staged) this.abort();
+    const errors: Error[] = [];
+    const staged: Staged = { generation, pools: new Map(), listeners: new Map(), opened: [], updates: [], dropped: [] };
+    this.staged = staged;
 
-    const pools = new Map<string, BackendPool>();
+    const baseDir = path.dirname(config.file);
     for (const p of Object.values(config.pools)) {
-      pools.set(p.name, new BackendPool(p, algos.get(p.name)!, this.pools.get(p.name)));
-    }
-    for (const [name, old] of this.pools) if (!pools.has(name)) old.close();
-    this.pools = pools;
-    if (controls) {
-      for (const [pool, backends] of Object.entries(controls)) {
-        for (const [backend, c] of Object.entries(backends)) pools.get(pool)?.control(backend, c);
+      try {
+        staged.pools.set(p.name, new BackendPool(p, await loadAlgorithm(p.algorithm, baseDir), this.pools.get(p.name)));
+      } catch (err) {
+        errors.push(new Error(`pool ${p.name}: ${(err as Error).message}`));
       }
     }
+    if (errors.length > 0) return { errors };
 
-    const listenErrors: ListenError[] = [];
-    const next = new Map<string, Listener>();
     const byAddress = new Map<string, Listener>();
     for (const l of this.listeners.values()) byAddress.set(listenerKey(l.cfg), l);
     for (const cfg of Object.values(config.listeners)) {
       const kept = byAddress.get(listenerKey(cfg));
       if (kept && !kept.cfg.tls === !cfg.tls) {
         try {
-          kept.update(cfg, pools);
+          staged.updates.push(kept.prepareUpdate(cfg, staged.pools));
+          byAddress.delete(listenerKey(cfg));
+          staged.listeners.set(cfg.name, kept);
         } catch (err) {
-          // New certificate files that cannot be used: the listener keeps serving the ones it has.
-          listenErrors.push(tlsError(cfg, err as Error, 'keeps its previous certificates'));
+          errors.push(tlsError(cfg, err as Error));
         }
-        byAddress.delete(listenerKey(cfg));
-        next.set(cfg.name, kept);
         continue;
       }
-      let material;
+      let l: Listener;
       try {
-        material = cfg.tls ? buildTls(cfg.tls) : undefined;
+        const material = cfg.tls ? buildTls(cfg.tls) : undefined;
+        l = cfg.protocol === 'http' ? new HttpListener(cfg, staged.pools, this.events, material) : new TcpListener(cfg, staged.pools, this.events, material);
       } catch (err) {
-        listenErrors.push(tlsError(cfg, err as Error, 'not opened'));
+        errors.push(tlsError(cfg, err as Error));
         continue;
       }
-      const l = cfg.protocol === 'http' ? new HttpListener(cfg, pools, this.events, material) : new TcpListener(cfg, pools, this.events, material);
       try {
         await l.listen(config.daemon.accept);
-        next.set(cfg.name, l);
+        staged.opened.push(l);
+        staged.listeners.set(cfg.name, l);
       } catch (err) {
-        listenErrors.push(new ListenError(cfg.name, cfg.listen.text, err as Error));
+        errors.push(new ListenError(cfg.name, cfg.listen.text, err as Error));
       }
     }
-    for (const old of byAddress.values()) this.retire(old);
-    this.listeners = next;
-    return { listenErrors };
+    staged.dropped = [...byAddress.values()];
+    // The primary may have sent abort or another prepare while this one awaited a bind.
+    if (this.staged !== staged) return { errors: [new Error(`generation ${generation} was aborted while it was prepared`), ...errors] };
+    return { errors };
+  }
+
+  /** Second phase: the prepared generation serves; `controls` are the primary's decisions for it. False when none is prepared. */
+  commit(generation: number, controls: Controls = {}): boolean {
+    const staged = this.staged;
+    if (!staged || staged.generation !== generation) return false;
+    this.staged = undefined;
+    for (const [name, pool] of staged.pools) pool.commit(controls[name]);
+    for (const [name, old] of this.pools) if (!staged.pools.has(name)) old.close();
+    this.pools = staged.pools;
+    for (const update of staged.updates) update();
+    for (const old of staged.dropped) this.retire(old);
+    this.listeners = staged.listeners;
+    this.generation = generation;
+    return true;
+  }
+
+  /** Drops a prepared generation: listeners it bound stop accepting (connections they took finish). */
+  abort(): void {
+    const staged = this.staged;
+    this.staged = undefined;
+    for (const l of staged?.opened ?? []) this.retire(l);
+  }
+
+  /**
+   * prepare, then commit what could be prepared (a worker's first config, or a respawned worker's): listeners
+   * that cannot be bound are left out and reported, the rest serves.
+   */
+  async apply(config: LbConfig, generation: number, controls?: Controls): Promise<{ errors: Error[] }> {
+    const { errors } = await this.prepare(config, generation);
+    if (errors.every((e) => e instanceof ListenError)) this.commit(generation, controls);
+    else this.abort();
+    return { errors };
   }
 
   private retire(l: Listener): void {
@@ -95,6 +143,7 @@ export class DataPlane {
 
   /** Applies the control plane's decision for one backend; false when the pool or backend is unknown. */
   control(pool: string, backend: string, c: BackendControl): boolean {
+    // A pool only the staged generation has gets its controls with the commit.
     return this.pools.get(pool)?.control(backend, c) ?? false;
   }
 
@@ -119,6 +168,7 @@ export class DataPlane {
    * `graceMs`, then cut what is left. Resolves true when everything finished in time.
    */
   async stop(graceMs: number): Promise<boolean> {
+    this.abort();
     const all = [...this.listeners.values(), ...this.retiring];
     let timer: NodeJS.Timeout | undefined;
     const inTime = await Promise.race([
@@ -137,10 +187,8 @@ export class DataPlane {
   }
 }
 
-function tlsError(cfg: ListenerConfig, err: Error, outcome: string): ListenError {
-  const e = new ListenError(cfg.name, cfg.listen.text, err);
-  e.message = `listener ${cfg.name} (${cfg.listen.text}): ${err.message}; ${outcome}`;
-  return e;
+function tlsError(cfg: ListenerConfig, err: Error): Error {
+  return new Error(`listener ${cfg.name} (${cfg.listen.text}): ${err.message}`);
 }
 
 function listenerKey(cfg: ListenerConfig): string {

@@ -92,14 +92,18 @@ export class HttpListener implements Listener, ListenerInfo {
     return this.cfg.clientBodyTimeoutMs;
   }
 
-  /** Applies a reloaded listener config (routes, default pool, timeouts, re-read certificates) in place. */
-  update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
-    this.cfg = cfg;
-    this.router = new Router(cfg, pools);
-    // Open connections take the new durations at their next wait for a head or a request.
-    this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
-    this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
-    if (this.material && cfg.tls) this.material.reload(cfg.tls);
+  /** A reloaded listener config (routes, default pool, timeouts, re-read certificates), applied in place. */
+  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): () => void {
+    const router = new Router(cfg, pools);
+    const certificates = this.material && cfg.tls ? this.material.prepare(cfg.tls) : undefined;
+    return () => {
+      this.cfg = cfg;
+      this.router = router;
+      // Open connections take the new durations at their next wait for a head or a request.
+      this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
+      this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
+      certificates?.();
+    };
   }
 
   async listen(accept?: AcceptMode): Promise<void> {

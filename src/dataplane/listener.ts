@@ -14,8 +14,12 @@ export interface Listener {
   readonly connections: number;
   /** Binds; `accept` is daemon.accept ("reuseport" binds this process's own SO_REUSEPORT socket). */
   listen(accept?: AcceptMode): Promise<void>;
-  /** Applies a reloaded config in place; throws (after applying the rest) when new TLS files cannot be used. */
-  update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void;
+  /**
+   * Checks a reloaded config for this listener (new TLS files are read, routes resolved against `pools`)
+   * without changing anything; throws when it cannot be used. The function returned applies it in place
+   * and cannot fail: the commit of a reload.
+   */
+  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): () => void;
   /** Stops accepting new connections; resolves when every connection has closed. */
   stop(): Promise<void>;
   /** Ends every open connection now. */
@@ -27,8 +31,11 @@ export interface TlsMaterial {
   options: https.ServerOptions & tls.TlsOptions;
   /** Hooks SNI and certificate reloads onto the server. */
   attach(server: tls.Server): void;
-  /** Re-reads the certificate files (lb reload); throws, changing nothing, when one cannot be used. */
-  reload(cfg: TlsConfig): void;
+  /**
+   * Re-reads the certificate files (lb reload); throws, changing nothing, when one cannot be used. The
+   * function returned swaps them in (new handshakes only).
+   */
+  prepare(cfg: TlsConfig): () => void;
 }
 
 export class ListenError extends Error {

@@ -21,6 +21,15 @@ export class BackendPool {
 
   private readonly available = (b: Backend): boolean => b.available;
 
+  /** What commit() changes in backends shared with the pool this one replaces. */
+  private pending: Array<() => void> = [];
+
+  /**
+   * Builds the pool of a new config. With `previous` (the pool of the same name serving now), backends that
+   * keep their name are shared with it, and nothing of `previous` or of a shared backend changes until
+   * commit(): a reload that is rolled back leaves the serving pool as it was. Throws when the algorithm's
+   * create() does.
+   */
   constructor(config: PoolConfig, algorithm: Algorithm, previous?: BackendPool) {
     this.name = config.name;
     this.config = config;
@@ -29,10 +38,14 @@ export class BackendPool {
     for (const bc of config.backends) {
       let b = previous?.byName.get(bc.name);
       if (b) {
-        const addressChanged = b.address.text !== bc.address.text;
-        b.address = bc.address;
-        b.maxConnections = bc.maxConnections;
-        if (addressChanged || timeoutsChanged(previous!.config, config)) b.resetUpstream();
+        const kept = b;
+        const addressChanged = kept.address.text !== bc.address.text;
+        const reset = addressChanged || timeoutsChanged(previous!.config, config);
+        this.pending.push(() => {
+          kept.address = bc.address;
+          kept.maxConnections = bc.maxConnections;
+          if (reset) kept.resetUpstream();
+        });
       } else {
         b = new Backend(bc);
       }
@@ -40,10 +53,27 @@ export class BackendPool {
       this.byName.set(b.name, b);
     }
     if (previous) {
-      for (const old of previous.backends) if (!this.byName.has(old.name)) old.retire();
+      for (const old of previous.backends) if (!this.byName.has(old.name)) this.pending.push(() => old.retire());
     }
+    // Pickers read names, weights and in-flight counts, none of which commit() changes.
     this.picker = algorithm.create(this.backends);
     this.ipOnly = config.backends.every((bc) => isIP(bc.address.host) !== 0);
+  }
+
+  /**
+   * Takes over from the pool passed as `previous`: shared backends take their new settings, dropped ones
+   * retire, `controls` (the primary's decisions, by backend name) apply. The picker is rebuilt because a
+   * control message handled between prepare and commit changed a shared backend's weight under it.
+   */
+  commit(controls: Record<string, BackendControl> = {}): void {
+    for (const f of this.pending) f();
+    this.pending = [];
+    for (const [name, c] of Object.entries(controls)) this.byName.get(name)?.control(c);
+    try {
+      this.picker = this.algorithm.create(this.backends);
+    } catch {
+      // create() succeeded over the same backends in the constructor; keep that picker.
+    }
   }
 
   get(name: string): Backend | undefined {

@@ -56,10 +56,15 @@ export class TcpListener implements Listener {
     return this.sockets.size;
   }
 
-  update(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): void {
-    this.cfg = cfg;
-    this.pool = pools.get(cfg.pool)!;
-    if (this.material && cfg.tls) this.material.reload(cfg.tls);
+  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): () => void {
+    const pool = pools.get(cfg.pool);
+    if (!pool) throw new Error(`listener ${cfg.name}: pool ${cfg.pool} does not exist`);
+    const certificates = this.material && cfg.tls ? this.material.prepare(cfg.tls) : undefined;
+    return () => {
+      this.cfg = cfg;
+      this.pool = pool;
+      certificates?.();
+    };
   }
 
   async listen(accept?: AcceptMode): Promise<void> {
