@@ -9,9 +9,16 @@ export interface StatusBackend {
   inflight: number;
   reason: string | null;
   lastCheck: { ok: boolean; detail: string; ageMs: number; ms: number } | null;
+  /** Age of the last change of `state`. */
+  lastChangeAgeMs?: number;
+  /** Totals since start, summed over workers; present only with [metrics] (HAProxy `show stat` req_tot, eresp). */
+  requests?: number;
+  errors?: number;
 }
 export interface StatusResult {
   config: string;
+  version?: string;
+  node?: string;
   pid: number;
   uptimeSeconds: number;
   workers: { configured: number; answered: number; asked: number };
@@ -19,18 +26,19 @@ export interface StatusResult {
 }
 
 export function renderStatus(s: StatusResult): string {
-  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'WEIGHT', 'INFLIGHT', 'LAST CHECK']];
+  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'CHANGED', 'WEIGHT', 'INFLIGHT', 'REQUESTS', 'ERRORS', 'LAST CHECK']];
   for (const p of s.pools) {
     for (const b of p.backends) {
       const weight = b.weight === b.configWeight ? String(b.weight) : `${b.weight} (config ${b.configWeight})`;
       const check = b.lastCheck ? `${b.lastCheck.ok ? 'pass' : 'fail'} ${b.lastCheck.detail}, ${formatAge(b.lastCheck.ageMs)} ago` : p.healthCheck ? 'pending' : '-';
-      rows.push([p.name, b.name, b.address, b.state, weight, String(b.inflight), check]);
+      const changed = b.lastChangeAgeMs === undefined ? '-' : `${formatAge(b.lastChangeAgeMs)} ago`;
+      rows.push([p.name, b.name, b.address, b.state, changed, weight, String(b.inflight), String(b.requests ?? '-'), String(b.errors ?? '-'), check]);
     }
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
   const missing = s.workers.asked - s.workers.answered;
-  const head = `lb pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config}`;
+  const head = `lb ${s.version ?? ''} (node ${s.node ?? '?'}) pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config}`;
   return `${head}\n${lines.join('\n')}\n`;
 }
 

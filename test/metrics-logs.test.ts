@@ -5,7 +5,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
-import { admin, backends, cli, freePort, get, startLb, startUpstream, waitFor } from './helpers/lb.js';
+import { admin, backends, cli, freePort, get, startLb, startUpstream, waitFor, withStateFile } from './helpers/lb.js';
 import { pino } from 'pino';
 import { parsePeer, peerOf } from '../src/admin/peer.js';
 import { accessLog, BATCH_BYTES, flushAccess } from '../src/log.js';
@@ -169,7 +169,7 @@ t.test('lifecycle and admin lines: start, listeners, workers, reload changes, dr
   t.equal((await admin(lb.socket, { cmd: 'status' })).ok, true);
 
   // Reload: what changed and who asked.
-  fs.writeFileSync(lb.configFile, config(port, tcpPort, [...ups.slice(0, 1), { name: 'b', port: b.port }], deadPort).replace('algorithm = "round-robin"', 'algorithm = "least-connections"').replaceAll('{{socket}}', lb.socket));
+  fs.writeFileSync(lb.configFile, withStateFile(config(port, tcpPort, [...ups.slice(0, 1), { name: 'b', port: b.port }], deadPort).replace('algorithm = "round-robin"', 'algorithm = "least-connections"').replaceAll('{{socket}}', lb.socket), lb.dir));
   t.equal((await admin(lb.socket, { cmd: 'reload' })).ok, true);
   t.match(await line('config reloaded'), { source: 'admin', by: me, changes: ['pool app: algorithm round-robin -> least-connections'] }, 'reload logged with what changed and who');
   fs.writeFileSync(lb.configFile, 'this is = = not toml');

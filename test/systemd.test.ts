@@ -22,6 +22,7 @@ t.test('the unit runs lb the documented way', async (t) => {
     /^ExecStart=\/usr\/bin\/env lb run -c \/etc\/lb\/lb\.toml$/m,
     /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m,
     /^RuntimeDirectory=lb$/m,
+    /^StateDirectory=lb$/m,
     /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m,
     /^NoNewPrivileges=yes$/m,
     /^ProtectSystem=strict$/m,
