@@ -22,7 +22,13 @@ export const DEFAULT_SOCKET = '/run/lb/admin.sock';
  * [admin].socket can be read from it (adminSocketOf); when it cannot, the CLI says so and exits 1 rather
  * than ask the default socket, which may belong to another daemon.
  */
-async function socketPath(opts: { socket?: string; config: string }): Promise<string> {
+let resolvedSocket: Promise<string> | undefined;
+function socketPath(opts: { socket?: string; config: string }): Promise<string> {
+  // Once per process: `drain --wait` asks many times, and notes about the config are printed once.
+  return (resolvedSocket ??= findSocket(opts));
+}
+
+async function findSocket(opts: { socket?: string; config: string }): Promise<string> {
   if (opts.socket) return opts.socket;
   if (process.env.LB_ADMIN_SOCKET) return process.env.LB_ADMIN_SOCKET;
   if (!fs.existsSync(opts.config)) {

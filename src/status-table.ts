@@ -26,13 +26,13 @@ export interface StatusResult {
 }
 
 export function renderStatus(s: StatusResult): string {
-  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'CHANGED', 'WEIGHT', 'INFLIGHT', 'REQUESTS', 'ERRORS', 'LAST CHECK']];
+  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'WEIGHT', 'INFLIGHT', 'REQUESTS', 'ERRORS', 'CHANGED', 'LAST CHECK']];
   for (const p of s.pools) {
     for (const b of p.backends) {
       const weight = b.weight === b.configWeight ? String(b.weight) : `${b.weight} (config ${b.configWeight})`;
       const check = b.lastCheck ? `${b.lastCheck.ok ? 'pass' : 'fail'} ${b.lastCheck.detail}, ${formatAge(b.lastCheck.ageMs)} ago` : p.healthCheck ? 'pending' : '-';
       const changed = b.lastChangeAgeMs === undefined ? '-' : `${formatAge(b.lastChangeAgeMs)} ago`;
-      rows.push([p.name, b.name, b.address, b.state, changed, weight, String(b.inflight), String(b.requests ?? '-'), String(b.errors ?? '-'), check]);
+      rows.push([p.name, b.name, b.address, b.state, weight, String(b.inflight), String(b.requests ?? '-'), String(b.errors ?? '-'), changed, check]);
     }
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

@@ -41,6 +41,15 @@ async function hits(port: number, n: number): Promise<Record<string, number>> {
   return out;
 }
 
+/**
+ * The backends that answered 12 requests. Each worker rotates on its own and the kernel spreads connections
+ * unevenly, so exact shares are not fixed; with 12 requests over 2 workers one worker takes at least 6,
+ * which covers every backend of a rotation of up to 6.
+ */
+async function served(port: number): Promise<string[]> {
+  return Object.keys(await hits(port, 12)).sort();
+}
+
 t.test('drain, weight and maint survive SIGTERM and a new `lb run`, and are applied to traffic', async (t) => {
   const ups = await Promise.all(['a', 'b', 'c'].map((n) => startUpstream(n)));
   t.teardown(() => Promise.all(ups.map((u) => u.close())));
@@ -87,7 +96,7 @@ t.test('drain, weight and maint survive SIGTERM and a new `lb run`, and are appl
   const after = await status(second);
   t.same([...after.values()].map((b) => [b.state, b.weight]), [['up', 1], ['up', 1], ['up', 1]]);
   t.same(JSON.parse(fs.readFileSync(stateFile, 'utf8')).backends, [], 'nothing left to keep');
-  t.same(await hits(port, 6), { a: 2, b: 2, c: 2 });
+  t.same(await served(port), ['a', 'b', 'c'], 'all three serve again');
 });
 
 t.test('a state file that cannot be read is ignored with a warning; one that cannot be written is logged, the change applies', async (t) => {
@@ -135,7 +144,7 @@ t.test('lb weight: refused with WEIGHT_UNSUPPORTED where the algorithm ignores w
   t.same(await hits(port, 4), { b: 4 }, 'weight 0: no new traffic, under round-robin too');
   const reset = await cli(['weight', 'app/a', '--reset', ...s]);
   t.equal(reset.stdout, "app/a: weight 0 -> 1 (the config's)\n");
-  t.same(await hits(port, 4), { a: 2, b: 2 });
+  t.same(await served(port), ['a', 'b'], 'a serves again');
   const usage = await cli(['weight', 'app/a', ...s]);
   t.equal(usage.code, 2, 'neither a weight nor --reset: usage error');
 });
@@ -196,7 +205,7 @@ t.test('lb maint: no traffic and no health checks until lb ready', async (t) => 
   t.equal((await cli(['ready', 'app/a', '-s', lb.socket])).code, 0);
   await waitFor(() => checks.a > a0 + 1, 10_000, 'checks of a again');
   await waitFor(async () => (await status(lb)).get('a')!.state === 'up', 10_000, 'a up again');
-  t.same(await hits(port, 4), { a: 2, b: 2 });
+  t.same(await served(port), ['a', 'b'], 'a serves again');
 });
 
 t.test('the admin socket answers a client that half-closes after its request (the socat pattern)', async (t) => {
@@ -282,6 +291,6 @@ t.test('lb --version and lb status: versions, per-backend requests, errors and l
   t.equal((await cli(['drain', 'app/a', '-s', lb.socket])).code, 0);
   const table = await cli(['status', '-s', lb.socket]);
   t.match(table.stdout, new RegExp(`^lb ${v.stdout.trim()} \\(node ${process.version.replaceAll('.', '\\.')}\\) pid ${lb.proc.pid}`));
-  t.match(table.stdout, /^POOL\s+BACKEND\s+ADDRESS\s+STATE\s+CHANGED\s+WEIGHT\s+INFLIGHT\s+REQUESTS\s+ERRORS\s+LAST CHECK$/m);
-  t.match(table.stdout, /^app\s+a\s+\S+\s+drain\s+\d+(ms|s) ago\s+1\s+0\s+3\s+1\s+-$/m, table.stdout);
+  t.match(table.stdout, /^POOL\s+BACKEND\s+ADDRESS\s+STATE\s+WEIGHT\s+INFLIGHT\s+REQUESTS\s+ERRORS\s+CHANGED\s+LAST CHECK$/m);
+  t.match(table.stdout, /^app\s+a\s+\S+\s+drain\s+1\s+0\s+3\s+1\s+\d+(ms|s) ago\s+-$/m, table.stdout);
 });

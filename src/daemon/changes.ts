@@ -63,6 +63,7 @@ export function describeChanges(a: LbConfig, b: LbConfig, weights?: WeightsInEff
   if (a.log.level !== b.log.level || a.log.access !== b.log.access) out.push('log settings changed');
   if (a.metrics?.listen.text !== b.metrics?.listen.text) out.push(`metrics.listen: ${a.metrics?.listen.text ?? 'off'} -> ${b.metrics?.listen.text ?? 'off'}`);
   if (a.daemon.accept !== b.daemon.accept) out.push(`daemon.accept: ${a.daemon.accept} -> ${b.daemon.accept}: takes effect at the next restart`);
+  if (a.daemon.stateFile !== b.daemon.stateFile) out.push(`daemon.state_file: ${a.daemon.stateFile} -> ${b.daemon.stateFile} (the runtime state is written there now)`);
   if (a.admin.socket !== b.admin.socket) out.push('admin.socket changed: takes effect at the next restart');
   return out;
 }
