@@ -155,9 +155,9 @@ t.test('lifecycle and admin lines: start, listeners, workers, reload changes, dr
   const me = { uid: process.getuid!(), pid: process.pid };
   // From this process over the admin socket: the daemon must name us.
   t.equal((await admin(lb.socket, { cmd: 'drain', pool: 'app', backend: 'a' })).ok, true);
-  t.equal((await admin(lb.socket, { cmd: 'weight', pool: 'app', backend: 'b', weight: 7 })).ok, true);
+  t.equal((await admin(lb.socket, { cmd: 'weight', pool: 'app', backend: 'b', weight: 0 })).ok, true, 'weight 0: valid under round-robin');
   t.match(await line('admin: drain'), { pool: 'app', backend: 'a', admin: 'drain', by: me }, 'drain logged with our uid and pid');
-  t.match(await line('admin: weight'), { pool: 'app', backend: 'b', weight: 7, before: 1, by: me }, 'weight logged with our uid and pid');
+  t.match(await line('admin: weight'), { pool: 'app', backend: 'b', weight: 0, before: 1, by: me }, 'weight logged with our uid and pid');
   // Through the CLI (another process): its uid, and a pid that is neither ours nor the daemon's.
   const r = await cli(['ready', 'app/a', '-s', lb.socket]);
   t.equal(r.code, 0, r.stderr);
