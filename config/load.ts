@@ -546,6 +546,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     workersSetting,
     gracePeriodMs: duration(daemonT, 'grace_period', ['daemon'], DEFAULTS.daemon.grace_period, false),
     accept: (str(daemonT, 'accept') ?? DEFAULTS.daemon.accept) as LbConfig['daemon']['accept'],
+    stateFile: resolve(dir, str(daemonT, 'state_file') ?? DEFAULTS.daemon.state_file),
   };
   if (daemon.accept === 'reuseport' && !supportsReusePort()) {
     issues.report(['daemon', 'accept'], `"reuseport" needs Node >= 22.12 (net.Server listen option reusePort); this is ${process.version}: use "round-robin" or "shared"`);

@@ -124,6 +124,8 @@ export interface LbConfig {
     gracePeriodMs: number;
     /** How new connections reach workers (daemon.accept); default "shared" (README: measured against round-robin). */
     accept: 'round-robin' | 'shared' | 'reuseport';
+    /** daemon.state_file, absolute (relative paths resolved against the config file's directory). */
+    stateFile: string;
   };
   admin: {
     /** Absolute path; relative paths in the file are resolved against the file's directory. */

@@ -9,7 +9,7 @@ import { ADDRESS_PATTERN } from './address.js';
 import { DURATION_PATTERN } from './duration.js';
 
 export const DEFAULTS = {
-  daemon: { workers: 'auto', grace_period: '30s', accept: 'shared' },
+  daemon: { workers: 'auto', grace_period: '30s', accept: 'shared', state_file: '/var/lib/lb/state.json' },
   admin: { socket: '/run/lb/admin.sock' },
   log: { level: 'info', access: false },
   listener: {
@@ -89,6 +89,16 @@ const DaemonSchema = Type.Object(
           'even spread), "shared" (workers accept from one shared socket; the kernel picks, often unevenly), "reuseport" ' +
           '(each worker binds its own SO_REUSEPORT socket; Node >= 22.12). Takes effect at start, not on reload.',
         default: DEFAULTS.daemon.accept,
+      }),
+    ),
+    state_file: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'Where runtime changes (lb drain, ready, maint, weight) are kept so that they survive a restart; written ' +
+          'atomically on every change, read at start. An unreadable file is logged and ignored. ' +
+          "A relative path is resolved against the config file's directory.",
+        default: DEFAULTS.daemon.state_file,
       }),
     ),
   },

@@ -2,6 +2,8 @@
 
 import cluster from 'node:cluster';
 import fs from 'node:fs';
+import path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { Command, CommanderError, Option } from 'commander';
 import { loadAndCheckConfigFile, loadConfigFile } from '../config/load.js';
 import { formatIssue } from '../config/model.js';
@@ -9,19 +11,79 @@ import { adminRequest, AdminUnreachable } from './admin/client.js';
 import type { AdminResponse } from './admin/server.js';
 import { parseDuration } from '../config/duration.js';
 import { renderStatus, type StatusResult } from './status-table.js';
+import { LB_VERSION } from './version.js';
 
 export const DEFAULT_CONFIG = '/etc/lb/lb.toml';
 export const DEFAULT_SOCKET = '/run/lb/admin.sock';
 
-/** -s, else $LB_ADMIN_SOCKET, else [admin].socket of the -c config, else the default path. */
-async function socketPath(opts: { socket?: string; config: string }): Promise<string> {
+/**
+ * -s, else $LB_ADMIN_SOCKET, else [admin].socket of the -c config, else the default path (only when -c is
+ * the default and that file does not exist). A -c file with errors still names its daemon's socket when
+ * [admin].socket can be read from it (adminSocketOf); when it cannot, the CLI says so and exits 1 rather
+ * than ask the default socket, which may belong to another daemon.
+ */
+let resolvedSocket: Promise<string> | undefined;
+function socketPath(opts: { socket?: string; config: string }): Promise<string> {
+  // Once per process: `drain --wait` asks many times, and notes about the config are printed once.
+  return (resolvedSocket ??= findSocket(opts));
+}
+
+async function findSocket(opts: { socket?: string; config: string }): Promise<string> {
   if (opts.socket) return opts.socket;
   if (process.env.LB_ADMIN_SOCKET) return process.env.LB_ADMIN_SOCKET;
-  if (fs.existsSync(opts.config)) {
-    const { config } = await loadConfigFile(opts.config);
-    if (config) return config.admin.socket;
+  if (!fs.existsSync(opts.config)) {
+    if (opts.config === DEFAULT_CONFIG) return DEFAULT_SOCKET;
+    cliFail(`config file ${opts.config} does not exist, so the admin socket cannot be determined: pass -s PATH (or set LB_ADMIN_SOCKET)`);
   }
-  return DEFAULT_SOCKET;
+  const { config, issues } = await loadConfigFile(opts.config);
+  if (config) return config.admin.socket;
+  const loose = adminSocketOf(opts.config);
+  const first = issues[0] ? formatIssue(issues[0]) : 'it is invalid';
+  if (loose === undefined) {
+    cliFail(`${opts.config} has errors (${first}) and its [admin].socket cannot be read, so the admin socket cannot be determined: pass -s PATH (or set LB_ADMIN_SOCKET)`);
+  }
+  process.stderr.write(`lb: note: ${opts.config} has errors (${first}); using its [admin].socket ${loose}\n`);
+  return loose;
+}
+
+/**
+ * [admin].socket of a config file that does not validate, resolved against the file's directory as
+ * config/load.ts does: from the TOML when it parses (the default socket when the key is absent), else from a
+ * `socket = "..."` line in an `[admin]` table found line by line. Undefined when neither works.
+ */
+export function adminSocketOf(file: string): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
+  } catch {
+    return undefined;
+  }
+  const dir = path.dirname(path.resolve(file));
+  try {
+    const doc = parseToml(text) as { admin?: { socket?: unknown } };
+    const sock = doc.admin?.socket ?? DEFAULT_SOCKET;
+    return typeof sock === 'string' && sock !== '' ? path.resolve(dir, sock) : undefined;
+  } catch {
+    // not TOML: scan for the table and the key below
+  }
+  let table = '';
+  for (const line of text.split(/\r?\n/)) {
+    const header = /^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$/.exec(line);
+    if (header) {
+      table = header[1]!;
+      continue;
+    }
+    if (table !== 'admin') continue;
+    const kv = /^\s*socket\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(#.*)?$/.exec(line);
+    const sock = kv?.[1] ?? kv?.[2];
+    if (sock) return path.resolve(dir, sock);
+  }
+  return undefined;
+}
+
+function cliFail(message: string): never {
+  process.stderr.write(`lb: ${message}\n`);
+  process.exit(1);
 }
 
 async function call(opts: { socket?: string; config: string }, req: Record<string, unknown>, timeoutMs?: number): Promise<AdminResponse> {
@@ -61,7 +123,7 @@ function target(spec: string): { pool: string; backend: string } {
 export function buildProgram(): Command {
   const program = new Command('lb')
     .description('lb: an L4/L7 load balancer daemon')
-    .version(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string)
+    .version(LB_VERSION)
     .showHelpAfterError()
     .exitOverride();
 
@@ -161,7 +223,7 @@ export function buildProgram(): Command {
 
   program
     .command('ready')
-    .description('put a drained backend back in service')
+    .description('put a drained backend, or one in maintenance, back in service')
     .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
     .addOption(configOpt())
     .addOption(socketOpt())
@@ -173,18 +235,34 @@ export function buildProgram(): Command {
 
   program
     .command('weight')
-    .description('set a backend weight at runtime (0 = no new traffic)')
+    .description('set a backend weight at runtime (0 = no new traffic); refused for algorithms that ignore weights')
     .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
-    .argument('<n>', 'the weight, an integer from 0 to 1000')
+    .argument('[n]', 'the weight, an integer from 0 to 1000')
+    .option('--reset', "drop the runtime weight: back to the config's")
     .addOption(configOpt())
     .addOption(socketOpt())
-    .action(async (spec: string, n: string, opts: { config: string; socket?: string }) => {
+    .action(async (spec: string, n: string | undefined, opts: { reset?: boolean; config: string; socket?: string }) => {
       const t = target(spec);
-      if (!/^\d+$/.test(n) || Number(n) > 1000) throw new CommanderError(2, 'lb.weight', `error: weight must be an integer from 0 to 1000, got "${n}"`);
-      const res = await call(opts, { cmd: 'weight', ...t, weight: Number(n) });
+      if (opts.reset && n !== undefined) throw new CommanderError(2, 'lb.weight', 'error: give either a weight or --reset, not both');
+      if (!opts.reset && n === undefined) throw new CommanderError(2, 'lb.weight', "error: missing required argument 'n' (or --reset)");
+      if (n !== undefined && (!/^\d+$/.test(n) || Number(n) > 1000)) throw new CommanderError(2, 'lb.weight', `error: weight must be an integer from 0 to 1000, got "${n}"`);
+      const res = await call(opts, opts.reset ? { cmd: 'weight', ...t, reset: true } : { cmd: 'weight', ...t, weight: Number(n) });
       if (!res.ok) failWith(res);
       const r = res.result as { weight: number; before: number };
-      process.stdout.write(`${spec}: weight ${r.before} -> ${r.weight}\n`);
+      process.stdout.write(`${spec}: weight ${r.before} -> ${r.weight}${opts.reset ? " (the config's)" : ''}\n`);
+    });
+
+  program
+    .command('maint')
+    .description('maintenance: no traffic and no health checks for a backend until `lb ready` (HAProxy "set server state maint")')
+    .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (spec: string, opts: { config: string; socket?: string }) => {
+      const res = await call(opts, { cmd: 'maint', ...target(spec) });
+      if (!res.ok) failWith(res);
+      const r = res.result as { inflight: number };
+      process.stdout.write(`${spec}: in maintenance (${r.inflight} in flight; \`lb ready ${spec}\` to end it)\n`);
     });
 
   program

@@ -9,9 +9,16 @@ export interface StatusBackend {
   inflight: number;
   reason: string | null;
   lastCheck: { ok: boolean; detail: string; ageMs: number; ms: number } | null;
+  /** Age of the last change of `state`. */
+  lastChangeAgeMs?: number;
+  /** Totals since start, summed over workers; present only with [metrics] (HAProxy `show stat` req_tot, eresp). */
+  requests?: number;
+  errors?: number;
 }
 export interface StatusResult {
   config: string;
+  version?: string;
+  node?: string;
   pid: number;
   uptimeSeconds: number;
   generation: number;
@@ -20,12 +27,13 @@ export interface StatusResult {
 }
 
 export function renderStatus(s: StatusResult): string {
-  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'WEIGHT', 'INFLIGHT', 'LAST CHECK']];
+  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'WEIGHT', 'INFLIGHT', 'REQUESTS', 'ERRORS', 'CHANGED', 'LAST CHECK']];
   for (const p of s.pools) {
     for (const b of p.backends) {
       const weight = b.weight === b.configWeight ? String(b.weight) : `${b.weight} (config ${b.configWeight})`;
       const check = b.lastCheck ? `${b.lastCheck.ok ? 'pass' : 'fail'} ${b.lastCheck.detail}, ${formatAge(b.lastCheck.ageMs)} ago` : p.healthCheck ? 'pending' : '-';
-      rows.push([p.name, b.name, b.address, b.state, weight, String(b.inflight), check]);
+      const changed = b.lastChangeAgeMs === undefined ? '-' : `${formatAge(b.lastChangeAgeMs)} ago`;
+      rows.push([p.name, b.name, b.address, b.state, weight, String(b.inflight), String(b.requests ?? '-'), String(b.errors ?? '-'), changed, check]);
     }
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -33,7 +41,7 @@ export function renderStatus(s: StatusResult): string {
   const missing = s.workers.asked - s.workers.answered;
   // A worker on another generation than the primary is one that did not confirm a commit (logged).
   const behind = s.workers.list.filter((w) => w.generation !== null && w.generation !== s.generation).map((w) => `pid ${w.pid} at ${w.generation}`);
-  const head = `lb pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config} generation ${s.generation}${behind.length ? ` (workers ${behind.join(', ')})` : ''}`;
+  const head = `lb ${s.version ?? ''} (node ${s.node ?? '?'}) pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config} generation ${s.generation}${behind.length ? ` (workers ${behind.join(', ')})` : ''}`;
   return `${head}\n${lines.join('\n')}\n`;
 }
 

@@ -110,7 +110,7 @@ t.test('the SPEC.md example', async (t) => {
   const workers = availableParallelism();
   t.same(c, {
     file: '/etc/lb/lb.toml',
-    daemon: { workers, workersSetting: 'auto', gracePeriodMs: 30_000, accept: 'shared' },
+    daemon: { workers, workersSetting: 'auto', gracePeriodMs: 30_000, accept: 'shared', stateFile: '/var/lib/lb/state.json' },
     admin: { socket: '/run/lb/admin.sock' },
     metrics: { listen: { host: '127.0.0.1', port: 9100, text: '127.0.0.1:9100' } },
     log: { level: 'info', access: false },
@@ -197,7 +197,7 @@ t.test('the SPEC.md example', async (t) => {
 
 t.test('defaults of a minimal config', async (t) => {
   const c = valid(MIN);
-  t.same(c.daemon, { workers: availableParallelism(), workersSetting: 'auto', gracePeriodMs: 30_000, accept: 'shared' });
+  t.same(c.daemon, { workers: availableParallelism(), workersSetting: 'auto', gracePeriodMs: 30_000, accept: 'shared', stateFile: '/var/lib/lb/state.json' });
   t.same(c.admin, { socket: '/run/lb/admin.sock' });
   t.equal(c.metrics, undefined, 'no [metrics] = metrics disabled');
   t.same(c.log, { level: 'info', access: false });
@@ -232,6 +232,7 @@ t.test('every key of the extensions, set', async (t) => {
   const c = valid(`[daemon]
 workers = 3
 grace_period = "1m30s"
+state_file = "state/lb.json"
 
 [admin]
 socket = "run/admin.sock"
@@ -280,7 +281,7 @@ passive = { on_5xx = true }
 algorithm = "consistent-hash"
 backends = [ { address = "10.0.0.9:5432" } ]
 `);
-  t.same(c.daemon, { workers: 3, workersSetting: 3, gracePeriodMs: 90_000, accept: 'shared' });
+  t.same(c.daemon, { workers: 3, workersSetting: 3, gracePeriodMs: 90_000, accept: 'shared', stateFile: '/etc/lb/state/lb.json' });
   t.equal(c.admin.socket, '/etc/lb/run/admin.sock', 'relative to the config file');
   t.same(c.log, { level: 'debug', access: true });
   const web = c.listeners['web'];
@@ -322,7 +323,7 @@ const errorCases: Array<[string, string, string[]]> = [
     'lb.toml:7:16: pools.app.backends[0].wieght: unknown key "wieght" (did you mean "weight"?)',
   ]],
   ['unknown key without a suggestion', `[daemon]\ncolour = "blue"\n${MIN}`, [
-    'lb.toml:2:1: daemon.colour: unknown key "colour" (allowed: workers, grace_period, accept)',
+    'lb.toml:2:1: daemon.colour: unknown key "colour" (allowed: workers, grace_period, accept, state_file)',
   ]],
   ['unknown top-level table', `${MIN}[listener.api]\nprotocol = "http"\n`, [
     'lb.toml:9:2: listener: unknown key "listener" (did you mean "listeners"?)',
@@ -493,6 +494,7 @@ weight = 1.5
     'lb.toml:5:40: listeners.web.tls.min_version: must be one of: TLSv1.2, TLSv1.3 (got "TLSv1.1"; did you mean "TLSv1.2"?)',
   ]],
   ['empty string', `[admin]\nsocket = ""\n${MIN}`, ['lb.toml:2:1: admin.socket: must not be empty']],
+  ['state_file not a string', `[daemon]\nstate_file = 5\n${MIN}`, ['lb.toml:2:1: daemon.state_file: expected a string, got integer 5']],
 ];
 
 t.test('each error kind, as printed', async (t) => {

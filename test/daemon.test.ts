@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { admin, backends, cli, freePort, get, procState, startLb, startLoad, startUpstream, waitFor, type Upstream } from './helpers/lb.js';
+import { admin, backends, cli, freePort, get, procState, startLb, startLoad, startUpstream, waitFor, type Upstream, withStateFile } from './helpers/lb.js';
 
 function config(port: number, tcpPort: number, ups: Array<{ name: string; port: number; weight?: number }>, opts: { workers?: number; grace?: string; algorithm?: string } = {}): string {
   return `
@@ -67,7 +67,7 @@ t.test('20 reloads under continuous load (kept-alive and new connections): no fa
   for (let i = 0; i < 20; i++) {
     // Alternate membership, weights and algorithms: every reload changes something real.
     const members = i % 2 === 0 ? all.slice(0, 2).map((b) => ({ ...b, weight: 1 + (i % 3) })) : all;
-    fs.writeFileSync(lb.configFile, config(port, tcpPort, members, { algorithm: algos[i % algos.length] }).replaceAll('{{socket}}', lb.socket));
+    fs.writeFileSync(lb.configFile, withStateFile(config(port, tcpPort, members, { algorithm: algos[i % algos.length] }).replaceAll('{{socket}}', lb.socket), lb.dir));
     const r = await cli(['reload', '-s', lb.socket]);
     t.equal(r.code, 0, `reload ${i + 1} applied (${r.stdout.trim().split('\n')[0]}${r.stderr})`);
   }

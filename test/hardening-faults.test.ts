@@ -9,7 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
 import { lbConfig, timedGet } from './helpers/hardening.js';
-import { admin, cli, freePort, startLb, startLoad, startUpstream, waitFor, type Lb, type Upstream } from './helpers/lb.js';
+import { admin, cli, freePort, startLb, startLoad, startUpstream, waitFor, type Lb, type Upstream, withStateFile } from './helpers/lb.js';
 
 /** Status answers and a request succeeds (of `tries` sequential ones, for pools with a broken backend). */
 async function healthy(t: { equal: (a: unknown, b: unknown, m: string) => void }, lb: Lb, port: number, tries = 1): Promise<void> {
@@ -177,7 +177,7 @@ t.test('a reload every second for 10 s under load: no failed request', async (t)
   const t0 = Date.now();
   let applied = 0;
   for (let i = 1; i <= 10; i++) {
-    fs.writeFileSync(lb.configFile, cfg(i).replaceAll('{{socket}}', lb.socket));
+    fs.writeFileSync(lb.configFile, withStateFile(cfg(i).replaceAll('{{socket}}', lb.socket), lb.dir));
     const r = await cli(['reload', '-s', lb.socket]);
     if (r.code === 0) applied++;
     const next = t0 + i * 1000;

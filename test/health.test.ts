@@ -50,7 +50,7 @@ function poolCfg(name: string, ports: number[], over: Partial<PoolConfig> = {}):
 function lbConfig(...pools: PoolConfig[]): LbConfig {
   return {
     file: '/dev/null',
-    daemon: { workers: 1, workersSetting: 1, gracePeriodMs: 1000, accept: 'round-robin' },
+    daemon: { workers: 1, workersSetting: 1, gracePeriodMs: 1000, accept: 'round-robin', stateFile: '' },
     admin: { socket: '/nonexistent/admin.sock' },
     log: { level: 'info', access: false },
     listeners: {},

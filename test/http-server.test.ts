@@ -8,7 +8,7 @@ import t from 'tap';
 import net from 'node:net';
 import { lbConfig, rawExchange, startRecordingUpstream, type SeenRequest } from './helpers/hardening.js';
 import fs from 'node:fs';
-import { cli, freePort, startLb, waitFor } from './helpers/lb.js';
+import { cli, freePort, startLb, waitFor, withStateFile } from './helpers/lb.js';
 
 interface Parsed {
   status: number;
@@ -225,7 +225,7 @@ t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgra
     await new Promise<void>((r) => s.once('connect', () => r()));
     s.write(get('/before-reload'));
     await waitFor(() => got.includes('path:/before-reload'), 3000, 'the first response (idle_timeout 7s)');
-    fs.writeFileSync(lb.configFile, config('1s'));
+    fs.writeFileSync(lb.configFile, withStateFile(config('1s'), lb.dir));
     const r = await cli(['reload', '-s', lb.socket]);
     t.equal(r.code, 0, 'reload applied');
     s.write(get('/after-reload'));

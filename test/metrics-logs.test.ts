@@ -5,7 +5,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
-import { admin, backends, cli, freePort, get, startLb, startUpstream, waitFor } from './helpers/lb.js';
+import { admin, backends, cli, freePort, get, startLb, startUpstream, waitFor, withStateFile } from './helpers/lb.js';
 import { pino } from 'pino';
 import { parsePeer, peerOf } from '../src/admin/peer.js';
 import { accessLog, BATCH_BYTES, flushAccess } from '../src/log.js';
@@ -155,9 +155,9 @@ t.test('lifecycle and admin lines: start, listeners, workers, reload changes, dr
   const me = { uid: process.getuid!(), pid: process.pid };
   // From this process over the admin socket: the daemon must name us.
   t.equal((await admin(lb.socket, { cmd: 'drain', pool: 'app', backend: 'a' })).ok, true);
-  t.equal((await admin(lb.socket, { cmd: 'weight', pool: 'app', backend: 'b', weight: 7 })).ok, true);
+  t.equal((await admin(lb.socket, { cmd: 'weight', pool: 'app', backend: 'b', weight: 0 })).ok, true, 'weight 0: valid under round-robin');
   t.match(await line('admin: drain'), { pool: 'app', backend: 'a', admin: 'drain', by: me }, 'drain logged with our uid and pid');
-  t.match(await line('admin: weight'), { pool: 'app', backend: 'b', weight: 7, before: 1, by: me }, 'weight logged with our uid and pid');
+  t.match(await line('admin: weight'), { pool: 'app', backend: 'b', weight: 0, before: 1, by: me }, 'weight logged with our uid and pid');
   // Through the CLI (another process): its uid, and a pid that is neither ours nor the daemon's.
   const r = await cli(['ready', 'app/a', '-s', lb.socket]);
   t.equal(r.code, 0, r.stderr);
@@ -169,7 +169,7 @@ t.test('lifecycle and admin lines: start, listeners, workers, reload changes, dr
   t.equal((await admin(lb.socket, { cmd: 'status' })).ok, true);
 
   // Reload: what changed and who asked.
-  fs.writeFileSync(lb.configFile, config(port, tcpPort, [...ups.slice(0, 1), { name: 'b', port: b.port }], deadPort).replace('algorithm = "round-robin"', 'algorithm = "least-connections"').replaceAll('{{socket}}', lb.socket));
+  fs.writeFileSync(lb.configFile, withStateFile(config(port, tcpPort, [...ups.slice(0, 1), { name: 'b', port: b.port }], deadPort).replace('algorithm = "round-robin"', 'algorithm = "least-connections"').replaceAll('{{socket}}', lb.socket), lb.dir));
   t.equal((await admin(lb.socket, { cmd: 'reload' })).ok, true);
   t.match(await line('config reloaded'), { source: 'admin', by: me, changes: ['pool app: algorithm round-robin -> least-connections'] }, 'reload logged with what changed and who');
   fs.writeFileSync(lb.configFile, 'this is = = not toml');

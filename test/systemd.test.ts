@@ -26,6 +26,7 @@ t.test('the unit runs lb the documented way', async (t) => {
     /^Restart=on-failure$/m,
     /^RestartPreventExitStatus=78$/m,
     /^RuntimeDirectory=lb$/m,
+    /^StateDirectory=lb$/m,
     /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m,
     /^NoNewPrivileges=yes$/m,
     /^ProtectSystem=strict$/m,

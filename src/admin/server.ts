@@ -3,6 +3,10 @@
 // mode 0660 (owner and group may use it: that is who may change the daemon at runtime); a stale socket file
 // left by a dead daemon is replaced, a live one (another lb answering on it) is an error.
 //
+// A client may half-close (shut down its sending side) right after its request, as
+// `echo '{"cmd":"status"}' | socat - UNIX-CONNECT:PATH` does: the connection is half-open (allowHalfOpen),
+// every request line received is answered, then the server closes its side.
+//
 // Malformed input never stops or slows the daemon: a line that is not JSON, not an object, an unknown command
 // or missing fields gets an `ok:false` answer with a stable code; a line over 64 KiB gets LINE_TOO_LONG and
 // the connection is closed.
@@ -53,7 +57,7 @@ export class AdminServer {
       }
       fs.unlinkSync(this.socketPath);
     }
-    const server = net.createServer((c) => this.onConnection(c));
+    const server = net.createServer({ allowHalfOpen: true }, (c) => this.onConnection(c));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: Error & { code?: string }) =>

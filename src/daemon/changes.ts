@@ -2,7 +2,18 @@
 
 import type { LbConfig } from '../../config/model.js';
 
-export function describeChanges(a: LbConfig, b: LbConfig): string[] {
+/**
+ * Runtime weights around the reload, keyed "POOL/BACKEND": the weight in effect before and after it (the
+ * runtime override if one is set, else the config's), and the pools whose algorithm (after it) ignores
+ * weights other than 0. Without it, weight lines compare the config files only.
+ */
+export interface WeightsInEffect {
+  before: Map<string, number>;
+  after: Map<string, number>;
+  ignoring: Set<string>;
+}
+
+export function describeChanges(a: LbConfig, b: LbConfig, weights?: WeightsInEffect): string[] {
   const out: string[] = [];
   const keys = <T>(x: Record<string, T>): Set<string> => new Set(Object.keys(x));
   for (const name of keys(b.listeners)) {
@@ -32,7 +43,14 @@ export function describeChanges(a: LbConfig, b: LbConfig): string[] {
       if (!y) out.push(`pool ${name}: backend ${bn} added (${x.address.text}, weight ${x.weight})`);
       else {
         if (y.address.text !== x.address.text) out.push(`pool ${name}: backend ${bn} address ${y.address.text} -> ${x.address.text}`);
-        if (y.weight !== x.weight) out.push(`pool ${name}: backend ${bn} weight ${y.weight} -> ${x.weight}`);
+        const k = `${name}/${bn}`;
+        const was = weights?.before.get(k) ?? y.weight;
+        const now = weights?.after.get(k) ?? x.weight;
+        const ignored = weights?.ignoring.has(name) && now > 0 ? ` (${n.algorithm} ignores weights other than 0)` : '';
+        if (was !== now) out.push(`pool ${name}: backend ${bn} weight ${was} -> ${now}${ignored}`);
+        else if (y.weight !== x.weight) {
+          out.push(`pool ${name}: backend ${bn} config weight ${y.weight} -> ${x.weight}; the runtime weight ${now} stays in effect (lb weight ${k} --reset to use the config's)`);
+        }
       }
     }
     for (const bn of ob.keys()) if (!nb.has(bn)) out.push(`pool ${name}: backend ${bn} removed`);
@@ -45,6 +63,7 @@ export function describeChanges(a: LbConfig, b: LbConfig): string[] {
   if (a.log.level !== b.log.level || a.log.access !== b.log.access) out.push('log settings changed');
   if (a.metrics?.listen.text !== b.metrics?.listen.text) out.push(`metrics.listen: ${a.metrics?.listen.text ?? 'off'} -> ${b.metrics?.listen.text ?? 'off'}`);
   if (a.daemon.accept !== b.daemon.accept) out.push(`daemon.accept: ${a.daemon.accept} -> ${b.daemon.accept}: takes effect at the next restart`);
+  if (a.daemon.stateFile !== b.daemon.stateFile) out.push(`daemon.state_file: ${a.daemon.stateFile} -> ${b.daemon.stateFile} (the runtime state is written there now)`);
   if (a.admin.socket !== b.admin.socket) out.push('admin.socket changed: takes effect at the next restart');
   return out;
 }

@@ -13,6 +13,7 @@
 // failure aborts it everywhere and nothing has changed.
 
 import cluster, { type Worker } from 'node:cluster';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,8 +25,11 @@ import { createLogger, who, type Logger } from '../log.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
 import { isMessage, sendToWorker as send, type FromWorker, type ToWorker } from './messages.js';
-import { StateStore, stateOf, type BackendRecord } from './state.js';
-import { describeChanges } from './changes.js';
+import { honoursWeights, savedState, StateStore, stateOf, type BackendRecord } from './state.js';
+import { readStateFile, writeStateFile } from './state-file.js';
+import { describeChanges, type WeightsInEffect } from './changes.js';
+import { LB_VERSION } from '../version.js';
+import type { AdminState } from '../dataplane/backend.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { MetricsServer } from '../metrics/primary.js';
 
@@ -110,6 +114,7 @@ export class Primary {
     this.generation = 1;
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
+    await this.restoreState();
 
     this.admin = new AdminServer(config.admin.socket, (req, ctx) => this.command(req, ctx));
     try {
@@ -158,6 +163,8 @@ export class Primary {
         admin: config.admin.socket,
         metrics: config.metrics?.listen.text,
         node: process.version,
+        version: LB_VERSION,
+        stateFile: config.daemon.stateFile,
       },
       'lb started',
     );
@@ -329,36 +336,23 @@ export class Primary {
   private async command(req: AdminRequest, ctx: AdminContext): Promise<unknown> {
     switch (req.cmd) {
       case 'status':
-        return this.status();
+        // Per-backend request and error totals come from the workers' counters, collected by the metrics
+        // server; without [metrics] the status has no totals.
+        return this.metrics ? this.metrics.statusWithTotals() : this.status();
       case 'reload':
         return this.reload('admin', ctx.peer());
       case 'drain':
-      case 'ready': {
+      case 'ready':
+      case 'maint': {
         const r = this.backend(req);
         const peer = ctx.peer();
-        const admin = req.cmd === 'drain' ? 'drain' : 'ready';
-        const changed = r.admin !== admin;
-        r.admin = admin;
-        this.pushControl(r);
+        const changed = this.setAdmin(r, req.cmd);
         const { inflight } = await this.inflight();
-        this.logger.info({ pool: r.pool, backend: r.name, admin, changed, by: who(await peer) }, `admin: ${req.cmd}`);
+        this.logger.info({ pool: r.pool, backend: r.name, admin: r.admin, changed, by: who(await peer) }, `admin: ${req.cmd}`);
         return { pool: r.pool, backend: r.name, state: stateOf(r), changed, inflight: inflight[r.pool]?.[r.name] ?? 0 };
       }
-      case 'weight': {
-        const r = this.backend(req);
-        const w = req.weight;
-        if (w === undefined) throw new AdminError('MISSING_FIELD', '"weight" needs "weight"');
-        if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > 1000) {
-          throw new AdminError('INVALID_FIELD', `"weight" must be an integer from 0 to 1000, got ${JSON.stringify(w)}`);
-        }
-        const peer = ctx.peer();
-        const before = this.state.baseWeight(r);
-        r.weightOverride = w;
-        this.pushControl(r);
-        await this.inflight();
-        this.logger.info({ pool: r.pool, backend: r.name, weight: w, before, by: who(await peer) }, 'admin: weight');
-        return { pool: r.pool, backend: r.name, weight: w, before };
-      }
+      case 'weight':
+        return this.setWeight(req, ctx);
       case 'inflight':
         return this.inflight();
       case 'test-throw': {
@@ -377,7 +371,117 @@ export class Primary {
         return { worker: w?.id, ms };
       }
     }
-    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, weight`);
+    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, maint, weight`);
+  }
+
+  /** Sets a backend's admin state; true when it changed. Maintenance stops and restarts its health checks. */
+  private setAdmin(r: BackendRecord, admin: AdminState): boolean {
+    const before = r.admin;
+    if (before === admin) return false;
+    r.admin = admin;
+    r.changedAt = Date.now();
+    if ((before === 'maint') !== (admin === 'maint')) this.health.maint(r.pool, r.name, admin === 'maint');
+    this.pushControl(r);
+    this.saveState();
+    return true;
+  }
+
+  /**
+   * `weight`: sets (or with "reset": true, drops) a backend's runtime weight. Refused with
+   * WEIGHT_UNSUPPORTED when the pool's algorithm ignores weights and the weight is not 0 (0 = no new
+   * traffic, honoured by every algorithm): lb never reports a change that does not take effect.
+   */
+  private async setWeight(req: AdminRequest, ctx: AdminContext): Promise<unknown> {
+    const r = this.backend(req);
+    const reset = req.reset === true;
+    if (req.reset !== undefined && typeof req.reset !== 'boolean') throw new AdminError('INVALID_FIELD', '"reset" must be true or false');
+    const w = req.weight;
+    if (!reset) {
+      if (w === undefined) throw new AdminError('MISSING_FIELD', '"weight" needs "weight" (or "reset": true)');
+      if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > 1000) {
+        throw new AdminError('INVALID_FIELD', `"weight" must be an integer from 0 to 1000, got ${JSON.stringify(w)}`);
+      }
+    } else if (w !== undefined) {
+      throw new AdminError('INVALID_FIELD', '"weight" and "reset" exclude each other');
+    }
+    const pool = this.config.pools[r.pool]!;
+    if (!reset && w !== 0 && !(await honoursWeights(pool, this.config.file))) {
+      throw new AdminError(
+        'WEIGHT_UNSUPPORTED',
+        `pool ${r.pool} uses ${pool.algorithm}, which ignores weights: weight ${w} would change nothing. ` +
+          'Weight 0 (no new traffic) works with every algorithm; other weights need an algorithm that honours them (e.g. weighted-round-robin)',
+        { algorithm: pool.algorithm },
+      );
+    }
+    const peer = ctx.peer();
+    const before = this.state.baseWeight(r);
+    r.weightOverride = reset ? undefined : (w as number);
+    const weight = this.state.baseWeight(r);
+    this.pushControl(r);
+    this.saveState();
+    await this.inflight();
+    this.logger.info({ pool: r.pool, backend: r.name, weight, before, reset, by: who(await peer) }, 'admin: weight');
+    return { pool: r.pool, backend: r.name, weight, before, configWeight: r.configWeight, reset };
+  }
+
+  /** Writes daemon.state_file; a failure is logged and the change stays in effect. */
+  private saveState(): void {
+    const file = this.config.daemon.stateFile;
+    try {
+      writeStateFile(file, savedState(this.state.all()));
+    } catch (err) {
+      this.logger.error({ stateFile: file, err: (err as NodeJS.ErrnoException).code ?? (err as Error).message }, 'state file could not be written; the change applies until the next restart');
+    }
+  }
+
+  /** At start: applies daemon.state_file to the backends that still exist; a bad file is logged and ignored. */
+  private async restoreState(): Promise<void> {
+    const file = this.config.daemon.stateFile;
+    const { entries, error, skipped } = readStateFile(file);
+    if (error) this.logger.warn({ stateFile: file, error }, 'state file ignored: lb starts with the config as written');
+    for (const why of skipped) this.logger.warn({ stateFile: file, entry: why }, 'state file entry ignored');
+    const applied: string[] = [];
+    for (const e of entries) {
+      const r = this.state.get(e.pool, e.backend);
+      if (!r) {
+        this.logger.info({ stateFile: file, pool: e.pool, backend: e.backend }, 'state file: backend no longer in the config; entry ignored');
+        continue;
+      }
+      if (e.admin) r.admin = e.admin;
+      if (e.weight !== undefined) {
+        if (e.weight > 0 && !(await honoursWeights(this.config.pools[e.pool]!, this.config.file))) {
+          this.logger.info({ stateFile: file, pool: e.pool, backend: e.backend, weight: e.weight }, 'state file: weight ignored: the pool\'s algorithm ignores weights');
+        } else {
+          r.weightOverride = e.weight;
+        }
+      }
+      applied.push(`${e.pool}/${e.backend}${e.admin ? ` ${e.admin}` : ''}${r.weightOverride !== undefined ? ` weight ${r.weightOverride}` : ''}`);
+    }
+    if (applied.length > 0) this.logger.info({ stateFile: file, backends: applied }, 'runtime state restored from the state file');
+  }
+
+  /** Runtime weights in effect now, keyed "POOL/BACKEND" (for the reload diff). */
+  private weightsInEffect(): Map<string, number> {
+    return new Map(this.state.all().map((r) => [`${r.pool}/${r.name}`, this.state.baseWeight(r)]));
+  }
+
+  /**
+   * After a reload: runtime weights other than 0 on pools whose (new) algorithm ignores weights are dropped
+   * (they would not take effect). Returns those pools' names.
+   */
+  private async dropIgnoredWeights(): Promise<Set<string>> {
+    const ignoring = new Set<string>();
+    for (const pool of Object.values(this.config.pools)) {
+      if (await honoursWeights(pool, this.config.file)) continue;
+      ignoring.add(pool.name);
+      for (const b of pool.backends) {
+        const r = this.state.get(pool.name, b.name);
+        if (r?.weightOverride === undefined || r.weightOverride === 0) continue;
+        this.logger.warn({ pool: pool.name, backend: b.name, weight: r.weightOverride, algorithm: pool.algorithm }, 'runtime weight dropped: the algorithm ignores weights');
+        r.weightOverride = undefined;
+      }
+    }
+    return ignoring;
   }
 
   private backend(req: AdminRequest): BackendRecord {
@@ -394,6 +498,8 @@ export class Primary {
     const now = Date.now();
     return {
       config: this.config.file,
+      version: LB_VERSION,
+      node: process.version,
       pid: process.pid,
       uptimeSeconds: Math.round((now - this.started) / 1000),
       generation: this.generation,
@@ -419,6 +525,8 @@ export class Primary {
             reason: r.reason ?? null,
             lastCheck: r.lastCheck ? { ok: r.lastCheck.ok, detail: r.lastCheck.detail, ageMs: now - r.lastCheck.at, ms: r.lastCheck.ms } : null,
             ejectedUntil: r.ejectedUntil ? new Date(r.ejectedUntil).toISOString() : null,
+            lastChange: new Date(r.changedAt).toISOString(),
+            lastChangeAgeMs: now - r.changedAt,
           };
         }),
       })),
@@ -481,11 +589,15 @@ export class Primary {
     }
 
     // 3. Commit: from here on nothing is refused.
-    const changes = describeChanges(old, config);
+    const before = this.weightsInEffect();
     this.config = config;
     this.generation = generation;
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
+    const ignoring = await this.dropIgnoredWeights();
+    const changes = describeChanges(old, config, { before, after: this.weightsInEffect(), ignoring } satisfies WeightsInEffect);
+    // Entries of removed backends leave the file (one re-added later under the same name starts fresh).
+    if (savedState(this.state.all()).length > 0 || fs.existsSync(config.daemon.stateFile)) this.saveState();
     const controls = this.state.controls();
     const committed = await Promise.all(workers.map((w) => this.request(w, { t: 'commit', id: 0, generation, controls }, PREPARE_TIMEOUT_MS)));
     committed.forEach((a, i) => {

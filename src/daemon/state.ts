@@ -1,10 +1,14 @@
 // The primary's authoritative record of every backend: configured weight, runtime overrides from the admin
-// socket (drain, weight; they survive reloads for backends that still exist), health from active checks and
-// passive ejection, and slow start. Workers receive only the effective decision (BackendControl).
+// socket (drain, maint, weight; they survive reloads for backends that still exist, and restarts through
+// daemon.state_file, see state-file.ts), health from active checks and passive ejection, and slow start.
+// Workers receive only the effective decision (BackendControl).
 
+import { dirname } from 'node:path';
+import { loadAlgorithm } from '../../algorithms/registry.js';
 import type { LbConfig, PoolConfig } from '../../config/model.js';
 import type { AdminState, BackendControl, HealthState } from '../dataplane/backend.js';
 import type { Controls } from './messages.js';
+import type { SavedBackend } from './state-file.js';
 
 export interface CheckResult {
   ok: boolean;
@@ -31,6 +35,8 @@ export interface BackendRecord {
   ejectedUntil?: number;
   /** When the backend last came up (slow start ramps from here). */
   upSince?: number;
+  /** When the state users see (stateOf) last changed, or the record was created (ms since the epoch). */
+  changedAt: number;
 }
 
 export class StateStore {
@@ -62,6 +68,7 @@ export class StateStore {
             admin: 'ready',
             health: pool.healthCheck ? 'unchecked' : 'up',
             passiveStreak: 0,
+            changedAt: Date.now(),
           });
         }
       }
@@ -111,7 +118,34 @@ export class StateStore {
   }
 }
 
-/** The state users see (SPEC.md "Backend states"): admin drain wins over health. */
-export function stateOf(r: BackendRecord): 'up' | 'down' | 'drain' | 'unchecked' {
-  return r.admin === 'drain' ? 'drain' : r.health;
+/** The state users see (SPEC.md "Backend states"): admin drain and maint win over health. */
+export function stateOf(r: BackendRecord): 'up' | 'down' | 'drain' | 'maint' | 'unchecked' {
+  return r.admin === 'ready' ? r.health : r.admin;
+}
+
+/** What daemon.state_file keeps: every backend whose admin state or weight differs from its config. */
+export function savedState(records: BackendRecord[]): SavedBackend[] {
+  const out: SavedBackend[] = [];
+  for (const r of records) {
+    if (r.admin === 'ready' && r.weightOverride === undefined) continue;
+    out.push({
+      pool: r.pool,
+      backend: r.name,
+      ...(r.admin !== 'ready' ? { admin: r.admin } : {}),
+      ...(r.weightOverride !== undefined ? { weight: r.weightOverride } : {}),
+    });
+  }
+  return out;
+}
+
+/**
+ * Whether a pool's algorithm honours weights other than 0 (`usesWeights` of the Algorithm; weight 0 means
+ * "no new traffic" for every algorithm). Module algorithms are imported once per process (ESM cache).
+ */
+export async function honoursWeights(pool: PoolConfig, configFile: string): Promise<boolean> {
+  try {
+    return (await loadAlgorithm(pool.algorithm, dirname(configFile))).usesWeights;
+  } catch {
+    return true; // the config was validated with this algorithm; refuse nothing we cannot check
+  }
 }

@@ -6,7 +6,8 @@ import type { Candidate } from '../../algorithms/types.js';
 import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
 import { UpstreamPool } from './upstream.js';
 
-export type AdminState = 'ready' | 'drain';
+/** `maint` (lb maint): out of traffic like `drain`, and the primary runs no health checks on it. */
+export type AdminState = 'ready' | 'drain' | 'maint';
 export type HealthState = 'up' | 'down' | 'unchecked';
 
 /** What the primary decides about a backend; pushed to every worker. */

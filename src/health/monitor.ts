@@ -25,6 +25,11 @@
 // 'slow start')` is called SLOW_START_STEPS times over the window so that workers get the ramped weight;
 // the last call clears `upSince` (full weight). Going `down` ends the ramp.
 //
+// Maintenance (`lb maint`, record.admin = 'maint'; HAProxy `set server state maint`): no active checks are
+// scheduled or run for the backend while it is in maintenance (an in-flight one is aborted). Leaving it
+// (`maint(.., false)`) starts over as a new backend does: health `unchecked` with a check at once (with
+// active checks), `up` without; an ejection still running keeps it `down` until it ends.
+//
 // Every change of `record.health` calls `changed(record, why)` exactly once, with the reason, and sets
 // `record.reason` to it.
 //
@@ -189,7 +194,7 @@ export class HealthMonitor {
    */
   async checkOnce(pool: string, backend: string): Promise<CheckResult | undefined> {
     const e = this.entries.get(JSON.stringify([pool, backend]));
-    if (this.stopped || !e || !e.check || e.inflight) return undefined;
+    if (this.stopped || !e || !e.check || e.inflight || this.inMaint(e)) return undefined;
     const check = e.check;
     const gen = e.gen;
     const ac = new AbortController();
@@ -218,6 +223,19 @@ export class HealthMonitor {
       }
     }
     return result;
+  }
+
+  /** The backend entered (`on`) or left maintenance; StateStore already holds the new admin state. */
+  maint(pool: string, backend: string, on: boolean): void {
+    if (this.stopped) return;
+    const e = this.entry(pool, backend);
+    if (!e) return;
+    this.stopChecks(e);
+    if (on) return;
+    e.active = initialActive(!!e.check);
+    e.activeWhy = undefined;
+    if (e.check) this.scheduleCheck(e, Date.now());
+    this.settle(e, 'maintenance over');
   }
 
   /** Active check results so far (monotonic; kept across reloads for surviving backends). */
@@ -257,7 +275,13 @@ export class HealthMonitor {
     return e;
   }
 
+  private inMaint(e: Entry): boolean {
+    return this.state.get(e.pool, e.backend)?.admin === 'maint';
+  }
+
+  /** Schedules the next check; none while the backend is in maintenance (`maint` restarts them). */
   private scheduleCheck(e: Entry, at: number): void {
+    if (this.inMaint(e)) return;
     const gen = e.gen;
     this.timers.set(`${e.key}|check`, at - Date.now(), async () => {
       await this.checkOnce(e.pool, e.backend);
@@ -285,6 +309,7 @@ export class HealthMonitor {
     const from = r.health;
     r.health = to;
     r.reason = why;
+    r.changedAt = Date.now();
     if (to === 'down') {
       this.timers.clear(`${e.key}|ramp`);
       r.upSince = undefined;

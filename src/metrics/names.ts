@@ -51,6 +51,13 @@ export const METRICS = {
     labels: ['pool', 'backend'],
     where: 'primary',
   },
+  backendMaint: {
+    name: 'lb_backend_admin_maint',
+    type: 'gauge',
+    help: '1 while a backend is in maintenance (lb maint: no traffic, no health checks), else 0.',
+    labels: ['pool', 'backend'],
+    where: 'primary',
+  },
   backendWeight: {
     name: 'lb_backend_weight',
     type: 'gauge',

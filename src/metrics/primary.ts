@@ -105,7 +105,7 @@ export class MetricsServer {
     collectDefaultMetrics({ register: this.registry });
     const p = primary;
     const self = this;
-    const g = (m: (typeof METRICS)['backendUp' | 'backendDrain' | 'backendWeight'], value: (r: ReturnType<Primary['state']['all']>[number]) => number): Gauge =>
+    const g = (m: (typeof METRICS)['backendUp' | 'backendDrain' | 'backendMaint' | 'backendWeight'], value: (r: ReturnType<Primary['state']['all']>[number]) => number): Gauge =>
       new Gauge({
         name: m.name,
         help: m.help,
@@ -118,6 +118,7 @@ export class MetricsServer {
       });
     g(METRICS.backendUp, (r) => (r.health === 'down' ? 0 : 1));
     g(METRICS.backendDrain, (r) => (stateOf(r) === 'drain' ? 1 : 0));
+    g(METRICS.backendMaint, (r) => (stateOf(r) === 'maint' ? 1 : 0));
     g(METRICS.backendWeight, (r) => p.state.control(r).weight);
     new Counter({
       name: METRICS.healthChecks.name,

@@ -8,7 +8,7 @@
 // a daemon restart; the page then starts over.
 //
 // Hooks for tests and scripts: every backend row is `tr[data-pool=P][data-backend=B]` with its state in
-// `.state` (text: up | down | drain | unchecked); `#updated` holds the time of the last successful poll.
+// `.state` (text: up | down | drain | maint | unchecked); `#updated` holds the time of the last successful poll.
 
 export const POLL_MS = 1000;
 
@@ -55,7 +55,7 @@ tr:last-child td{border-bottom:0}
 .name{font-weight:600}.addr{display:block;color:var(--muted);font-size:12px;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .badge{display:inline-block;min-width:74px;text-align:center;padding:2px 9px;border-radius:999px;font-size:12px;font-weight:650;letter-spacing:.02em}
 .s-up{color:var(--up);background:var(--up-bg)}.s-down{color:var(--down);background:var(--down-bg)}
-.s-drain{color:var(--drain);background:var(--drain-bg)}.s-unchecked{color:var(--unchecked);background:var(--unchecked-bg)}
+.s-drain,.s-maint{color:var(--drain);background:var(--drain-bg)}.s-unchecked{color:var(--unchecked);background:var(--unchecked-bg)}
 .why{display:block;color:var(--muted);font-size:11.5px;margin-top:3px;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .muted{color:var(--muted)}.bad{color:var(--down);font-weight:600}
 .rps{display:flex;align-items:center;justify-content:flex-end;gap:8px}
@@ -147,7 +147,7 @@ function render(s) {
       if (r.rps !== null) { poolRps += r.rps; poolKnown = true; }
       if (b.state === 'up') up++;
       const weight = b.weight === b.configWeight ? esc(b.weight) : esc(b.weight) + ' <span class="muted">/ ' + esc(b.configWeight) + '</span>';
-      const reason = b.state === 'drain' ? 'admin drain; health ' + b.health : b.state === 'up' ? '' : b.reason;
+      const reason = b.state === 'drain' ? 'admin drain; health ' + b.health : b.state === 'maint' ? 'admin maintenance: no traffic, no health checks' : b.state === 'up' ? '' : b.reason;
       const why = reason ? '<span class="why" title="' + esc(reason) + '">' + esc(reason) + '</span>' : '';
       return '<tr data-pool="' + esc(p.name) + '" data-backend="' + esc(b.name) + '">' +
         '<td><span class="name">' + esc(b.name) + '</span>' + (b.address !== b.name ? '<span class="addr">' + esc(b.address) + '</span>' : '') + '</td>' +

@@ -105,14 +105,26 @@ export interface Lb {
 }
 
 /**
- * Writes `toml` (with `{{socket}}` replaced by a socket path in a fresh temp dir) and runs `lb run -c` on it.
+ * `toml` with `daemon.state_file` set to state.json in `dir` unless it sets one: tests never write the
+ * default /var/lib/lb/state.json (nor read another run's state).
+ */
+export function withStateFile(toml: string, dir: string): string {
+  if (/^\s*state_file\s*=/m.test(toml)) return toml;
+  const line = `state_file = ${JSON.stringify(path.join(dir, 'state.json'))}`;
+  if (/^\[daemon\][ \t]*$/m.test(toml)) return toml.replace(/^\[daemon\][ \t]*$/m, `[daemon]\n${line}`);
+  return `[daemon]\n${line}\n\n${toml}`;
+}
+
+/**
+ * Writes `toml` (with `{{socket}}` replaced by a socket path in a fresh temp dir, and daemon.state_file in
+ * that dir unless it sets one) and runs `lb run -c` on it.
  * Resolves once the admin socket answers `status` and every port in `ports` accepts connections.
  */
 export async function startLb(toml: string, ports: number[], opts: { env?: Record<string, string>; dir?: string } = {}): Promise<Lb> {
   const dir = opts.dir ?? tmpdir();
   const socket = path.join(dir, 'admin.sock');
   const configFile = path.join(dir, 'lb.toml');
-  fs.writeFileSync(configFile, toml.replaceAll('{{socket}}', socket));
+  fs.writeFileSync(configFile, withStateFile(toml.replaceAll('{{socket}}', socket), dir));
   const proc = spawn(process.execPath, [LB, 'run', '-c', configFile], {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

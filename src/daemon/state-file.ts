@@ -1,0 +1,106 @@
+// daemon.state_file: the runtime changes made through the admin socket (drain, maint, weight) kept across
+// restarts, as HAProxy's server-state-file keeps `set server` changes.
+//
+// Contracts:
+// - Written on every change, atomically: the whole file to FILE.tmp-PID, fsync, rename over FILE, fsync of
+//   the directory. A reader sees the old file or the new one, never a mix; after a crash the file holds
+//   the last change that returned.
+// - Only backends that differ from their config are written: admin state other than `ready`, and a
+//   runtime weight. A backend missing from the file is `ready` with its config weight.
+// - Read at start, before workers or health checks start. A file that is missing is no state; one that
+//   cannot be read or parsed is reported to the caller (logged as a warning) and ignored; entries that are
+//   malformed are skipped one by one, each reported.
+//
+// Format (version 1):
+//   {"version":1,"written":"2025-01-01T00:00:00.000Z",
+//    "backends":[{"pool":"app","backend":"app-1","admin":"drain","weight":5}]}
+
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const STATE_FILE_VERSION = 1;
+export type SavedAdmin = 'drain' | 'maint';
+
+export interface SavedBackend {
+  pool: string;
+  backend: string;
+  admin?: SavedAdmin;
+  weight?: number;
+}
+
+export interface ReadResult {
+  entries: SavedBackend[];
+  /** Why the file as a whole was ignored (unreadable, not JSON, wrong shape); undefined when it was read. */
+  error?: string;
+  /** Entries skipped, each with the reason. */
+  skipped: string[];
+}
+
+/** Reads the state file; never throws. A missing file is an empty state without error. */
+export function readStateFile(file: string): ReadResult {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { entries: [], skipped: [] };
+    return { entries: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    return { entries: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
+  }
+  const d = doc as { version?: unknown; backends?: unknown };
+  if (typeof doc !== 'object' || doc === null || d.version !== STATE_FILE_VERSION || !Array.isArray(d.backends)) {
+    return { entries: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
+  }
+  const entries: SavedBackend[] = [];
+  const skipped: string[] = [];
+  d.backends.forEach((raw: unknown, i: number) => {
+    const e = raw as Record<string, unknown>;
+    const bad = (why: string): void => void skipped.push(`backends[${i}]: ${why}`);
+    if (typeof raw !== 'object' || raw === null) return bad('not an object');
+    if (typeof e.pool !== 'string' || typeof e.backend !== 'string') return bad('needs "pool" and "backend" strings');
+    if (e.admin !== undefined && e.admin !== 'drain' && e.admin !== 'maint') return bad(`"admin" must be "drain" or "maint", got ${JSON.stringify(e.admin)}`);
+    if (e.weight !== undefined && !(typeof e.weight === 'number' && Number.isInteger(e.weight) && e.weight >= 0 && e.weight <= 1000)) {
+      return bad(`"weight" must be an integer from 0 to 1000, got ${JSON.stringify(e.weight)}`);
+    }
+    entries.push({
+      pool: e.pool,
+      backend: e.backend,
+      ...(e.admin !== undefined ? { admin: e.admin as SavedAdmin } : {}),
+      ...(e.weight !== undefined ? { weight: e.weight as number } : {}),
+    });
+  });
+  return { entries, skipped };
+}
+
+/** Writes the state file atomically (see the contract above); throws on failure (the caller logs it). */
+export function writeStateFile(file: string, entries: SavedBackend[]): void {
+  const dir = path.dirname(file);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+  const tmp = `${file}.tmp-${process.pid}`;
+  const body = JSON.stringify({ version: STATE_FILE_VERSION, written: new Date().toISOString(), backends: entries }, null, 1) + '\n';
+  const fd = fs.openSync(tmp, 'w', 0o640);
+  try {
+    fs.writeSync(fd, body);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  // The rename itself is durable only once the directory is synced.
+  const dfd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+}
