@@ -21,7 +21,7 @@ Parts (default: all):
                by a membership change, a closed loop with one slow backend
   scenarios    end to end: simulated upstreams, the real daemon, autocannon
                (scenario files: bench/scenarios/*.toml)
-  overhead     lb against direct and the reference proxies of ../shared/anchors
+  overhead     lb against direct and the reference proxies of bench/anchors
   all          the three, one after the other
 
 Options:
