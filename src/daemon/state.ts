@@ -111,7 +111,7 @@ export class StateStore {
   }
 }
 
-/** The state users see (SPEC.md "Backend states"): admin drain wins over health. */
+/** The state users see (docs/SPEC.md "Backend states"): admin drain wins over health. */
 export function stateOf(r: BackendRecord): 'up' | 'down' | 'drain' | 'unchecked' {
   return r.admin === 'drain' ? 'drain' : r.health;
 }
