@@ -21,7 +21,10 @@ MODE=${1:-http}; ROUNDS=${2:-3}; DUR=${3:-6}
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy nginx-light libnginx-mod-stream wrk >/dev/null; }; }
 need haproxy; need nginx; need wrk
 W=$(mktemp -d "${TMPDIR:-/tmp}/lb-anchors.XXXXXX")
+# nginx's workers run as an unprivileged user when started as root: they must be able to read /big.
+chmod 755 "$W"
 head -c 1048576 /dev/urandom > "$W/big.bin"
+chmod 644 "$W/big.bin"
 sed "s#@WORKDIR@#$W#g" "$HERE/backend-nginx.conf" > "$W/backend.conf"
 sed "s#@WORKDIR@#$W#g" "$HERE/nginx-proxy.conf" > "$W/proxy.conf"
 pids=()
