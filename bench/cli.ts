@@ -21,11 +21,12 @@ Parts (default: all):
                by a membership change, a closed loop with one slow backend
   scenarios    end to end: simulated upstreams, the real daemon, autocannon
                (scenario files: bench/scenarios/*.toml)
-  overhead     lb against direct and the reference proxies of ../shared/anchors
+  overhead     lb against direct and the reference proxies of bench/anchors
   all          the three, one after the other
 
 Options:
-  --out DIR             report folder (default bench/results/PART; with "all": DIR/PART)
+  --out DIR             report folder (default bench/results/PART in a clone, else
+                        ./lb-bench-results/PART; with "all": DIR/PART)
   --algorithms LIST     comma-separated built-in names and module paths (./my-algo.js);
                         "all" = every registered algorithm (default; scenarios: the file's list)
   --sizes LIST          quality: backend counts (default 10,100,1000)
@@ -52,8 +53,16 @@ function shippedList(): string {
   }
 }
 
+/** Where reports go without --out: bench/results/PART in a clone (the folder is checked in), else
+ * ./lb-bench-results/PART under the current directory (an installed package ships no results folder, and
+ * its install directory is usually not writable). */
+function resultsRoot(): string {
+  const inClone = path.join(PROJECT_ROOT, 'bench', 'results');
+  return fs.existsSync(inClone) ? inClone : path.resolve('lb-bench-results');
+}
+
 function defaultOut(part: Exclude<Part, 'all'>, out: string | undefined, all: boolean): string {
-  if (out === undefined) return path.join(PROJECT_ROOT, 'bench', 'results', part);
+  if (out === undefined) return path.join(resultsRoot(), part);
   return all ? path.join(path.resolve(out), part) : path.resolve(out);
 }
 
@@ -158,7 +167,7 @@ function duration(text: string): number {
 /** `lb bench proxy-report --http FILE --l4 FILE --out DIR` (what bench/proxy.sh calls). */
 function proxyReportCommand(httpFile: string | undefined, l4File: string | undefined, out: string | undefined): number {
   if (!httpFile || !l4File) throw new UsageError('proxy-report needs --http FILE and --l4 FILE (run-anchors.sh output)');
-  const dir = out ? path.resolve(out) : path.join(PROJECT_ROOT, 'bench', 'results', 'proxy');
+  const dir = out ? path.resolve(out) : path.join(resultsRoot(), 'proxy');
   const httpText = fs.readFileSync(httpFile, 'utf8');
   const l4Text = fs.readFileSync(l4File, 'utf8');
   const file = proxyReport(httpText, l4Text).write(dir, { http: parseAnchors(httpText), l4: parseAnchors(l4Text) });

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm run bench:observability`: what access logging and metrics cost on the hot path, beside the baseline
-# rows of ../shared/anchors/run-anchors.sh in the same run. Starts three lb daemons (1 worker each, pinned to
+# rows of bench/anchors/run-anchors.sh in the same run. Starts three lb daemons (1 worker each, pinned to
 # CPU 0 like every proxy of the rig) on the anchors' upstreams: plain (no access log, no metrics listener),
 # with `log.access = true`, and with a metrics listener scraped every second; then runs
 #   EXTRA="lb 8090;lb-access-log 8091;lb-metrics-scraped-1s 8092" run-anchors.sh http ROUNDS SECS
@@ -8,7 +8,7 @@
 # is busy at any moment; the others are idle. Everything is stopped at the end.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ANCHORS=$(cd "$ROOT/.." && pwd)/shared/anchors
+ANCHORS=$ROOT/bench/anchors
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 [ -x "$ANCHORS/run-anchors.sh" ] || { echo "bench/observability-cost.sh: $ANCHORS/run-anchors.sh not found" >&2; exit 1; }

@@ -1,11 +1,11 @@
 // Part 3 of `lb bench`: what lb costs on the request path. lb (1 worker, round-robin) against the same
-// upstreams reached directly, and against the reference proxies of ../shared/anchors when that folder
+// upstreams reached directly, and against the reference proxies of bench/anchors when that folder
 // exists (node:http + undici Pool, http-proxy-3 as its README shows, the hand-written node:http proxy;
 // HAProxy and NGINX when installed), in one run with interleaved rounds so that machine drift hits every
 // row alike. Reported as ratios to "direct" and to the undici proxy, which are what carries over between
 // machines; absolute numbers do not.
 //
-// Rig (as ../shared/anchors/run-anchors.sh): two upstreams on 127.0.0.1:19001 and :19002 (the anchors'
+// Rig (as bench/anchors/run-anchors.sh): two upstreams on 127.0.0.1:19001 and :19002 (the anchors'
 // proxies have those ports built in) answering "hello world\n"; 64 kept-alive connections; the proxy under
 // test pinned to CPU 0 and the load generator and upstreams to CPU 1 (with taskset, on 2 or more cores).
 // Load generator: wrk when installed, else autocannon. The upstreams are node:http servers started here
@@ -25,8 +25,8 @@ import { machine, median, ms, num, PROJECT_ROOT, progress, Report, table } from 
 import { commandExists, hasTaskset, pinned, startUpstreams, stopChild, type Upstream } from './upstream.js';
 import { algorithms } from '../algorithms/registry.js';
 
-/** ../shared/anchors relative to the project root. */
-export const ANCHORS_DIR = path.resolve(PROJECT_ROOT, '..', 'shared', 'anchors');
+/** The reference proxies' files (bench/anchors; not part of the npm package). */
+export const ANCHORS_DIR = path.join(PROJECT_ROOT, 'bench', 'anchors');
 /** The ports the anchors' proxies send to. */
 export const ANCHOR_UPSTREAM_PORTS = [19001, 19002] as const;
 
@@ -191,8 +191,6 @@ export async function runOverhead(opts: OverheadOptions = {}): Promise<{ results
     if (!fs.existsSync(ANCHORS_DIR)) {
       skipped.push({ target: 'reference proxies', reason: `${ANCHORS_DIR} not found` });
     } else {
-      // The anchors' Node proxies resolve undici and http-proxy-3 from NODE_MODULES_FROM's folder: ours.
-      const env = { NODE_MODULES_FROM: path.join(PROJECT_ROOT, 'package.json') };
       for (const [name, file] of [
         ['node-undici', 'node-undici-proxy.mjs'],
         ['http-proxy-3', 'node-httpproxy3.mjs'],
@@ -200,7 +198,7 @@ export async function runOverhead(opts: OverheadOptions = {}): Promise<{ results
       ] as const) {
         await tryStart(name, async () => {
           const port = await freePort();
-          return startProxy(name, port, process.execPath, [path.join(ANCHORS_DIR, file)], { ...env, PORT: String(port) }, proxyCpu);
+          return startProxy(name, port, process.execPath, [path.join(ANCHORS_DIR, file)], { PORT: String(port) }, proxyCpu);
         });
       }
       if (commandExists('haproxy')) {
@@ -208,7 +206,7 @@ export async function runOverhead(opts: OverheadOptions = {}): Promise<{ results
       } else skipped.push({ target: 'haproxy', reason: 'not installed' });
       if (commandExists('nginx')) {
         await tryStart('nginx', () => {
-          const conf = fs.readFileSync(path.join(ANCHORS_DIR, 'nginx-proxy.conf'), 'utf8').replaceAll('/tmp/anchors', tmp);
+          const conf = fs.readFileSync(path.join(ANCHORS_DIR, 'nginx-proxy.conf'), 'utf8').replaceAll('@WORKDIR@', tmp);
           fs.writeFileSync(path.join(tmp, 'nginx-proxy.conf'), conf);
           return startProxy('nginx', 18082, 'nginx', ['-c', path.join(tmp, 'nginx-proxy.conf')], {}, proxyCpu);
         });
@@ -275,7 +273,7 @@ export function overheadReport(r: OverheadResults): Report {
   const hasUndici = r.targets.includes('node-undici');
   rep.add(
     `lb (1 worker, round-robin) against the same two upstreams reached directly and through the reference proxies of ` +
-      '`../shared/anchors`, one run, ' +
+      '`bench/anchors`, one run, ' +
       `${r.rounds} interleaved rounds of ${r.durationMs / 1000} s per target, ${r.connections} kept-alive connections, ` +
       `load from ${r.loadGenerator}${r.pinned ? '; the proxy under test pinned to CPU 0, the load generator and the upstreams to CPU 1' : ' (not pinned: taskset or a second core is missing)'}. ` +
       `Upstreams: ${r.upstreams}. Values are medians over rounds; ` +
@@ -406,7 +404,7 @@ export function proxyReport(httpText: string, l4Text: string): Report {
     median(rows.filter((r) => r.kind === kind && r.target === t).map(pick));
   const x = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '–');
   rep.add(
-    '`../shared/anchors/run-anchors.sh` with lb added (`EXTRA="lb 8080"`, `EXTRA="lb-tcp 8081"`): nginx upstreams on ' +
+    '`bench/anchors/run-anchors.sh` with lb added (`EXTRA="lb 8080"`, `EXTRA="lb-tcp 8081"`): nginx upstreams on ' +
       '127.0.0.1:19001/19002, every proxy pinned to CPU 0, wrk and the upstreams on CPU 1, interleaved rounds. lb ' +
       'runs 1 worker (`taskset -c 0`), round-robin, started afresh for each of the two modes as the rig starts its own ' +
       'proxies. Values are medians over rounds; ratios are taken within each ' +

@@ -4,9 +4,9 @@
 # kernel's work in its system calls). Complements `npm run bench:proxy`, whose seven-target rounds are noisier
 # for a two-row comparison.
 #
-#   http: lb (1 worker, :8080) and ../shared/anchors/node-undici-proxy.mjs (:18088) alive together, alternating
+#   http: lb (1 worker, :8080) and bench/anchors/node-undici-proxy.mjs (:18088) alive together, alternating
 #         wrk -t1 -c64 runs of SECS seconds, ROUNDS rounds.
-#   tcp:  lb (:8081) and ../shared/anchors/node-tcp-proxy.mjs (:8081), one process alive at a time, each started
+#   tcp:  lb (:8081) and bench/anchors/node-tcp-proxy.mjs (:8081), one process alive at a time, each started
 #         afresh per run, wrk -t1 -c32 with `Connection: close` (a new connection per request).
 #
 # Proxies on CPU 0 (taskset -c 0), wrk and the anchors' nginx upstreams (127.0.0.1:19001/19002) on CPU 1, as in
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ANCHORS=$(cd "$ROOT/.." && pwd)/shared/anchors
+ANCHORS=$ROOT/bench/anchors
 ROUNDS=${ROUNDS:-4}
 SECS=${SECS:-4}
 OUT=$ROOT/bench/results/proxy
@@ -33,13 +33,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The rig's own upstreams (run-anchors.sh writes its copy the same way; /big is not used here).
-sed "s#/tmp/anchors#$TMP#g" "$ANCHORS/backend-nginx.conf" > "$TMP/up.conf"
+sed "s#@WORKDIR@#$TMP#g" "$ANCHORS/backend-nginx.conf" > "$TMP/up.conf"
 sed "s#@ADMIN_SOCKET@#$TMP/admin.sock#" "$ROOT/bench/proxy-lb.toml" > "$TMP/lb.toml"
 
 taskset -c 1 nginx -c "$TMP/up.conf" > /dev/null 2>&1 &
 PIDS+=($!)
 cd "$ROOT"
-export NODE_MODULES_FROM=$ROOT/package.json
 
 # CPU ticks (utime + stime) of a process and its children.
 ticks() {

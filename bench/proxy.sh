@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `npm run bench:proxy`: lb beside HAProxy, NGINX and the hand-written Node proxies, on the rig of
-# ../shared/anchors (run-anchors.sh: nginx upstreams on 127.0.0.1:19001/19002, wrk, interleaved rounds).
+# bench/anchors (run-anchors.sh: nginx upstreams on 127.0.0.1:19001/19002, wrk, interleaved rounds).
 #
 # Starts lb with 1 worker pinned to CPU 0 (taskset -c 0), an http listener on 127.0.0.1:8080 and a tcp
 # listener on 127.0.0.1:8081, both round-robin over the anchors' upstreams; runs
-#   EXTRA="lb 8080"     ../shared/anchors/run-anchors.sh http ROUNDS SECONDS
-#   EXTRA="lb-tcp 8081" ../shared/anchors/run-anchors.sh l4   ROUNDS SECONDS
+#   EXTRA="lb 8080"     bench/anchors/run-anchors.sh http ROUNDS SECONDS
+#   EXTRA="lb-tcp 8081" bench/anchors/run-anchors.sh l4   ROUNDS SECONDS
 # from the project root (lb restarted between the two, like the rig's own proxies), and writes
 # bench/results/proxy/README.md (ratios lb / node-undici,
 # lb / http-proxy-3, lb-tcp / node-tcp-bare for bulk and new connections) beside the raw output.
@@ -14,14 +14,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SHARED=$(cd "$ROOT/.." && pwd)/shared
-ANCHORS=$SHARED/anchors
+ANCHORS=$ROOT/bench/anchors
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-6}
 OUT=$ROOT/bench/results/proxy
 
 if [ ! -x "$ANCHORS/run-anchors.sh" ]; then
-  echo "bench/proxy.sh: $ANCHORS/run-anchors.sh not found: the anchors rig is expected in ../shared/anchors next to the project root ($ROOT)" >&2
+  echo "bench/proxy.sh: $ANCHORS/run-anchors.sh not found or not executable" >&2
   exit 1
 fi
 if [ ! -f "$ROOT/dist/src/cli.js" ]; then

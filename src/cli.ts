@@ -1,4 +1,4 @@
-// The `lb` command line (SPEC.md "Command line"). Usage errors exit 2 with commander's message.
+// The `lb` command line (docs/SPEC.md "Command line"). Usage errors exit 2 with commander's message.
 
 import cluster from 'node:cluster';
 import fs from 'node:fs';

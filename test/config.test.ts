@@ -1,5 +1,5 @@
 // Config loading: every error kind with the exact line `lb validate` prints, all errors of a file reported
-// together, the SPEC.md example, defaults, durations, addresses, the TOML position scanner and the
+// together, the docs/SPEC.md example, defaults, durations, addresses, the TOML position scanner and the
 // checked-in JSON Schema.
 
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -35,7 +35,7 @@ backends = [ { address = "10.0.0.1:3000" } ]
 
 `;
 
-// The example of SPEC.md, verbatim.
+// The example of docs/SPEC.md, verbatim.
 const SPEC_EXAMPLE = `[daemon]
 workers = "auto"              # worker processes: integer >= 1, or "auto" (one per CPU core)
 grace_period = "30s"          # how long stop and reload wait for in-flight work
@@ -102,7 +102,7 @@ algorithm = "least-connections"
 backends = [ { address = "10.0.0.31:5432" } ]
 `;
 
-t.test('the SPEC.md example', async (t) => {
+t.test('the docs/SPEC.md example', async (t) => {
   t.same(lines(SPEC_EXAMPLE), ['lb.toml:28:1: listeners.db.pool: unknown pool "postgres" (defined pools: app, api)'],
     'as written, it only lacks the postgres pool');
 

@@ -1,4 +1,4 @@
-// /metrics on the metrics listener, served by the primary and summed over workers (SPEC.md "Metrics"),
+// /metrics on the metrics listener, served by the primary and summed over workers (docs/SPEC.md "Metrics"),
 // driven against the real daemon with 2 workers: exact request counts over both workers, lb_backend_up
 // following active health checks, a scrape that stays bounded while a worker is busy-looping, and
 // counters that do not go backwards when a worker is killed with SIGKILL and respawned.

@@ -1,4 +1,4 @@
-// The admin socket (SPEC.md "Admin socket protocol"): newline-delimited JSON over a unix socket, one
+// The admin socket (docs/SPEC.md "Admin socket protocol"): newline-delimited JSON over a unix socket, one
 // response line per request line, requests on one connection answered in order. The socket is created with
 // mode 0660 (owner and group may use it: that is who may change the daemon at runtime); a stale socket file
 // left by a dead daemon is replaced, a live one (another lb answering on it) is an error.

@@ -1,13 +1,13 @@
 // The primary process: reads and validates the config, owns the admin socket, the authoritative backend
 // state, health checking and /metrics, and supervises the workers (spawn, respawn with backoff, retire).
 //
-// Exit codes (what systemd sees, SPEC.md "Command line"): 0 after a requested stop; 78 (EX_CONFIG, from
+// Exit codes (what systemd sees, docs/SPEC.md "Command line"): 0 after a requested stop; 78 (EX_CONFIG, from
 // sysexits.h) when at start the config is invalid (schema, algorithm modules, TLS files), a listener or
 // the metrics listener cannot bind, or the admin socket cannot be created: restarting will not help;
 // 70 (EX_SOFTWARE) on an uncaught error or a worker that dies while starting: a crash, worth a restart.
 //
 // Config generations: the config applied at start is generation 1, each committed reload adds 1. A reload
-// is all or nothing (SPEC.md): the primary checks what it can (config, modules, TLS files, that each new
+// is all or nothing (docs/SPEC.md): the primary checks what it can (config, modules, TLS files, that each new
 // address can be bound), every worker then prepares the new generation next to the serving one
 // (dataplane.ts prepare), and only when all have prepared does the primary commit it everywhere; any
 // failure aborts it everywhere and nothing has changed.

@@ -118,7 +118,7 @@ export class StateStore {
   }
 }
 
-/** The state users see (SPEC.md "Backend states"): admin drain and maint win over health. */
+/** The state users see (docs/SPEC.md "Backend states"): admin drain and maint win over health. */
 export function stateOf(r: BackendRecord): 'up' | 'down' | 'drain' | 'maint' | 'unchecked' {
   return r.admin === 'ready' ? r.health : r.admin;
 }

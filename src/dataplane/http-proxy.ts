@@ -2,7 +2,7 @@
 // (upstream.ts), with the body streamed both ways: back-pressure by returning false from onData and
 // calling `resume`; the request body is the client request's body stream, read as the upstream accepts it.
 //
-// Contract with SPEC.md: 503 when the pool has no usable backend, 502 when the backend failed and retries
+// Contract with docs/SPEC.md: 503 when the pool has no usable backend, 502 when the backend failed and retries
 // ran out, 504 when no response head arrived within `response_timeout`. Retries go to another backend when
 // connecting failed (for any method: nothing was sent), and for idempotent requests without a body whose
 // backend failed before a response byte.

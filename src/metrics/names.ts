@@ -1,4 +1,4 @@
-// Every metric lb exports, in one table (SPEC.md "Metrics"). `where` says which process owns the series:
+// Every metric lb exports, in one table (docs/SPEC.md "Metrics"). `where` says which process owns the series:
 // workers count traffic, the primary owns health, reloads and backend state. /metrics sums every process.
 
 export const METRICS = {
