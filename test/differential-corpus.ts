@@ -83,11 +83,12 @@ const wait = (n: number): Step => ({ responses: n });
 // lb refuses a Connection header that names content-length, transfer-encoding or host (400, nothing
 // forwarded); other options are honoured and the nominated fields removed (RFC 9110 §7.6.1).
 const BAD_OPTS = ['content-length', 'Content-Length', 'transfer-encoding', 'host', 'HOST', 'keep-alive, content-length', 'close, Transfer-Encoding', 'x-foo, host'];
-const GOOD_OPTS: Array<{ opt: string; extra: string[]; checks: Check[] }> = [
+const GOOD_OPTS: Array<{ opt: string; extra: string[]; checks: Check[]; why?: string }> = [
   { opt: 'upgrade', extra: [], checks: [] },
   { opt: 'keep-alive', extra: ['Keep-Alive: timeout=5'], checks: [beHeaderAbsent(0, 'keep-alive')] },
   { opt: 'te', extra: ['TE: trailers'], checks: [] },
-  { opt: 'x-forwarded-for', extra: ['X-Forwarded-For: 6.6.6.6'], checks: [(o) => (/6\.6\.6\.6/.test(header(be(o, 0), 'x-forwarded-for') ?? '') ? 'the nominated client X-Forwarded-For was forwarded' : undefined), xffAdded(0)] },
+  // HAProxy and NGINX forward a nominated X-Forwarded-For; RFC 9110 §7.6.1 says a proxy MUST remove the fields the Connection header names.
+  { opt: 'x-forwarded-for', extra: ['X-Forwarded-For: 6.6.6.6'], checks: [(o) => (/6\.6\.6\.6/.test(header(be(o, 0), 'x-forwarded-for') ?? '') ? 'the nominated client X-Forwarded-For was forwarded' : undefined), xffAdded(0)], why: 'RFC 9110 §7.6.1: a proxy MUST remove the fields named in Connection; lb then adds its own X-Forwarded-For' },
   { opt: 'x-foo', extra: ['X-Foo: 1'], checks: [beHeaderAbsent(0, 'x-foo')] },
   { opt: 'x-foo, x-bar', extra: ['X-Foo: 1', 'X-Bar: 2'], checks: [beHeaderAbsent(0, 'x-foo'), beHeaderAbsent(0, 'x-bar')] },
   { opt: 'keep-alive, x-foo', extra: ['X-Foo: 1'], checks: [beHeaderAbsent(0, 'x-foo')] },
@@ -118,6 +119,7 @@ for (const fr of FRAMINGS) {
       title: `Connection: ${g.opt} on a ${fr.f} request, then a second request`,
       steps: [send(req(fr.method, '/{id}/x', [`Connection: ${g.opt}`, ...g.extra, ...fr.lines], fr.body)), wait(1), send(after(['X-Forwarded-For: 6.6.6.6']))],
       expect: { final: [200, 200], closed: false, forwarded: [`${fr.method} /x`, 'GET /after'], checks: [...g.checks, beBody(0, fr.beBody), beHeaderAbsent(0, 'connection'), xffAdded(1), noSmuggled] },
+      why: g.why,
     });
   }
   add({
@@ -360,7 +362,9 @@ const BIG = 256 * 1024;
 for (let rep = 1; rep <= 3; rep++) {
   for (const mode of ['linger', 'close'] as const) {
     const early: Reply = { kind: 'early', status: 413, mode };
-    const ex: Expect = { final: [413], closed: true, checks: [no502] };
+    // The 413 carries Connection: close from the backend, a hop-by-hop field: when the whole body has
+    // arrived the proxy may keep the client connection (all three do), so closing is not asserted.
+    const ex: Expect = { final: [413], checks: [no502] };
     add({ id: `early413-${mode}-at-once-${rep}`, group: 'early-response', title: `413 + close (${mode}) while a ${BIG}-byte body arrives in the same write (run ${rep})`, reply: early, steps: [send(req('POST', '/{id}/up', [`Content-Length: ${BIG}`], 'b'.repeat(BIG)))], expect: ex, deadline: 4 });
     add({ id: `early413-${mode}-head-first-${rep}`, group: 'early-response', title: `413 + close (${mode}) after the head; the client then sends the body (run ${rep})`, reply: early, steps: [send(req('POST', '/{id}/up', [`Content-Length: ${BIG}`])), wait(1), send('b'.repeat(BIG))], expect: ex, deadline: 4 });
     add({ id: `early413-${mode}-chunked-${rep}`, group: 'early-response', title: `413 + close (${mode}) during a chunked upload (run ${rep})`, reply: early, steps: [send(req('POST', '/{id}/up', ['Transfer-Encoding: chunked'], chunk('c'.repeat(60000)))), wait(1), send(chunk('c'.repeat(60000)) + '0\r\n\r\n')], expect: ex, deadline: 4 });
@@ -380,7 +384,6 @@ add({ id: 'stale-post', group: 'stale-backend', title: 'the backend closes its i
 
 // ---- K. Malformed client traffic not in the smuggling test ---------------------------------------------
 const MAL: Array<[string, string]> = [
-  ['double-space', 'GET  /{id}/x HTTP/1.1\r\nHost: h\r\n\r\n'],
   ['trailing-space-version', 'GET /{id}/x HTTP/1.1 \r\nHost: h\r\n\r\n'],
   ['lowercase-version', 'GET /{id}/x http/1.1\r\nHost: h\r\n\r\n'],
   ['tab-separator', 'GET\t/{id}/x HTTP/1.1\r\nHost: h\r\n\r\n'],
@@ -397,6 +400,7 @@ const MAL: Array<[string, string]> = [
   ['empty-name', 'GET /{id}/x HTTP/1.1\r\nHost: h\r\n: b\r\n\r\n'],
 ];
 for (const [id, bytes] of MAL) add({ id: `malformed-${id}`, group: 'malformed', title: JSON.stringify(bytes.slice(0, 70)), steps: [send(bytes)], expect: { ...REJECT, final: [[400], [501], [505]] } });
+add({ id: 'malformed-double-space', group: 'malformed', title: 'two spaces after the method', steps: [send('GET  /{id}/x HTTP/1.1\r\nHost: h\r\n\r\n')], expect: { checks: [rejectOrExact('')] } });
 add({ id: 'cl-leading-zeros', group: 'malformed', title: 'Content-Length: 005 (valid digits)', steps: [send(req('POST', '/{id}/x', ['Content-Length: 005'], 'hello'))], expect: { final: [200], forwarded: ['POST /x'], checks: [beBody(0, 'hello')] } });
 add({ id: 'cl-trailing-ows', group: 'malformed', title: 'Content-Length with trailing whitespace (valid OWS)', steps: [send(req('POST', '/{id}/x', ['Content-Length: 5 '], 'hello'))], expect: { final: [200], forwarded: ['POST /x'], checks: [beBody(0, 'hello')] } });
 add({ id: 'chunk-size-leading-zeros', group: 'malformed', title: 'chunk size 005', steps: [send(req('POST', '/{id}/x', ['Transfer-Encoding: chunked'], '005\r\nhello\r\n0\r\n\r\n'))], expect: { final: [200], forwarded: ['POST /x'], checks: [beBody(0, 'hello')] } });
