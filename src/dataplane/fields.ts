@@ -5,7 +5,7 @@
  * A Host value (RFC 9110 §7.2, RFC 3986 §3.2.2): reg-name (unreserved, pct-encoded, sub-delims) or an
  * IP-literal, then an optional port. Empty is allowed (RFC 9112 §3.2). No userinfo, spaces or slashes.
  */
-const HOST_SYNTAX = /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
+const HOST_SYNTAX = /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
 
 export function validHost(value: string): boolean {
   return HOST_SYNTAX.test(value);

@@ -8,7 +8,8 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/model.js';
 import type { DataPlaneEvents } from './events.js';
-import { ProxyCall, replyError, scanRequest, validHost, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
+import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
+import { validHost } from './fields.js';
 import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
 import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
@@ -187,11 +188,10 @@ export class HttpListener implements Listener, ListenerInfo {
   }
 
   /**
-   * A malformed request or a head timeout. The server parses nothing more on the connection. With no
-   * response pending the error is answered (400, 408, 431) and the connection closed; a request whose
-   * body turned out malformed gets that answer itself, unless its response has begun, and its exchange is
-   * aborted; responses already owed to earlier (pipelined) requests go out first, then the connection
-   * closes: an error answer then would be taken for theirs.
+   * A malformed request or a head timeout. The server parses nothing more on the connection and calls
+   * this once the responses owed to earlier requests are out (`active` undefined): the error is answered
+   * (400, 408, 431) and the connection closed. `active` is a request being answered whose own body turned
+   * out malformed: it gets that answer, unless its response has begun, and its exchange is aborted.
    */
   private readonly onClientError = (err: ClientError, socket: net.Socket, active: FrontResponse | undefined): void => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
@@ -205,11 +205,10 @@ export class HttpListener implements Listener, ListenerInfo {
       rejectRaw(socket, status, text, message);
       return;
     }
-    if (active.req.body && !active.req.body.readableEnded) {
-      if (!active.headersSent) replyError(active, status, `${status} ${text}: ${message}`, true);
-      active.aborted();
-      setTimeout(() => socket.destroy(), 1000).unref();
-    }
+    // The request being answered had a malformed body: its exchange is cut and it gets the answer.
+    if (!active.headersSent) replyError(active, status, `${status} ${text}: ${message}`, true);
+    active.aborted();
+    setTimeout(() => socket.destroy(), 1000).unref();
   };
 
   /**
@@ -247,7 +246,8 @@ function refuse(req: FrontRequest, scan: ScannedRequest): [number, string] | und
   if (req.rawHeaders.length > MAX_HEADER_FIELDS * 2) return [431, `more than ${MAX_HEADER_FIELDS} header fields`];
   if (scan.hosts === 0 && req.httpVersionMinor === 1) return [400, 'an HTTP/1.1 request needs a Host header'];
   if (scan.hosts > 1) return [400, 'more than one Host header'];
-  if (scan.host !== undefined && !validHost(scan.host)) return [400, 'Host is not a valid authority'];
+  if (scan.badHost !== undefined) return [400, 'Host is not a valid authority'];
+  if (scan.foldedName !== undefined) return [400, `header ${scan.foldedName} reads as a framing header where "_" is taken for "-"`];
   if (scan.forbiddenConnection !== undefined) return [400, `Connection names ${scan.forbiddenConnection}, which frames or routes the request`];
   const te = scan.transferEncoding;
   if (te !== undefined) {

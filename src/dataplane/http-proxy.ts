@@ -15,8 +15,7 @@ import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
 import { passFin, splice } from './connect.js';
-import { forwardableTrailers } from './fields.js';
-export { validHost } from './fields.js';
+import { forwardableTrailers, validHost } from './fields.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), the framing ones (lb frames what it forwards from what its parser
@@ -79,6 +78,13 @@ export interface ScannedRequest {
   transferEncoding: string | undefined;
   /** A field named in `Connection` that may not be (CONNECTION_FORBIDDEN); the listener refuses it. */
   forbiddenConnection: string | undefined;
+  /** A Host header value with bad syntax (also when an absolute-form target replaces it). */
+  badHost: string | undefined;
+  /**
+   * A field name that reads as Content-Length or Transfer-Encoding once `_` is taken for `-`: CGI-style
+   * backends (WSGI, PHP-FPM) fold both spellings into one variable, so it could frame the body there.
+   */
+  foldedName: string | undefined;
 }
 
 /**
@@ -99,6 +105,8 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
   let hosts = 0;
   let transferEncoding: string | undefined;
   let forbiddenConnection: string | undefined;
+  let badHost: string | undefined;
+  let foldedName: string | undefined;
   const keepUpgrade = req.upgrade;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
@@ -111,6 +119,7 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
     const lower = name.toLowerCase();
     if (lower === 'host') {
       hosts++;
+      if (!validHost(value)) badHost = value;
       if (authority !== undefined) continue;
       host = value;
     } else if (lower === 'transfer-encoding') {
@@ -135,6 +144,9 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
       continue;
     } else if (REQUEST_DROP.has(lower)) {
       continue;
+    } else if ((len === 14 || len === 17) && lower.includes('_')) {
+      const dashed = lower.replaceAll('_', '-');
+      if (dashed === 'content-length' || dashed === 'transfer-encoding') foldedName = name;
     }
     out.push(name, value);
   }
@@ -150,7 +162,7 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
   out.push('x-forwarded-for', xff === undefined || named?.includes('x-forwarded-for') ? client : `${xff}, ${client}`);
   out.push('x-forwarded-proto', tls ? 'https' : 'http');
   if (host !== undefined) out.push('x-forwarded-host', host);
-  return { headers: out, host, hosts, transferEncoding, forbiddenConnection };
+  return { headers: out, host, hosts, transferEncoding, forbiddenConnection, badHost, foldedName };
 }
 
 /**

@@ -327,7 +327,7 @@ export class FrontResponse extends EventEmitter {
    */
   switchProtocols(text: string, headers: string[]): { socket: net.Socket; head: Buffer } | undefined {
     const conn = this.conn;
-    if (!this.req.upgrade || this.headersSent || this.destroyed || conn.active !== this || !conn.holding) return undefined;
+    if (!this.req.upgrade || this.headersSent || this.destroyed || conn.active !== this || !conn.isHeldBy(this.req)) return undefined;
     this.headersSent = true;
     this.ended = true;
     let head = `HTTP/1.1 101 ${text}\r\n`;
@@ -428,7 +428,9 @@ export class FrontConnection {
   /** The Upgrade request whose end stops the parser (llhttp pauses after an upgrade message). */
   private upgradeReq: FrontRequest | undefined;
   /** The parser stopped after an Upgrade request: nothing more is parsed until its response is known. */
-  holding = false;
+  private holding = false;
+  /** The request whose end stopped the parser (its response decides: tunnel, or parse on). */
+  private heldBy: FrontRequest | undefined;
   /** The bytes read after the Upgrade request, not parsed (the tunnel's, or the next request's). */
   private rest: Buffer | undefined;
   /** client_header_timeout, armed when a head is awaited; when it fires with none awaited, nothing happens. */
@@ -441,6 +443,8 @@ export class FrontConnection {
   /** No more requests are taken on this connection (a `Connection: close` exchange, a FIN, an error). */
   noMoreRequests = false;
   private failed = false;
+  /** A malformed request behind complete ones: answered (400...) once their responses are out. */
+  private pendingError: ClientError | undefined;
   private detached = false;
   /** Reading and dropping what the client still sends, before closing (see lingerClose). */
   private lingering = false;
@@ -572,7 +576,8 @@ export class FrontConnection {
       return 2; // no body: the bytes after the head belong to the tunnel asked for
     }
     const body = framing === CHUNKED || framing > 0 ? new RequestBody(this) : null;
-    const req = new FrontRequest(socket, name, url, major, minor, headers, body, framing, upgrade);
+    // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request (llhttp still stops after it).
+    const req = new FrontRequest(socket, name, url, major, minor, headers, body, framing, upgrade && minor >= 1);
     if (body) this.current = req;
     if (upgrade) this.upgradeReq = req;
     if (!keepAlive) this.noMoreRequests = true;
@@ -611,6 +616,8 @@ export class FrontConnection {
     this.current = null;
     const trailers = this.slowHeaders;
     this.slowHeaders = undefined;
+    // Node's binding passes the message's URL again with the trailers (node:http resets it here too).
+    this.slowUrl = '';
     if (req?.body) {
       if (trailers && trailers.length > 0) req.body.trailers = trailers;
       req.body.push(null);
@@ -620,6 +627,7 @@ export class FrontConnection {
       // llhttp pauses here (HPE_PAUSED_UPGRADE): the bytes after this message are not parsed by it.
       this.upgradeReq = undefined;
       this.holding = true;
+      this.heldBy = up;
     }
     if (this.noMoreRequests) this.pauseReading();
   };
@@ -653,6 +661,11 @@ export class FrontConnection {
     }
     this.detach();
     this.server.handlers.connect(req, this.socket);
+  }
+
+  /** Whether the parser stopped after `req` (an Upgrade request whose message is complete). */
+  isHeldBy(req: FrontRequest): boolean {
+    return this.holding && this.heldBy === req;
   }
 
   /** The Upgrade request was answered 101: the socket leaves HTTP; returns the bytes held after the request. */
@@ -691,18 +704,45 @@ export class FrontConnection {
     this.server.forget(this);
   }
 
-  /** A malformed request or a head timeout: no more requests; the listener answers (or not) and closes. */
+  /**
+   * A malformed request or a head timeout: no more requests. A request whose body turned out malformed
+   * gets the answer itself if it is the one being answered (the listener aborts its exchange); otherwise
+   * the complete requests before it are answered first, as announced, and the error's answer follows them.
+   */
   private fail(err: ClientError): void {
     if (this.detached || this.failed) return;
     this.failed = true;
-    this.noMoreRequests = true;
     this.clearTimers();
     this.pauseReading();
     if (this.lingering) {
       this.socket.destroy();
       return;
     }
-    this.server.handlers.clientError(err, this.socket, this.active);
+    if (err.code === 'HPE_CLOSED_CONNECTION') {
+      // Bytes after a `Connection: close` request: RFC 9112 §9.6, not processed; not an error either.
+      this.noMoreRequests = true;
+      if (this.queue.length === 0) this.socket.destroySoon();
+      return;
+    }
+    const cur = this.current;
+    if (cur !== null) {
+      this.current = null;
+      const i = this.queue.findIndex((r) => r.req === cur);
+      if (i === 0) {
+        this.noMoreRequests = true;
+        this.server.handlers.clientError(err, this.socket, this.queue[0]);
+        return;
+      }
+      // Parsed ahead and never handed over: dropped with its body.
+      if (i > 0) for (const r of this.queue.splice(i)) r.dispatched = true;
+      cur.body?.destroy();
+    }
+    if (this.queue.length > 0) {
+      this.pendingError = err;
+      return;
+    }
+    this.noMoreRequests = true;
+    this.server.handlers.clientError(err, this.socket, undefined);
   }
 
   pauseReading(): void {
@@ -736,7 +776,7 @@ export class FrontConnection {
       this.socket.destroySoon();
       return;
     }
-    if (this.holding) {
+    if (this.holding && res.req === this.heldBy) {
       // An Upgrade request answered without 101: the connection stays HTTP; what followed it is parsed now.
       setImmediate(this.parseHeld);
       return;
@@ -747,6 +787,13 @@ export class FrontConnection {
       next.activate();
       // Not from inside a backend's parser callback (the one that completed `res`).
       setImmediate(() => this.dispatch(next));
+      return;
+    }
+    const err = this.pendingError;
+    if (err) {
+      this.pendingError = undefined;
+      this.noMoreRequests = true;
+      this.server.handlers.clientError(err, this.socket, undefined);
       return;
     }
     if (this.noMoreRequests) {
@@ -763,12 +810,16 @@ export class FrontConnection {
   private readonly parseHeld = (): void => {
     if (this.socket.destroyed || this.detached) return;
     this.holding = false;
+    this.heldBy = undefined;
     const rest = this.rest;
     this.rest = undefined;
     if (this.queue.length === 0 && !this.noMoreRequests) {
       this.awaitingRequest = true;
       this.idleTimer.arm(this.idleMs());
     }
+    // llhttp treats whatever follows an upgrade message as the new protocol's, even after resuming (it
+    // consumed a CL.TE request without an error in a check): a fresh parser state is the only safe one.
+    this.parser.initialize(HTTPParser.REQUEST, {}, this.server.options.maxHeaderSize, HTTPParser.kLenientNone);
     if (rest && rest.length > 0) {
       const ret = this.parser.execute(rest);
       if (ret instanceof Error) {
