@@ -445,9 +445,11 @@ export class ProxyCall implements UpstreamHandler {
       return;
     }
     if (res.destroyed || (res.headersSent && this.status === 0)) {
-      // The client went away first; not the backend's fault.
+      // The client went away first; not the backend's fault: 499 (NGINX's code), with the backend kept.
       this.backend = undefined;
-      this.finish();
+      this.status = 499;
+      this.error ??= 'client closed';
+      this.finish(b);
       return;
     }
     if (err.stale && !res.headersSent && this.replayable && this.staleRetries < MAX_STALE_RETRIES) {
@@ -501,8 +503,9 @@ export class ProxyCall implements UpstreamHandler {
 
   private readonly onClientClose = (): void => {
     if (this.finished || this.tunnel) return;
-    // Client disconnected before the response completed: stop the upstream exchange too.
-    this.status = this.status || 499;
+    // Client disconnected before the response completed (a reset, or a close with the response unsent;
+    // a half-close after the request is not this): 499 whatever the backend had answered so far.
+    this.status = 499;
     this.error ??= 'client closed';
     // Still connecting (no abort yet): nothing is written; onConnect sees the closed response and aborts.
     this.abortUpstream?.(new Error('client closed'));
