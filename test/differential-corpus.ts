@@ -222,7 +222,8 @@ add({
   title: 'a 101 from the backend to a request that asked for no upgrade',
   reply: { kind: 'switch' },
   steps: [send(req('GET', '/{id}/x'))],
-  expect: { final: [[502], [101]], checks: [(o) => (finals(o)[0]?.status === 101 && o.tunnel.length ? 'tunnel bytes leaked' : undefined)] },
+  // Sent once: a 101 is an answer, not a stale kept-alive connection to retry on (it was sent twice once).
+  expect: { final: [[502], [101]], forwarded: ['GET /x'], checks: [(o) => (finals(o)[0]?.status === 101 && o.tunnel.length ? 'tunnel bytes leaked' : undefined)] },
 });
 
 // ---- C. Expect ------------------------------------------------------------------------------------------
@@ -460,3 +461,34 @@ for (const [id, line] of MUTATIONS) {
     expect: { checks: [noSmuggled, (o) => (o.backend.requests.length > 1 ? `backend parsed ${o.backend.requests.length} requests` : undefined), (o) => (finals(o).length > 1 ? `${finals(o).length} responses to one request` : undefined)] },
   });
 }
+
+// ---- Why lb differs from both anchors where the case above carries no reason of its own ------------------
+// (the differential test lists every case where lb's outcome differs from HAProxy's and NGINX's).
+const STRICT = "llhttp in strict mode refuses it (lb never enables the lenient parser); the anchors accept it, and a parser that tolerates what another refuses is where desync starts";
+const WHY: Record<string, string> = {
+  'upgrade-101-unasked': 'a 101 to a request that asked for no upgrade cannot be forwarded: 502, as HAProxy (NGINX gives no answer)',
+  'expect-unknown': 'RFC 9110 §10.1.1: an expectation the server cannot meet MAY get 417; lb does not forward Expect, so it cannot have the backend meet it',
+  'expect-backend-100-too': 'lb answers Expect: 100-continue itself; the backend\'s own 100 is not passed on a second time (one interim answer per expectation)',
+  'req-trailer-content-length': `RFC 9110 §6.5.1: Content-Length may not be a trailer field; ${STRICT}`,
+  'resp-cl-and-te': 'RFC 9112 §6.3: a message with both Transfer-Encoding and Content-Length "ought to be handled as an error"; lb answers 502 rather than pick one',
+  'te-tab-ows': `a tab before the Transfer-Encoding value (valid OWS, RFC 9110 §5.6.3); ${STRICT}; NGINX refuses it too (501)`,
+  'te-empty-element': 'all three refuse it; only the status differs (HAProxy 422, NGINX 501, lb 400 from llhttp)',
+  'mut-te-cow': 'all three refuse it; only the status differs (HAProxy 422, NGINX 501, lb 400 from llhttp)',
+  'pipe-malformed-second': `a bare LF line ending (RFC 9112 §2.2 allows, does not require, accepting it); ${STRICT}; lb answers the good request first, then 400`,
+  'malformed-http12': 'RFC 9110 §2.5 says a higher minor version SHOULD be processed as HTTP/1.1; llhttp strict refuses HTTP/1.2 and lb keeps that (no client sends it)',
+  'malformed-chunk-lf-after-data': `chunk data ended by a bare LF (RFC 9112 §7.1 requires CRLF); ${STRICT}; chunk terminator differences are a known smuggling vector`,
+  'malformed-chunk-ext-bad': `a chunk extension outside the RFC 9112 §7.1.1 grammar; ${STRICT}; chunk-extension parsing differences are a known smuggling vector`,
+  'malformed-del-in-value': 'RFC 9110 §5.5: DEL is not a field-vchar; llhttp refuses the field, the anchors forward it',
+  'early413-expect': 'lb answers 100 Continue when it hands the request over (as NGINX), then forwards the backend\'s 413; it closes afterwards (as below)',
+};
+for (const id of Object.keys(WHY)) {
+  const c = CASES.find((x) => x.id === id);
+  if (!c) throw new Error(`WHY names no case ${id}`);
+  c.why ??= WHY[id];
+}
+// An early final response: lb closes the connection (Connection: close, a lingering close) unless it had
+// read the rest of the body already; the anchors read and drop the rest and keep the connection.
+for (const c of CASES) if (c.id.startsWith('early413-') && !c.why) c.why = 'RFC 9112 §9.6: after an early response lb closes gracefully (Connection: close, then a lingering close) rather than read an unbounded remaining body to keep the connection';
+// A GET that lands on a kept-alive connection the backend is closing is sent again on a new one (RFC 9110
+// §9.2.2: idempotent requests may be retried); a backend that read the first copy before closing sees it twice.
+for (const c of CASES) if (c.id.startsWith('stale-race-get-')) c.why ??= 'an idempotent GET whose kept-alive connection closed without an answer is sent again on a new connection (RFC 9110 §9.2.2; NGINX retries too); the recording backend had read the first copy before closing';

@@ -451,6 +451,7 @@ class Connection {
   }
 
   private readonly onParserHeaders = (headers: string[]): void => {
+    this.answered = true;
     (this.slowHeaders ??= []).push(...headers);
   };
 
@@ -465,6 +466,7 @@ class Connection {
     upgrade: boolean,
     shouldKeepAlive: boolean,
   ): number => {
+    this.answered = true;
     const h = this.handler;
     if (!h || !this.written) {
       // Bytes the backend sent while no request was outstanding: the connection cannot be trusted.
