@@ -99,6 +99,32 @@ async function call(opts: { socket?: string; config: string }, req: Record<strin
   }
 }
 
+/**
+ * Polls `status` until the daemon answers with every configured worker started (what systemd's start waits
+ * for through the unit's ExecStartPost), or exits 1 after `ms`.
+ */
+async function waitReady(opts: { socket?: string; config: string }, ms: number): Promise<AdminResponse> {
+  const sock = await socketPath(opts);
+  const deadline = Date.now() + ms;
+  let last = 'no answer yet';
+  for (;;) {
+    try {
+      const res = await adminRequest(sock, { cmd: 'status' }, 5_000);
+      const w = res.ok ? (res.result as StatusResult).workers : undefined;
+      if (!res.ok || (w && w.asked === w.configured && w.answered === w.asked)) return res;
+      last = `${w?.asked ?? 0} of ${w?.configured ?? '?'} workers serving`;
+    } catch (err) {
+      if (!(err instanceof AdminUnreachable)) throw err;
+      last = err.message;
+    }
+    if (Date.now() > deadline) {
+      process.stderr.write(`lb: not ready after ${ms}ms: ${last}\n`);
+      process.exit(1);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Prints an `ok:false` answer as `lb: CODE: message` (and each issue line for CONFIG_INVALID) and exits 1. */
 function failWith(res: AdminResponse): never {
   if (res.ok) process.exit(0);
@@ -158,10 +184,11 @@ export function buildProgram(): Command {
     .command('status')
     .description('pools, backends, state, weight, in-flight, last health check')
     .option('--json', 'print the status as JSON')
+    .option('--wait [duration]', 'wait until the daemon answers and every configured worker serves (default up to 60s; exit 1 when the time passes): the unit\'s readiness check')
     .addOption(configOpt())
     .addOption(socketOpt())
-    .action(async (opts: { json?: boolean; config: string; socket?: string }) => {
-      const res = await call(opts, { cmd: 'status' });
+    .action(async (opts: { json?: boolean; wait?: string | boolean; config: string; socket?: string }) => {
+      const res = opts.wait === undefined ? await call(opts, { cmd: 'status' }) : await waitReady(opts, opts.wait === true ? 60_000 : parseDuration(String(opts.wait)));
       if (!res.ok) failWith(res);
       process.stdout.write(opts.json ? JSON.stringify(res.result, null, 2) + '\n' : renderStatus(res.result as StatusResult));
     });

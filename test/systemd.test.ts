@@ -22,6 +22,8 @@ t.test('the unit runs lb the documented way', async (t) => {
     /^ExecStart=\/usr\/bin\/env lb run -c \/etc\/lb\/lb\.toml$/m,
     // The CLI, not a signal: a refused reload makes `systemctl reload` fail.
     /^ExecReload=\/usr\/bin\/env lb reload -c \/etc\/lb\/lb\.toml$/m,
+    // Readiness: `systemctl start` returns once every worker serves (test/readiness.test.ts).
+    /^ExecStartPost=\/usr\/bin\/env lb status -c \/etc\/lb\/lb\.toml --wait 60s$/m,
     // lb run exits 78 (EX_CONFIG) for a config or bind error: no restart loop; crashes are restarted.
     /^Restart=on-failure$/m,
     /^RestartPreventExitStatus=78$/m,
