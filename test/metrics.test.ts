@@ -4,6 +4,8 @@
 // counters that do not go backwards when a worker is killed with SIGKILL and respawned.
 
 import t, { type Test } from 'tap';
+import net from 'node:net';
+import { rawExchange } from './helpers/hardening.js';
 import { admin, backends, freePort, get, startLb, startUpstream, waitFor, type Lb, type Upstream } from './helpers/lb.js';
 
 /** Text exposition -> samples. Label values in lb's series never contain `"`, `,` or `}`. */
@@ -235,4 +237,51 @@ t.test('counters do not go backwards when a worker is killed with SIGKILL and re
   const drops = seen.filter((v, i) => i > 0 && v < seen[i - 1]!);
   t.same(drops, [], `no scrape went backwards over ${seen.length} scrapes through the kill`);
   t.equal(lb.proc.exitCode, null, 'the primary survived');
+});
+
+t.test('responses lb produces itself are counted and logged with their reason; a client abort is 499 with its backend', async (t) => {
+  // Backend "a" answers /slow after 2 s, so a client can reset its connection while the request is in flight.
+  const ups = await Promise.all([
+    startUpstream('a', (req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.end('late'), 2000);
+      else res.end('a');
+    }),
+  ]);
+  t.teardown(() => Promise.all(ups.map((u) => u.close())));
+  const { lb, port, mport } = await startWith(t, ups, '', { access: true });
+  const garbage = [
+    'HELLO\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\nx',
+    'GET / HTTP/1.1\r\nHost: a b\r\n\r\n',
+    'GET / HTTP/1.1\r\n\r\n',
+  ];
+  const N = 40;
+  for (let i = 0; i < N; i++) {
+    const r = await rawExchange(port, garbage[i % garbage.length]!);
+    t.equal(r.status, 400, `garbage ${i % garbage.length} -> 400`);
+  }
+  const scraped = await waitFor(async () => {
+    const s = await scrape(mport);
+    return sum(s.samples, 'lb_requests_total', { code: '400' }) >= N ? s : undefined;
+  }, 10_000, 'the 400s to be counted');
+  t.equal(sum(scraped.samples, 'lb_requests_total', { code: '400' }), N, `lb_requests_total{code="400"} counts all ${N}`);
+  t.equal(sum(scraped.samples, 'lb_requests_total', { code: '400', backend: '' }), N, 'with no backend');
+  const lines = await waitFor(() => {
+    const l = lb.logs().filter((x) => x.msg === 'access' && x.status === 400);
+    return l.length >= N ? l : undefined;
+  }, 10_000, 'the access log lines');
+  t.equal(lines.length, N, 'one access log line each');
+  t.ok(lines.every((l) => typeof l.error === 'string' && (l.error as string).length > 0), 'each with its reason');
+  t.ok(lines.some((l) => /Connection names content-length/.test(String(l.error))), 'the reason says what was refused');
+
+  // A client that resets its connection while its request is at the backend: 499, the backend named.
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  s.write('GET /slow HTTP/1.1\r\nHost: h\r\n\r\n');
+  await waitFor(() => ups[0]!.hits > 0, 5_000, 'the request to reach the backend');
+  s.resetAndDestroy();
+  const aborted = await waitFor(() => lb.logs().find((x) => x.msg === 'access' && x.path === '/slow'), 10_000, 'the aborted request logged');
+  t.equal(aborted.status, 499, 'a reset client is logged 499');
+  t.equal(aborted.backend, 'a', 'with the backend it was sent to');
 });
