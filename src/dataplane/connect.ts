@@ -1,4 +1,4 @@
-// Opening a raw TCP connection to a pool's backend, for tcp listeners and websocket upgrades: pick, connect
+// Opening a raw TCP connection to a pool's backend, for tcp listeners: pick, connect
 // within `connect_timeout`, and on failure try other backends up to `retries` times. Counts the connection
 // in the chosen backend's `inflight` from the first attempt; the caller ends it with `backend.end()`.
 

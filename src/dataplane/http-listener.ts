@@ -34,7 +34,6 @@ export class HttpListener implements Listener, ListenerInfo {
   private readonly server: net.Server;
   private readonly front: FrontServer;
   private readonly sockets = new OpenSet<net.Socket>();
-  private upgrades = 0;
   private readonly material: TlsMaterial | undefined;
 
   constructor(
@@ -154,10 +153,6 @@ export class HttpListener implements Listener, ListenerInfo {
       new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
     });
   };
-
-  tunnels(delta: number): void {
-    this.upgrades += delta;
-  }
 
   /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
   private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string): void {

@@ -62,8 +62,6 @@ export interface ListenerInfo {
   readonly stopping: boolean;
   /** client_body_timeout in ms; 0 = never. */
   readonly bodyTimeoutMs: number;
-  /** Counts tunnels (101 upgrades) open on the listener. */
-  tunnels(delta: number): void;
 }
 
 /** What one pass over the client's raw headers yields. */
@@ -398,9 +396,7 @@ export class ProxyCall implements UpstreamHandler {
     const { socket, head } = client;
     if (head.length > 0) upstream.write(head);
     if (upstreamHead.length > 0) socket.write(upstreamHead);
-    this.listener.tunnels(+1);
     splice(socket, upstream, () => {
-      this.listener.tunnels(-1);
       this.bytesOut = socket.bytesWritten;
       this.finish();
     });

@@ -132,10 +132,6 @@ export class FrontServer {
     for (const c of this.connections) c.drain();
   }
 
-  get size(): number {
-    return this.connections.size;
-  }
-
   closeAllConnections(): void {
     for (const c of this.connections) c.socket.destroy();
   }
