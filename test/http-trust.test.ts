@@ -24,7 +24,13 @@ backends = [{ address = "127.0.0.1:${upstream}" }]
 
 /** A recording backend answering with `answer`, and lb in front of it; both stopped at the test's end. */
 async function setup(t: Test, answer?: (req: SeenRequest, s: net.Socket) => void): Promise<{ up: RecordingUpstream; port: number }> {
-  const { up, port } = await setup(t, answer);
+  const up = await startRecordingUpstream(answer);
+  const port = await freePort();
+  const lb = await startLb(config(port, up.port), [port]);
+  t.teardown(async () => {
+    await lb.stop();
+    await up.close();
+  });
   return { up, port };
 }
 
