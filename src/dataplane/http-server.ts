@@ -56,7 +56,7 @@ import {
   stopReading,
   type ParserInstance,
   type StreamHandle,
-} from './llhttp.js';
+} from '../node-internals/llhttp.js';
 
 export interface FrontOptions {
   /** bytes of request head (llhttp's limit) */
