@@ -24,7 +24,11 @@ backends = [{ address = "127.0.0.1:${upstream}" }]
 
 /** A recording backend answering with `answer`, and lb in front of it; both stopped at the test's end. */
 async function setup(t: Test, answer?: (req: SeenRequest, s: net.Socket) => void): Promise<{ up: RecordingUpstream; port: number }> {
-  const { up, port } = await setup(t, answer);
+  const up = await startRecordingUpstream(answer);
+  t.teardown(() => up.close());
+  const port = await freePort();
+  const lb = await startLb(config(port, up.port), [port]);
+  t.teardown(() => lb.stop());
   return { up, port };
 }
 
