@@ -279,3 +279,57 @@ t.test('the fallback parser keeps the binding interface', async (t) => {
   t.throws(() => q.execute(Buffer.from('GET / HTTP/1.1\r\n\r\n')), /from the callback/, 'a callback that throws throws out of execute');
   t.type(q.execute(Buffer.from('GET / HTTP/1.1\r\n\r\n')), Error, 'and the parser is unusable after');
 });
+
+t.test('mutated messages: the fallback never accepts what llhttp refuses, and agrees on what both accept', { skip }, async (t) => {
+  // Seeded mutations (replace, insert, delete) of valid requests and responses with the octets framing
+  // turns on. Where llhttp accepts and the fallback refuses (HTTP/0.9 lines, empty chunk extension
+  // names), lb's answer is a 400 either way; the other way round would be a smuggling gap.
+  const binding = HTTPParser as unknown as ParserClassLike;
+  const fallback = FallbackHTTPParser as unknown as ParserClassLike;
+  const seeds: Case[] = [
+    req('s1', `POST /a?b HTTP/1.1\r\n${h}Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.1\r\n${h}Content-Length: 3\r\n\r\nabc`),
+    req('s2', `GET /ws HTTP/1.1\r\n${h}Connection: Upgrade\r\nUpgrade: x\r\n\r\nzz`),
+    res('s3', 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello'),
+    res('s4', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.0 204 N\r\n\r\n'),
+  ];
+  const octets = [0x20, 0x09, 0x0d, 0x0a, 0x3a, 0x3b, 0x2c, 0x30, 0x31, 0x22, 0x5c, 0x00, 0x7f, 0xff, 0x2f, 0x3d, 0x61];
+  let s = 20240601;
+  const rnd = (n: number): number => {
+    s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff;
+    return s % n;
+  };
+  const refusedOnlyByFallback: string[] = [];
+  let gaps = 0;
+  let disagreements = 0;
+  let bothAccepted = 0;
+  const N = 20_000;
+  for (let i = 0; i < N; i++) {
+    const seed = seeds[rnd(seeds.length)]!;
+    const b = [...Buffer.from(seed.bytes, 'latin1')];
+    for (let k = 1 + rnd(3); k > 0; k--) {
+      const at = rnd(b.length);
+      const op = rnd(3);
+      const c = octets[rnd(octets.length)]!;
+      if (op === 0) b[at] = c;
+      else if (op === 1) b.splice(at, 0, c);
+      else b.splice(at, 1);
+    }
+    const c: Case = { ...seed, id: `${seed.id}#${i}`, bytes: Buffer.from(b).toString('latin1') };
+    const a = trace(binding, FALLBACK_METHODS, c, []);
+    const f = trace(fallback, FALLBACK_METHODS, c, []);
+    const aErr = a.some((e) => e[0] === 'error');
+    const fErr = f.some((e) => e[0] === 'error');
+    if (aErr && !fErr) {
+      if (gaps++ < 3) t.fail(`the fallback accepts what llhttp refuses: ${JSON.stringify(c.bytes)}`, { llhttp: a, fallback: f });
+    } else if (!aErr && fErr) {
+      refusedOnlyByFallback.push(c.bytes);
+    } else if (!aErr && !fErr) {
+      bothAccepted++;
+      if (JSON.stringify(a) !== JSON.stringify(f) && disagreements++ < 3) t.same(f, a, `both accept ${JSON.stringify(c.bytes)}: same callbacks`);
+    }
+  }
+  t.equal(gaps, 0, `no message refused by llhttp is accepted by the fallback (${N} mutations)`);
+  t.equal(disagreements, 0, `both accepted ${bothAccepted}: same callbacks for each`);
+  t.ok(bothAccepted > N / 10 && bothAccepted < N, 'the mutations give both accepted and refused messages');
+  t.comment(`refused by the fallback only: ${refusedOnlyByFallback.length}, e.g. ${JSON.stringify(refusedOnlyByFallback.slice(0, 2))}`);
+});

@@ -72,6 +72,8 @@ const HEX = table((c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) ||
 /** Chunk extension quoted-string octets: qdtext (RFC 9110 §5.6.4), HTAB, SP, obs-text. */
 const QDTEXT = table((c) => c === 0x09 || c === 0x20 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e) || c >= 0x80);
 
+/** "HTTP/" */
+const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f];
 const CR = 0x0d;
 const LF = 0x0a;
 const SP = 0x20;
@@ -370,14 +372,15 @@ export class FallbackHTTPParser {
         }
         case S.ReqVersion:
         case S.ResVersion: {
-          // "HTTP/1.1": 8 bytes, then CR (request) or SP (response).
+          // "HTTP/" DIGIT "." DIGIT, checked octet by octet (as llhttp, an error shows at the first bad one).
           const have = this.carry.length + (i - mark);
           if (have < 8) {
+            const ok = have < 5 ? c === HTTP_SLASH[have] : have === 6 ? c === 0x2e : c >= 0x30 && c <= 0x39;
+            if (!ok) return this.fail(have < 5 ? 'HPE_INVALID_CONSTANT' : 'HPE_INVALID_VERSION', have < 5 ? 'Expected HTTP/' : 'Invalid HTTP version', i);
             i++;
             break;
           }
           const v = span(i);
-          if (!v.startsWith('HTTP/')) return this.fail('HPE_INVALID_CONSTANT', 'Expected HTTP/', i);
           if (v !== 'HTTP/1.1' && v !== 'HTTP/1.0') return this.fail('HPE_INVALID_VERSION', 'Invalid HTTP version', i);
           this.major = 1;
           this.minor = v === 'HTTP/1.1' ? 1 : 0;
@@ -472,8 +475,9 @@ export class FallbackHTTPParser {
           if (!this.track(i - mark)) return this.fail('HPE_HEADER_OVERFLOW', 'Header overflow', i);
           if (d[i] === LF) return this.fail('HPE_CR_EXPECTED', 'Missing expected CR after header value', i);
           if (d[i] !== CR) return this.fail('HPE_INVALID_HEADER_TOKEN', 'Invalid header value char', i);
-          const value = trimEnd(span(i));
-          const err = this.inTrailers ? undefined : this.header(this.fieldName, value);
+          const raw = span(i);
+          const value = trimEnd(raw);
+          const err = this.inTrailers ? undefined : this.header(this.fieldName, value, raw);
           if (err) return this.fail(err[0], err[1], i);
           this.pushField(this.fieldName, value);
           this.state = S.ValueLf;
@@ -600,14 +604,15 @@ export class FallbackHTTPParser {
   }
 
   /** The special fields llhttp interprets (strict). Returns [code, reason] for an error. */
-  private header(name: string, value: string): [string, string] | undefined {
+  private header(name: string, value: string, raw: string): [string, string] | undefined {
     switch (name.length) {
       case 14:
         if (name.toLowerCase() !== 'content-length') return undefined;
         if (value === '') return ['HPE_INVALID_CONTENT_LENGTH', 'Empty Content-Length'];
         if (this.flags & F_CONTENT_LENGTH) return ['HPE_UNEXPECTED_CONTENT_LENGTH', 'Duplicate Content-Length'];
         if (this.flags & F_TRANSFER_ENCODING) return ['HPE_INVALID_CONTENT_LENGTH', "Content-Length can't be present with Transfer-Encoding"];
-        if (!/^[0-9]+$/.test(value)) return ['HPE_INVALID_CONTENT_LENGTH', 'Invalid character in Content-Length'];
+        // Digits, then spaces only (llhttp refuses a trailing HTAB there).
+        if (!/^[0-9]+ *$/.test(raw)) return ['HPE_INVALID_CONTENT_LENGTH', 'Invalid character in Content-Length'];
         this.contentLength = Number(value);
         if (!Number.isSafeInteger(this.contentLength)) return ['HPE_INVALID_CONTENT_LENGTH', 'Content-Length overflow'];
         this.flags |= F_CONTENT_LENGTH;
@@ -617,7 +622,7 @@ export class FallbackHTTPParser {
         // A Transfer-Encoding after one that ended in chunked: chunked is not the final coding (strict).
         if (this.flags & F_CHUNKED) return ['HPE_INVALID_TRANSFER_ENCODING', 'Invalid `Transfer-Encoding` header value'];
         this.flags |= F_TRANSFER_ENCODING;
-        const codings = value.split(',').map((s) => s.trim().toLowerCase());
+        const codings = tokens(raw);
         const at = codings.indexOf('chunked');
         if (at === codings.length - 1) this.flags |= F_CHUNKED;
         else if (at >= 0 && this.request) return ['HPE_INVALID_TRANSFER_ENCODING', 'Invalid `Transfer-Encoding` header value'];
@@ -625,15 +630,15 @@ export class FallbackHTTPParser {
       }
       case 10:
         if (name.toLowerCase() !== 'connection') return undefined;
-        for (const t of value.split(',')) {
-          const token = t.trim().toLowerCase();
+        for (const token of tokens(raw)) {
           if (token === 'close') this.flags |= F_CONNECTION_CLOSE;
           else if (token === 'keep-alive') this.flags |= F_CONNECTION_KEEP_ALIVE;
           else if (token === 'upgrade') this.flags |= F_CONNECTION_UPGRADE;
         }
         return undefined;
       case 7:
-        if (name.toLowerCase() === 'upgrade') this.flags |= F_UPGRADE;
+        // (llhttp: an empty Upgrade asks for nothing.)
+        if (value !== '' && name.toLowerCase() === 'upgrade') this.flags |= F_UPGRADE;
         return undefined;
       default:
         return undefined;
@@ -775,6 +780,14 @@ function chunkExt(s: S, c: number): S | undefined {
     default:
       return undefined;
   }
+}
+
+/**
+ * A comma-separated token list as llhttp matches it: lowercased, whitespace before each token dropped,
+ * only spaces after it (`chunked<HTAB>` is not `chunked`).
+ */
+function tokens(raw: string): string[] {
+  return raw.split(',').map((t) => t.replace(/^[ \t]+/, '').replace(/ +$/, '').toLowerCase());
 }
 
 function trimEnd(s: string): string {
