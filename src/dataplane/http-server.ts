@@ -523,7 +523,8 @@ export class FrontConnection {
 
   private readonly onParserHeaders = (headers: string[], url: string): void => {
     (this.slowHeaders ??= []).push(...headers);
-    if (url) this.slowUrl += url;
+    // Trailers come with the request's url again (node's binding): only a head's url is the target.
+    if (url && this.inHead) this.slowUrl += url;
   };
 
   private readonly onHeadersComplete = (
