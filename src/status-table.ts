@@ -20,6 +20,8 @@ export interface StatusResult {
   version?: string;
   node?: string;
   pid: number;
+  /** Node internals in use (node-internals/report.ts); absent from daemons before it existed. */
+  nodeInternals?: Array<{ name: string; mode: string; reason: string | null }>;
   uptimeSeconds: number;
   generation: number;
   workers: { configured: number; answered: number; asked: number; list: Array<{ pid: number | null; generation: number | null }> };
@@ -42,7 +44,8 @@ export function renderStatus(s: StatusResult): string {
   // A worker on another generation than the primary is one that did not confirm a commit (logged).
   const behind = s.workers.list.filter((w) => w.generation !== null && w.generation !== s.generation).map((w) => `pid ${w.pid} at ${w.generation}`);
   const head = `lb ${s.version ?? ''} (node ${s.node ?? '?'}) pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config} generation ${s.generation}${behind.length ? ` (workers ${behind.join(', ')})` : ''}`;
-  return `${head}\n${lines.join('\n')}\n`;
+  const internals = s.nodeInternals?.length ? `node internals: ${s.nodeInternals.map((i) => (i.reason ? `${i.name} ${i.mode} (${i.reason})` : `${i.name} ${i.mode}`)).join(', ')}\n` : '';
+  return `${head}\n${internals}${lines.join('\n')}\n`;
 }
 
 function formatAge(ms: number): string {

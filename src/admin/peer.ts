@@ -21,6 +21,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import type net from 'node:net';
+import { socketFd } from '../node-internals/handles.js';
 
 export interface Peer {
   pid: number;
@@ -60,8 +61,8 @@ async function bounded(sock: net.Socket, socketPath: string, deadlineMs: number)
 }
 
 async function lookup(sock: net.Socket, socketPath: string, deadline: number): Promise<Peer | undefined> {
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return undefined;
+  const fd = socketFd(sock);
+  if (fd === undefined) return undefined;
   const ours = socketInode(await fs.readlink(`/proc/self/fd/${fd}`));
   if (ours === undefined) return undefined;
   const peer = await peerInode(ours, socketPath, deadline);

@@ -32,6 +32,7 @@ import { LB_VERSION } from '../version.js';
 import type { AdminState } from '../dataplane/backend.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { MetricsServer } from '../metrics/primary.js';
+import { nodeInternals, nodeInternalsLog } from '../node-internals/report.js';
 
 interface WorkerSlot {
   worker: Worker;
@@ -168,6 +169,8 @@ export class Primary {
       },
       'lb started',
     );
+    // What this process found at load; workers run the same Node with the same environment.
+    this.logger.info(nodeInternalsLog(), 'node internals');
   }
 
   private fatal(message: string, code: number): never {
@@ -501,6 +504,7 @@ export class Primary {
       version: LB_VERSION,
       node: process.version,
       pid: process.pid,
+      nodeInternals: nodeInternals(),
       uptimeSeconds: Math.round((now - this.started) / 1000),
       generation: this.generation,
       // list: each worker's pid and the config generation it serves (null: it did not answer in time).

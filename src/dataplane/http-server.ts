@@ -56,7 +56,7 @@ import {
   stopReading,
   type ParserInstance,
   type StreamHandle,
-} from './llhttp.js';
+} from '../node-internals/llhttp.js';
 
 export interface FrontOptions {
   /** bytes of request head (llhttp's limit) */
@@ -523,7 +523,8 @@ export class FrontConnection {
 
   private readonly onParserHeaders = (headers: string[], url: string): void => {
     (this.slowHeaders ??= []).push(...headers);
-    if (url) this.slowUrl += url;
+    // Trailers come with the request's url again (node's binding): only a head's url is the target.
+    if (url && this.inHead) this.slowUrl += url;
   };
 
   private readonly onHeadersComplete = (

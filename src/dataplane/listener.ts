@@ -5,6 +5,7 @@ import type https from 'node:https';
 import type tls from 'node:tls';
 import type { Address, ListenerConfig, TlsConfig } from '../../config/model.js';
 import type { BackendPool } from './pool.js';
+import { setListenerNoDelay } from '../node-internals/handles.js';
 
 export interface Listener {
   readonly name: string;
@@ -71,8 +72,7 @@ export function listenServer(server: net.Server, addr: Address, accept: AcceptMo
     const reuse = accept === 'reuseport';
     server.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: reuse, ...(reuse ? { reusePort: true } : {}) }, () => {
       server.removeListener('error', onError);
-      const handle = (server as unknown as { _handle?: { setNoDelay?: (on: boolean) => number } })._handle;
-      const inherited = process.platform === 'linux' && typeof handle?.setNoDelay === 'function' && handle.setNoDelay(true) === 0;
+      const inherited = process.platform === 'linux' && setListenerNoDelay(server);
       if (!inherited) server.prependListener('connection', (s: net.Socket) => s.setNoDelay(true));
       resolve({ noDelayInherited: inherited });
     });

@@ -13,7 +13,7 @@ import { isIPv6 } from 'node:net';
 import type { Backend } from './backend.js';
 import type { Dialer } from './connect.js';
 import { Deadline } from './deadline.js';
-import { uvError, type TcpHandle, type TcpWrap, type WriteReq } from './tcp-wrap.js';
+import { uvError, type TcpHandle, type TcpWrap, type WriteReq } from '../node-internals/tcp-wrap.js';
 
 /** What is read from a client while its backend connection is being made, at most (then reading pauses). */
 export const HOLD_BYTES = 64 * 1024;

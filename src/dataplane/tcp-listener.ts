@@ -17,7 +17,8 @@ import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from '
 import { OpenSet } from './open-set.js';
 import type { BackendPool } from './pool.js';
 import { HOLD_BYTES, RawTunnel, rawDialer } from './raw-tunnel.js';
-import { tcpWrap, type TcpHandle } from './tcp-wrap.js';
+import { takeAcceptedHandles } from '../node-internals/handles.js';
+import { tcpWrap, type TcpHandle } from '../node-internals/tcp-wrap.js';
 
 const dialRaw: Dialer<TcpHandle> | undefined = tcpWrap && rawDialer(tcpWrap);
 
@@ -71,13 +72,11 @@ export class TcpListener implements Listener {
     const { noDelayInherited } = await listenServer(this.server, this.cfg.listen, accept);
     // Plain listeners take accepted handles before net.Server wraps them in a net.Socket (its handle's
     // onconnection, which node:cluster's round-robin handle calls too).
-    const handle = (this.server as unknown as { _handle?: { onconnection?: unknown } })._handle;
-    if (!this.material && dialRaw && handle && typeof handle.onconnection === 'function') {
-      handle.onconnection = (err: number, client: TcpHandle | undefined) => {
-        if (err || !client) return;
+    if (!this.material && dialRaw) {
+      takeAcceptedHandles(this.server, (client) => {
         if (!noDelayInherited) client.setNoDelay(true);
         this.onHandle(client);
-      };
+      });
     }
   }
 

@@ -22,7 +22,7 @@ import type { Readable } from 'node:stream';
 import { Deadline } from './deadline.js';
 import { CHUNKED } from './http-server.js';
 import { forwardableTrailers } from './fields.js';
-import { consumeSocket, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, startReading, stopReading, type ParserInstance, type StreamHandle } from './llhttp.js';
+import { consumeSocket, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, startReading, stopReading, type ParserInstance, type StreamHandle } from '../node-internals/llhttp.js';
 
 /** Error codes this client sets itself. */
 export const UPSTREAM_CODES = {

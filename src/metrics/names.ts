@@ -93,6 +93,13 @@ export const METRICS = {
     labels: [],
     where: 'primary',
   },
+  nodeInternal: {
+    name: 'lb_node_internal',
+    type: 'gauge',
+    help: 'Node internals lb uses when usable (http_parser: the llhttp binding; tcp_wrap: bare TCP handles): 1 for the mode in use, usable or fallback.',
+    labels: ['name', 'mode'],
+    where: 'primary',
+  },
 } as const;
 
 /** Histogram buckets for proxy latencies: sub-millisecond to a minute. */

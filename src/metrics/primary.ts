@@ -22,6 +22,7 @@ import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry, ty
 import type { Address } from '../../config/model.js';
 import type { Primary } from '../daemon/primary.js';
 import { stateOf } from '../daemon/state.js';
+import { nodeInternals } from '../node-internals/report.js';
 import { METRICS } from './names.js';
 import { statusPage } from './status-page.js';
 
@@ -158,6 +159,14 @@ export class MetricsServer {
         this.set(self.missing);
       },
     });
+    // Found once at load; workers inherit the primary's Node and environment (node-internals/report.ts).
+    const internals = new Gauge({
+      name: METRICS.nodeInternal.name,
+      help: METRICS.nodeInternal.help,
+      labelNames: [...METRICS.nodeInternal.labels],
+      registers: [this.registry],
+    });
+    for (const r of nodeInternals()) internals.set({ name: r.name, mode: r.mode }, 1);
     if (previous) {
       for (const [k, v] of previous.last) this.last.set(k, v);
       this.departed = previous.departed;

@@ -163,6 +163,11 @@ export async function startLb(toml: string, ports: number[], opts: { env?: Recor
       const st = await admin(socket, { cmd: 'status' });
       // Every configured worker has started (the admin socket answers before the workers are up).
       if (st.result.workers.asked !== st.result.workers.configured) return false;
+      // A run with the fallbacks forced (test/fallback-*.test.ts) must not pass on the internals' path.
+      const forced = opts.env?.LB_NODE_FALLBACK ?? process.env.LB_NODE_FALLBACK;
+      if (forced === 'all' && !(st.result.nodeInternals as Array<{ mode: string }>).every((i) => i.mode === 'fallback')) {
+        throw new Error(`lb was started with LB_NODE_FALLBACK=all but reports ${JSON.stringify(st.result.nodeInternals)}`);
+      }
       for (const p of ports) await connectOnce(p);
       return true;
     },

@@ -2,10 +2,14 @@
 // and its upstream client (upstream.ts). Always initialized in strict mode (kLenientNone).
 //
 // node:_http_common is one of Node's legacy public modules (like _http_agent); its HTTPParser is not
-// documented, so its shape is checked here, at load, rather than found wrong on the first request.
+// documented, so its shape is checked here, at load, rather than found wrong on the first request. When it
+// is missing, has another shape, or LB_NODE_FALLBACK names http_parser, HTTPParser is lb's own strict
+// JavaScript parser (http-parser.ts) with the same interface, and httpParserCapability says why.
 
 import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
+import { FALLBACK_METHODS, FallbackHTTPParser } from './http-parser.js';
+import { FALLBACK_SWITCH, FORCED_REASON, type Capability } from './switch.js';
 
 export interface ParserInstance {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
@@ -42,22 +46,33 @@ interface ParserClass {
   kLenientNone: number;
 }
 
-const common = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass; methods: string[] };
-export const HTTPParser = common.HTTPParser;
-/** llhttp's method numbers to names. */
-export const METHODS: readonly string[] = common.methods;
-if (
-  typeof HTTPParser !== 'function' ||
-  typeof HTTPParser.REQUEST !== 'number' ||
-  typeof HTTPParser.RESPONSE !== 'number' ||
-  typeof HTTPParser.kOnMessageBegin !== 'number' ||
-  typeof HTTPParser.kOnHeadersComplete !== 'number' ||
-  typeof HTTPParser.prototype.consume !== 'function' ||
-  typeof HTTPParser.prototype.getCurrentBuffer !== 'function' ||
-  !Array.isArray(METHODS)
-) {
-  throw new Error(`lb: this Node.js (${process.version}) has no usable HTTP parser binding in _http_common`);
+/** Node's binding, or why it cannot be used. */
+function loadBinding(): { cls: ParserClass; methods: string[] } | string {
+  if (FALLBACK_SWITCH.forced.has('http_parser')) return FORCED_REASON;
+  let common: { HTTPParser?: ParserClass; methods?: string[] };
+  try {
+    common = createRequire(import.meta.url)('_http_common') as typeof common;
+  } catch (err) {
+    return `_http_common cannot be loaded: ${(err as Error).message}`;
+  }
+  const cls = common.HTTPParser;
+  if (typeof cls !== 'function') return '_http_common has no HTTPParser';
+  const numbers = ['REQUEST', 'RESPONSE', 'kOnMessageBegin', 'kOnHeaders', 'kOnHeadersComplete', 'kOnBody', 'kOnMessageComplete', 'kOnExecute', 'kLenientNone'] as const;
+  const missing = numbers.filter((k) => typeof cls[k] !== 'number');
+  if (missing.length > 0) return `HTTPParser has no ${missing.join(', ')}`;
+  const methods = ['initialize', 'execute', 'finish', 'consume', 'unconsume', 'getCurrentBuffer', 'close'].filter((m) => typeof (cls.prototype as unknown as Record<string, unknown>)[m] !== 'function');
+  if (methods.length > 0) return `HTTPParser.prototype has no ${methods.join(', ')}`;
+  if (!Array.isArray(common.methods)) return '_http_common has no methods list';
+  return { cls, methods: common.methods };
 }
+
+const binding = loadBinding();
+/** Whether lb parses HTTP with Node's llhttp binding or with its own JavaScript parser (http-parser.ts). */
+export const httpParserCapability: Capability = typeof binding === 'string' ? { mode: 'fallback', reason: binding } : { mode: 'usable', reason: null };
+const usingBinding = typeof binding !== 'string';
+export const HTTPParser: ParserClass = typeof binding === 'string' ? (FallbackHTTPParser as unknown as ParserClass) : binding.cls;
+/** llhttp's method numbers to names. */
+export const METHODS: readonly string[] = typeof binding === 'string' ? FALLBACK_METHODS : binding.methods;
 export const K_MESSAGE_BEGIN = HTTPParser.kOnMessageBegin | 0;
 export const K_HEADERS = HTTPParser.kOnHeaders | 0;
 export const K_HEADERS_COMPLETE = HTTPParser.kOnHeadersComplete | 0;
@@ -72,6 +87,8 @@ export const K_EXECUTE = HTTPParser.kOnExecute | 0;
  * the caller feeds the parser from 'data' events.
  */
 export function consumeSocket(parser: ParserInstance, socket: object): StreamHandle | undefined {
+  // The fallback parser is fed from 'data' events only.
+  if (!usingBinding) return undefined;
   const handle = (socket as { _handle?: StreamHandle | null })._handle;
   if (!handle || !handle.isStreamBase || handle._consumed) return undefined;
   handle._consumed = true;

@@ -4,10 +4,11 @@
 // tcp listener used 13-14 µs of user CPU per connection on these handles, 33-55 µs on net.Socket.
 //
 // These are Node internals reached through process.binding (on its allow-list in Node 20, 22 and 24). They are
-// checked for the expected shape once, at load; when anything differs, `tcpWrap` is undefined and tcp
-// listeners keep using net.Socket.
+// checked for the expected shape once, at load; when anything differs (or LB_NODE_FALLBACK names tcp_wrap),
+// `tcpWrap` is undefined, tcp listeners keep using net.Socket, and tcpWrapCapability says why.
 
 import { getSystemErrorName } from 'node:util';
+import { FALLBACK_SWITCH, FORCED_REASON, type Capability } from './switch.js';
 
 /** A libuv TCP stream handle as node's tcp_wrap exposes it (the methods lb uses). */
 export interface TcpHandle {
@@ -51,7 +52,8 @@ export interface TcpWrap {
 
 type Ctor<T> = new (arg?: number) => T;
 
-function load(): TcpWrap | undefined {
+function load(): TcpWrap | string {
+  if (FALLBACK_SWITCH.forced.has('tcp_wrap')) return FORCED_REASON;
   try {
     const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
     const tcp = binding('tcp_wrap') as { TCP?: Ctor<TcpHandle>; TCPConnectWrap?: Ctor<ConnectReq>; constants?: { SOCKET?: number } };
@@ -66,11 +68,12 @@ function load(): TcpWrap | undefined {
     const uv = binding('uv') as { UV_EOF?: number };
     const { TCP, TCPConnectWrap, constants } = tcp;
     const { WriteWrap, ShutdownWrap, streamBaseState: state, kReadBytesOrError: kBytes, kArrayBufferOffset: kOffset, kLastWriteWasAsync: kAsync } = stream;
-    if (typeof TCP !== 'function' || typeof TCPConnectWrap !== 'function' || typeof constants?.SOCKET !== 'number') return undefined;
-    if (typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function' || !(state instanceof Int32Array)) return undefined;
-    if (typeof kBytes !== 'number' || typeof kOffset !== 'number' || typeof kAsync !== 'number' || typeof uv.UV_EOF !== 'number') return undefined;
+    if (typeof TCP !== 'function' || typeof TCPConnectWrap !== 'function' || typeof constants?.SOCKET !== 'number') return 'tcp_wrap has no TCP, TCPConnectWrap or constants.SOCKET';
+    if (typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function' || !(state instanceof Int32Array)) return 'stream_wrap has no WriteWrap, ShutdownWrap or streamBaseState';
+    if (typeof kBytes !== 'number' || typeof kOffset !== 'number' || typeof kAsync !== 'number' || typeof uv.UV_EOF !== 'number') return 'stream_wrap or uv has another shape (stream state indices, UV_EOF)';
     const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'close', 'connect', 'connect6', 'getpeername', 'setNoDelay'];
-    if (methods.some((m) => typeof (TCP.prototype as unknown as Record<string, unknown>)[m] !== 'function')) return undefined;
+    const absent = methods.filter((m) => typeof (TCP.prototype as unknown as Record<string, unknown>)[m] !== 'function');
+    if (absent.length > 0) return `TCP handles have no ${absent.join(', ')}`;
     const SOCKET = constants.SOCKET;
     return {
       newSocket: () => new TCP(SOCKET),
@@ -82,12 +85,16 @@ function load(): TcpWrap | undefined {
       lastWriteAsync: () => state[kAsync] !== 0,
       UV_EOF: uv.UV_EOF,
     };
-  } catch {
-    return undefined;
+  } catch (err) {
+    return `process.binding refused: ${(err as Error).message}`;
   }
 }
 
-export const tcpWrap: TcpWrap | undefined = load();
+const loaded = load();
+/** The bare handle binding; undefined when it cannot be used (tcp listeners then use net.Socket). */
+export const tcpWrap: TcpWrap | undefined = typeof loaded === 'string' ? undefined : loaded;
+/** Whether tcp listeners splice bare handles, or net.Socket (the fallback), and why. */
+export const tcpWrapCapability: Capability = typeof loaded === 'string' ? { mode: 'fallback', reason: loaded } : { mode: 'usable', reason: null };
 
 /** A libuv error number as an Error with node's code for it (ECONNREFUSED, ...). */
 export function uvError(status: number, what: string): Error & { code: string } {
