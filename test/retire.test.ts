@@ -21,7 +21,7 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
-import { backends, cli, freePort, httpConfig, procState, startLb, startUpstream, waitFor, withStateFile, type Lb } from './helpers/lb.js';
+import { admin, backends, cli, freePort, httpConfig, procState, startLb, startUpstream, waitFor, withStateFile, type Lb } from './helpers/lb.js';
 
 interface Tally {
   ok: number;
@@ -314,3 +314,53 @@ for (const accept of ['shared', 'round-robin']) {
     }
   });
 }
+
+/** The inode of the socket listening on 127.0.0.1:`port` (/proc/net/tcp, state 0A = LISTEN). */
+function listeningInode(port: number): string | undefined {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === `0100007F:${hex}` && f[3] === '0A') return f[9];
+  }
+  return undefined;
+}
+
+/** Whether process `pid` holds socket `inode` among its file descriptors. */
+function holds(pid: number, inode: string): boolean {
+  const dir = `/proc/${pid}/fd`;
+  return fs.readdirSync(dir).some((fd) => {
+    try {
+      return fs.readlinkSync(`${dir}/${fd}`) === `socket:[${inode}]`;
+    } catch {
+      return false;
+    }
+  });
+}
+
+t.test('a kept-alive request that reaches a stopping worker while it is busy past DRAIN_IDLE_MS is answered', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+  const up = await startUpstream('a', (_req, res) => res.writeHead(200, { 'content-length': 1 }).end('a'));
+  t.teardown(() => up.close());
+  const port = await freePort();
+  const lb = await startLb(config(port, up.port, 1, 'shared'), [port], { env: { LB_TEST_HOOKS: '1' } });
+  t.teardown(() => lb.stop('SIGKILL'));
+  const [worker] = (await status(lb)).pids;
+  const inode = listeningInode(port);
+  t.ok(worker && inode && holds(worker, inode), `worker ${worker} holds the listening socket ${inode}`);
+
+  const conn = new Conn(port);
+  t.ok(await conn.connected, 'connected');
+  const first = await conn.send(1, false)[0];
+  t.same(first, { status: 200, close: false }, 'a kept-alive response');
+
+  // SIGTERM: the worker closes its listening socket and starts draining in the same tick
+  // (http-listener.ts stop): from then on the idle connection has DRAIN_IDLE_MS (1 s) for one more request.
+  lb.proc.kill('SIGTERM');
+  await waitFor(() => !holds(worker!, inode!), 10_000, 'the worker to close its listening socket', 5);
+  // The worker's event loop busy for 2 s (test hook), past the drain deadline: the request sent meanwhile
+  // sits in the kernel buffer when the deadline's timer runs, before the loop polls the socket again.
+  await admin(lb.socket, { cmd: 'test-block', ms: 2000, pid: worker });
+  await waitFor(() => procState(worker!) === 'R', 10_000, 'the worker to be busy', 1);
+  const answer = await conn.send(1, false)[0];
+  t.same(answer, { status: 200, close: true }, 'answered, with Connection: close, then the connection ends');
+  t.equal(await lb.exited, 0, 'lb exited 0');
+});
