@@ -369,7 +369,9 @@ export class Primary {
       case 'test-block': {
         if (process.env.LB_TEST_HOOKS !== '1') break;
         const ms = Number(req.ms ?? 1000);
-        const w = this.liveWorkers()[0];
+        // `pid`: that worker, retiring ones included (tests of a stopping worker); else the first live one.
+        const pid = Number(req.pid ?? 0);
+        const w = pid ? [...this.slots.values()].find((s) => s.worker.process.pid === pid)?.worker : this.liveWorkers()[0];
         if (w) send(w, { t: 'test-block', ms });
         return { worker: w?.id, ms };
       }

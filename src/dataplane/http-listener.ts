@@ -29,7 +29,6 @@ export class HttpListener implements Listener, ListenerInfo {
   readonly protocol = 'http';
   cfg: ListenerConfig;
   readonly tls: boolean;
-  stopping = false;
   private router: Router;
   private readonly server: net.Server;
   private readonly front: FrontServer;
@@ -208,10 +207,11 @@ export class HttpListener implements Listener, ListenerInfo {
 
   /**
    * Stops accepting; every request that reached lb is answered (with `Connection: close`), and a kept-alive
-   * connection between requests closes after DRAIN_IDLE_MS without one (http-server.ts, drain).
+   * connection between requests closes after DRAIN_IDLE_MS without one (http-server.ts, drain). Only the
+   * server decides which response says `Connection: close` (the last of the requests it has parsed): a
+   * pipelined request already received behind it is answered, not dropped.
    */
   async stop(): Promise<void> {
-    this.stopping = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.front.drain();
     await closed;

@@ -58,8 +58,6 @@ export interface ListenerInfo {
   readonly name: string;
   readonly tls: boolean;
   readonly events: DataPlaneEvents;
-  /** Set while the listener is stopping: responses carry `Connection: close`. */
-  readonly stopping: boolean;
   /** client_body_timeout in ms; 0 = never. */
   readonly bodyTimeoutMs: number;
 }
@@ -287,7 +285,6 @@ export class ProxyCall implements UpstreamHandler {
     this.connected = false;
     b.begin();
     const req = this.req;
-    if (this.listener.stopping) this.res.shouldKeepAlive = false;
     b.upstream(this.pool.config).dispatch(
       {
         path: this.target,
@@ -363,7 +360,6 @@ export class ProxyCall implements UpstreamHandler {
     }
     this.status = statusCode;
     this.resumeUpstream = resume;
-    if (this.listener.stopping) res.shouldKeepAlive = false;
     // The backend closes while the request body is still coming (an early 413...): so does lb, and says so.
     const body = this.req.body;
     if (!keepAlive && body && !body.readableEnded) res.shouldKeepAlive = false;

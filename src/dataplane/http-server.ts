@@ -501,9 +501,19 @@ export class FrontConnection {
     if (this.awaitingHead && !this.socket.destroyed && !this.detached) this.fail(headTimeout());
   }
 
+  /**
+   * Closes a connection idle for its idle_timeout (DRAIN_IDLE_MS while draining). Not at once: timers run
+   * before the event loop polls sockets, so a request that arrived while the process was busy (a loaded
+   * machine, a long GC) would still be in the kernel's buffer and be lost with the connection. setImmediate
+   * runs after this iteration's poll, which reads it; a request begun by then keeps the connection.
+   */
   private onIdleTimeout(): void {
-    if (this.awaitingRequest && this.idle) this.socket.destroy();
+    if (this.awaitingRequest && this.idle) setImmediate(this.closeIfIdle);
   }
+
+  private readonly closeIfIdle = (): void => {
+    if (this.awaitingRequest && this.idle) this.socket.destroy();
+  };
 
   private clearTimers(): void {
     this.headTimer.clear();
