@@ -10,6 +10,7 @@ import { parseAnchors, proxyReport, runOverhead } from './overhead.js';
 import { runQuality } from './quality.js';
 import { PROJECT_ROOT, resolveAlgorithms } from './report.js';
 import { loadScenario, runScenarios, shippedScenarios } from './scenarios.js';
+import { runStale, STALE_PROXIES, summaryTable } from './stale.js';
 
 const PARTS = ['quality', 'scenarios', 'overhead', 'all'] as const;
 type Part = (typeof PARTS)[number];
@@ -23,6 +24,8 @@ Parts (default: all):
                (scenario files: bench/scenarios/*.toml)
   overhead     lb against direct and the reference proxies of bench/anchors
   all          the three, one after the other
+  stale        (not in "all") requests lost to kept-alive backend connections that the
+               backend closed while idle: lb, HAProxy and NGINX before one backend
 
 Options:
   --out DIR             report folder (default bench/results/PART in a clone, else
@@ -38,6 +41,11 @@ Options:
                         overhead: per target and round (default 4s)
   --rounds N            overhead: interleaved rounds (default 3)
   --autocannon          overhead: use autocannon even when wrk is installed
+  --requests N          stale: GETs and as many POSTs per proxy (default 20000)
+  --connections N       stale: kept-alive client connections (default 32)
+  --idle MS|MIN-MAX     stale: the backend's idle close, fixed or uniform (default 2-32)
+  --think MIN-MAX       stale: client think time before each request, ms (default 0-40)
+  --proxies LIST        stale: rows to run (default ${STALE_PROXIES.join(',')})
   -h, --help            this text
 
 Reports: README.md, one SVG per chart and results.json in the report folder.
@@ -82,6 +90,11 @@ export async function benchMain(args: string[]): Promise<number> {
         repeat: { type: 'string' },
         autocannon: { type: 'boolean' },
         http: { type: 'string' },
+        requests: { type: 'string' },
+        connections: { type: 'string' },
+        idle: { type: 'string' },
+        think: { type: 'string' },
+        proxies: { type: 'string' },
         l4: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -101,6 +114,10 @@ export async function benchMain(args: string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     if (positionals[0] === 'proxy-report') return proxyReportCommand(o.http, o.l4, o.out);
+    if (positionals[0] === 'stale') {
+      if (positionals.length > 1) throw new UsageError(`expected one part, got "${positionals.join(' ')}"`);
+      return await staleCommand(o, ['lb bench', ...args].join(' '));
+    }
     if (positionals.length > 1) throw new UsageError(`expected one part, got "${positionals.join(' ')}"`);
     const part = (positionals[0] ?? 'all') as Part;
     if (!PARTS.includes(part)) throw new UsageError(`unknown part "${part}": expected ${PARTS.join(', ')}`);
@@ -162,6 +179,46 @@ function duration(text: string): number {
   } catch (err) {
     throw new UsageError(`--duration: ${(err as Error).message}`);
   }
+}
+
+function int(name: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name}: an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** "10" (fixed) or "2-32" (a range), in ms. */
+function range(name: string, text: string | undefined): [number, number] | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$/.exec(text.trim());
+  const lo = Number(m?.[1]);
+  const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+  if (!m || !(lo >= 0 && hi >= lo && hi <= 60_000)) throw new UsageError(`--${name}: milliseconds, "N" or "MIN-MAX" (MIN <= MAX <= 60000)`);
+  return [lo, hi];
+}
+
+/** `lb bench stale`: see bench/stale.ts. */
+async function staleCommand(o: Record<string, string | boolean | string[] | undefined>, command: string): Promise<number> {
+  const str = (k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
+  const requests = int('requests', str('requests'), 1, 1_000_000);
+  const connections = int('connections', str('connections'), 1, 1000);
+  const idleMs = range('idle', str('idle'));
+  if (idleMs && idleMs[0] < 1) throw new UsageError('--idle: at least 1 ms');
+  const thinkMs = range('think', str('think'));
+  const proxies = str('proxies')?.split(',').map((p) => p.trim()).filter(Boolean);
+  for (const p of proxies ?? []) if (!(STALE_PROXIES as readonly string[]).includes(p)) throw new UsageError(`--proxies: unknown "${p}": expected ${STALE_PROXIES.join(', ')}`);
+  const results = await runStale({
+    ...(requests !== undefined ? { gets: requests, posts: requests } : {}),
+    ...(connections !== undefined ? { connections } : {}),
+    ...(idleMs ? { idleMs } : {}),
+    ...(thinkMs ? { thinkMs } : {}),
+    ...(proxies ? { proxies } : {}),
+    command,
+    out: str('out') !== undefined ? path.resolve(str('out')!) : path.join(resultsRoot(), 'stale'),
+  });
+  process.stdout.write(summaryTable(results) + '\n');
+  return 0;
 }
 
 /** `lb bench proxy-report --http FILE --l4 FILE --out DIR` (what bench/proxy.sh calls). */

@@ -93,56 +93,60 @@ export function drawLatency(spec: UpstreamSpec, rng: () => number = Math.random)
 
 const CHILD_SCRIPT = fileURLToPath(import.meta.url);
 
-/** A running upstream child. */
-export class Upstream {
-  private waiters: Array<(s: UpstreamStats) => void> = [];
+/**
+ * A child process that listens on 127.0.0.1 and keeps counts, with the IPC protocol above: it sends
+ * {t:'listening', port} once, and answers {t:'start'} (reset) and {t:'stats'}. Shared by the simulated
+ * upstreams and the stale bench's backend (bench/stale-backend.ts).
+ */
+export class ChildServer<S> {
+  private waiters: Array<(s: S) => void> = [];
 
   private constructor(
-    readonly spec: UpstreamSpec,
+    readonly what: string,
     readonly port: number,
     private readonly child: ChildProcess,
   ) {
-    child.on('message', (m: { t: string; stats?: UpstreamStats }) => {
+    child.on('message', (m: { t: string; stats?: S }) => {
       if (m.t === 'stats' && m.stats) for (const w of this.waiters.splice(0)) w(m.stats);
     });
   }
 
   /**
-   * Spawns the child and resolves once it listens on 127.0.0.1. `cpu` pins it with taskset (when given and
+   * Spawns `node script arg` and resolves once it listens. `cpu` pins it with taskset (when given and
    * taskset exists). Rejects after 10 s, or when the child exits first (e.g. its fixed port is taken).
    */
-  static start(spec: UpstreamSpec, cpu?: number): Promise<Upstream> {
-    const [cmd, args] = pinned(cpu, process.execPath, [CHILD_SCRIPT, JSON.stringify(spec)]);
+  static spawn<S>(what: string, script: string, arg: string, cpu?: number): Promise<ChildServer<S>> {
+    const [cmd, args] = pinned(cpu, process.execPath, [script, arg]);
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new Error(`upstream ${spec.name} did not listen within 10 s`));
+        reject(new Error(`${what} did not listen within 10 s`));
       }, 10_000);
       child.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`upstream ${spec.name} exited (${code}) before listening: ${stderr.trim() || 'no message'}`));
+        reject(new Error(`${what} exited (${code}) before listening: ${stderr.trim() || 'no message'}`));
       });
       child.once('message', (m: { t: string; port?: number }) => {
         if (m.t !== 'listening' || !m.port) return;
         clearTimeout(timer);
         child.removeAllListeners('exit');
-        resolve(new Upstream(spec, m.port, child));
+        resolve(new ChildServer<S>(what, m.port, child));
       });
     });
   }
 
-  /** Resets the counts and arms the death timer; the measured run starts now. */
+  /** Resets the counts (and, for an upstream, arms the death timer); the measured run starts now. */
   start(): void {
     this.child.send({ t: 'start' });
   }
 
   /** The counts since start(). */
-  stats(): Promise<UpstreamStats> {
+  stats(): Promise<S> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`upstream ${this.spec.name} did not report its counts`)), 5000);
+      const timer = setTimeout(() => reject(new Error(`${this.what} did not report its counts`)), 5000);
       this.waiters.push((s) => {
         clearTimeout(timer);
         resolve(s);
@@ -154,6 +158,38 @@ export class Upstream {
   /** Ends the child (SIGTERM, then SIGKILL after 2 s) and resolves when it has exited. */
   stop(): Promise<void> {
     return stopChild(this.child, 2000);
+  }
+}
+
+/** A running upstream child. */
+export class Upstream {
+  private constructor(
+    readonly spec: UpstreamSpec,
+    private readonly server: ChildServer<UpstreamStats>,
+  ) {}
+
+  get port(): number {
+    return this.server.port;
+  }
+
+  /** Spawns the child and resolves once it listens on 127.0.0.1 (see ChildServer.spawn). */
+  static async start(spec: UpstreamSpec, cpu?: number): Promise<Upstream> {
+    return new Upstream(spec, await ChildServer.spawn<UpstreamStats>(`upstream ${spec.name}`, CHILD_SCRIPT, JSON.stringify(spec), cpu));
+  }
+
+  /** Resets the counts and arms the death timer; the measured run starts now. */
+  start(): void {
+    this.server.start();
+  }
+
+  /** The counts since start(). */
+  stats(): Promise<UpstreamStats> {
+    return this.server.stats();
+  }
+
+  /** Ends the child (SIGTERM, then SIGKILL after 2 s) and resolves when it has exited. */
+  stop(): Promise<void> {
+    return this.server.stop();
   }
 }
 

@@ -16,6 +16,7 @@ import { parseAnchors, parseWrk, proxyReport } from '../bench/overhead.js';
 import { buildsAgree, exactCycles, keyMovement, makeKeys, runQuality, simulateClosedLoop } from '../bench/quality.js';
 import { resolveAlgorithms } from '../bench/report.js';
 import { lbConfigToml, loadScenario, parseScenario, runScenarios, shippedScenarios } from '../bench/scenarios.js';
+import { runStale } from '../bench/stale.js';
 import { barChart, lineChart } from '../bench/svg.js';
 
 const TEST_DIR = fileURLToPath(new URL('../../test/', import.meta.url));
@@ -174,6 +175,24 @@ t.test('proxy report: run-anchors.sh output becomes ratios', async (t) => {
   t.same(wrk, { rps: 12345.67, p50: 0.812, p99: 2.5, errors: 3 });
 });
 
+t.test('stale: lb before a backend that closes idle connections; every request counted once, report written', async (t) => {
+  const out = tmpDir(t);
+  const r = await runStale({ gets: 150, posts: 150, connections: 4, proxies: ['lb'], out });
+  t.equal(r.rows.length, 1);
+  const row = r.rows[0]!;
+  t.equal(row.get.total, 150);
+  t.equal(row.post.total, 150);
+  t.equal(row.get.ok + row.get.failed, 150);
+  t.equal(row.post.ok + row.post.failed, 150);
+  t.ok(row.backend.connections > 0, 'backend connections counted');
+  t.ok(row.backend.idleCloses > 0, 'the backend closed idle connections');
+  t.ok((row.backend.requests.GET ?? 0) >= row.get.ok, 'the backend parsed every GET that was answered');
+  const md = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
+  t.match(md, '| proxy | GET failed | GET % | POST failed | POST % | backend connections |');
+  t.match(md, 'retries = 2');
+  t.ok(JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')).results.rows[0].backend);
+});
+
 t.test('command line: --help, usage errors', async (t) => {
   // Through the real `lb bench` command: tap's own output goes to this process's stdout.
   const help = await cli(['bench', '--help']);
@@ -181,6 +200,9 @@ t.test('command line: --help, usage errors', async (t) => {
   t.match(help.stdout + help.stderr, 'Usage: lb bench [PART]');
   t.equal((await cli(['bench', 'nonsense'])).code, 2);
   t.equal((await cli(['bench', 'scenarios', '--duration', '5'])).code, 2, 'a duration needs a unit');
+  t.equal((await cli(['bench', 'stale', '--idle', '0'])).code, 2, 'stale: an idle close of at least 1 ms');
+  t.equal((await cli(['bench', 'stale', '--idle', '32-2'])).code, 2, 'stale: MIN-MAX in order');
+  t.equal((await cli(['bench', 'stale', '--proxies', 'lb,squid'])).code, 2, 'stale: known rows only');
   const unknown = await cli(['bench', 'quality', '--algorithms', 'no-such-algorithm']);
   t.equal(unknown.code, 1);
   t.match(unknown.stdout + unknown.stderr, 'ALGORITHM_UNKNOWN');
