@@ -128,8 +128,10 @@ function mod65537(h: number): number {
 /** Pseudocode 1 of the paper with Envoy's weighted turns; `list` is in name order, all weights > 0. */
 function populate(list: readonly Candidate[], size: number): Uint32Array {
   const n = list.length;
-  const next = new Float64Array(n); // current slot of each backend's permutation
-  const skip = new Float64Array(n);
+  // Slots and skips are < size <= MAX_TABLE_SIZE < 2^23, so slot + skip stays exact in int32 and a
+  // subtraction replaces the modulo (the table is the same; the build is several times faster).
+  const next = new Int32Array(n); // current slot of each backend's permutation
+  const skip = new Int32Array(n);
   const weight = new Float64Array(n);
   const counts = new Float64Array(n);
   let maxWeight = 0;
@@ -147,10 +149,15 @@ function populate(list: readonly Candidate[], size: number): Uint32Array {
     for (let o = 0; o < n; o++) {
       if (iteration * weight[o]! < counts[o]!) continue;
       counts[o] = counts[o]! + maxWeight;
+      const step = skip[o]!;
       let slot = next[o]!;
-      while (table[slot] !== EMPTY) slot = (slot + skip[o]!) % size;
+      while (table[slot] !== EMPTY) {
+        slot += step;
+        if (slot >= size) slot -= size;
+      }
       table[slot] = o;
-      next[o] = (slot + skip[o]!) % size;
+      slot += step;
+      next[o] = slot >= size ? slot - size : slot;
       if (++filled === size) return table;
     }
   }
