@@ -14,11 +14,16 @@
 // immutable, see types.ts): O(P log P) for P points, about 0.25 ms for 10 backends of weight 1 and 3 ms
 // for 100. Without a key (PickContext.key undefined), picks fall back to round-robin over the usable
 // candidates.
+//
+// Option (`[pools.NAME.algorithm_options]`): `hash_balance_factor` = c >= 1 bounds each backend's in-flight
+// requests to ceil(c * average), walking on clockwise past backends over the bound (see bounded-load.ts).
 
 import { HASH_SEED, murmur3_32 } from './hash.js';
 import { roundRobin } from './round-robin.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
 import { eligible, FailoverWalk } from './eligible.js';
+import { BoundedLoad } from './bounded-load.js';
+import { checkBalanceFactor, checkOptions, numberOption } from './options.js';
 
 /** Ring points per unit of weight (libketama uses 160 per server, 40 MD5 digests of 4 points each). */
 export const POINTS_PER_WEIGHT = 160;
@@ -45,12 +50,16 @@ class RingPicker<B extends Candidate> implements Picker<B> {
   private readonly bucketShift: number;
   private readonly walker: FailoverWalk;
   private readonly fallback: Picker<B>;
+  /** Set with `hash_balance_factor`. */
+  private readonly bounded: BoundedLoad<B> | undefined;
 
-  constructor(candidates: readonly B[]) {
+  constructor(candidates: readonly B[], options?: Readonly<Record<string, unknown>>) {
     ({ list: this.list, index: this.index } = eligible(candidates, true));
     const n = this.list.length;
     if (n > MAX_POINTS) throw new RangeError(`consistent-hash supports at most ${MAX_POINTS} backends`);
     this.walker = new FailoverWalk(n);
+    const factor = numberOption(options, 'hash_balance_factor');
+    this.bounded = factor !== undefined && factor >= 1 ? new BoundedLoad(this.list, this.index, factor) : undefined;
     this.fallback = roundRobin.create(candidates);
 
     const wanted = this.list.reduce((sum, c) => sum + c.weight * POINTS_PER_WEIGHT, 0);
@@ -111,6 +120,7 @@ class RingPicker<B extends Candidate> implements Picker<B> {
       else hi = mid;
     }
     const p = lo === total ? 0 : lo;
+    if (this.bounded) return this.bounded.pick(owners, p, list.length, usable, ctx.inflightTotal);
     const o = owners[p]!;
     if (usable(list[o]!, index[o]!)) return list[o];
 
@@ -122,7 +132,9 @@ export const consistentHash: Algorithm = {
   name: 'consistent-hash',
   usesWeights: true,
   usesKey: true,
-  create: <B extends Candidate>(candidates: readonly B[]): Picker<B> => new RingPicker(candidates),
+  create: <B extends Candidate>(candidates: readonly B[], options?: Readonly<Record<string, unknown>>): Picker<B> =>
+    new RingPicker(candidates, options),
+  validateOptions: (options) => checkOptions('consistent-hash', options, { hash_balance_factor: checkBalanceFactor }),
 };
 
 export default consistentHash;

@@ -8,22 +8,29 @@
 import { WeightedSampler } from './random.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from './types.js';
 
+/**
+ * The two-choices step shared with peak-ewma: draws two distinct usable candidates by weight (positions in
+ * sampler.list) and returns the first, or the second when `load(second) < load(first)`; the only usable
+ * one when there is one; undefined when none.
+ */
+export function bestOfTwo<B extends Candidate>(sampler: WeightedSampler<B>, usable: Usable<B>, load: (position: number) => number): B | undefined {
+  const a = sampler.sample(usable);
+  if (a < 0) return undefined;
+  const b = sampler.sample(usable, a);
+  if (b < 0) return sampler.list[a];
+  return load(b) < load(a) ? sampler.list[b] : sampler.list[a];
+}
+
 class TwoChoicesPicker<B extends Candidate> implements Picker<B> {
   private readonly sampler: WeightedSampler<B>;
+  private readonly load = (j: number): number => this.sampler.list[j]!.inflight / this.sampler.weight[j]!;
 
   constructor(candidates: readonly B[]) {
     this.sampler = new WeightedSampler(candidates);
   }
 
   pick(_ctx: PickContext, usable: Usable<B>): B | undefined {
-    const { sampler } = this;
-    const a = sampler.sample(usable);
-    if (a < 0) return undefined;
-    const first = sampler.list[a]!;
-    const b = sampler.sample(usable, a);
-    if (b < 0) return first;
-    const second = sampler.list[b]!;
-    return second.inflight / sampler.weight[b]! < first.inflight / sampler.weight[a]! ? second : first;
+    return bestOfTwo(this.sampler, usable, this.load);
   }
 }
 

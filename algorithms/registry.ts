@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { consistentHash } from './consistent-hash.js';
 import { leastConnections } from './least-connections.js';
 import { maglev } from './maglev.js';
+import { peakEwma } from './peak-ewma.js';
 import { powerOfTwoChoices } from './power-of-two-choices.js';
 import { random } from './random.js';
 import { roundRobin } from './round-robin.js';
@@ -23,6 +24,7 @@ const BUILT_INS: readonly Algorithm[] = [
   maglev,
   random,
   powerOfTwoChoices,
+  peakEwma,
 ];
 
 /** The built-in algorithms, keyed by config name. */
@@ -107,5 +109,8 @@ function checkAlgorithm(value: unknown): string[] {
   if (typeof a['create'] !== 'function') problems.push('"create" must be a function');
   if (typeof a['usesKey'] !== 'boolean') problems.push('"usesKey" must be a boolean');
   if (typeof a['usesWeights'] !== 'boolean') problems.push('"usesWeights" must be a boolean');
+  if (a['validateOptions'] !== undefined && typeof a['validateOptions'] !== 'function') {
+    problems.push('"validateOptions" must be a function when present');
+  }
   return problems;
 }

@@ -22,6 +22,12 @@ export interface Candidate {
 
 export interface PickContext {
   /**
+   * Requests/connections in flight over all of the Picker's candidates (the sum of their `inflight`), when
+   * the caller keeps that sum incrementally (the pool does). Bounded-load hashing reads it; a Picker that
+   * needs it and finds it undefined sums the candidates itself (O(N)).
+   */
+  readonly inflightTotal?: number;
+  /**
    * The request's hash key (client IP, a header value, ...), for algorithms with `usesKey`. Undefined when
    * the request has none (e.g. the header is absent): hash algorithms then fall back to a round-robin walk
    * over usable candidates, as HAProxy's `balance hdr()` does.
@@ -31,9 +37,29 @@ export interface PickContext {
 
 export type Usable<B> = (candidate: B, index: number) => boolean;
 
+/** How a request or connection sent to a candidate ended (see Picker.done). */
+export interface Outcome {
+  /**
+   * Milliseconds from sending to the end: http, until the response is complete (or the attempt failed);
+   * tcp and websocket upgrades, the connect time.
+   */
+  readonly latencyMs: number;
+  /** False when the attempt failed (connect error, reset, timeout, 5xx counted as failure by `passive`). */
+  readonly ok: boolean;
+  /** http: the response status, when one came. */
+  readonly status?: number;
+}
+
 export interface Picker<B extends Candidate = Candidate> {
   /** The first usable candidate in this algorithm's preference order, or undefined when none is usable. */
   pick(ctx: PickContext, usable: Usable<B>): B | undefined;
+  /**
+   * Optional completion callback: the data plane calls it once for every attempt sent to `candidate` (a
+   * retry is a new attempt) when that attempt ends, with the candidate's `inflight` already decremented.
+   * Latency-aware algorithms (peak-ewma) learn from it. `candidate` may belong to an older Picker of the
+   * same pool (an attempt that began before a rebuild): ignore candidates not known.
+   */
+  done?(candidate: B, outcome: Outcome): void;
 }
 
 export interface Algorithm {
@@ -48,5 +74,12 @@ export interface Algorithm {
    * weight 0 may be passed; a Picker must never return them. `create` must be deterministic for
    * algorithms with `usesKey`: the same names and weights give the same picks in every process.
    */
-  create<B extends Candidate>(candidates: readonly B[]): Picker<B>;
+  create<B extends Candidate>(candidates: readonly B[], options?: Readonly<Record<string, unknown>>): Picker<B>;
+  /**
+   * Checks a pool's `algorithm_options` table (`[pools.NAME.algorithm_options]`) before any create: one
+   * message per problem, each starting with the option's key (`"table_size: must be a prime"`); config
+   * loading turns them into errors located at that key. Unknown keys should be reported. Without it, any
+   * options are accepted and passed to create as they are.
+   */
+  validateOptions?(options: Readonly<Record<string, unknown>>): string[];
 }

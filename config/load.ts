@@ -13,6 +13,8 @@ import type { TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse, TomlError } from 'smol-toml';
 import { algorithms, isModulePath, loadAlgorithm } from '../algorithms/registry.js';
+import { checkOptions } from '../algorithms/options.js';
+import type { Algorithm } from '../algorithms/types.js';
 import { loadCertificate } from '../src/dataplane/tls.js';
 import { ADDRESS_PATTERN, tryParseAddress } from './address.js';
 import { DURATION_PATTERN, formatDuration, tryParseDuration } from './duration.js';
@@ -119,7 +121,10 @@ export async function checkConfigFiles(config: LbConfig, text: string, file: str
   for (const p of Object.values(config.pools)) {
     if (!isModulePath(p.algorithm)) continue;
     try {
-      await loadAlgorithm(p.algorithm, dirname(config.file));
+      const algorithm = await loadAlgorithm(p.algorithm, dirname(config.file));
+      if (p.algorithmOptions) {
+        reportOptionProblems(issues, ['pools', p.name, 'algorithm_options'], p.algorithmOptions, algorithm, false);
+      }
     } catch (err) {
       issues.report(['pools', p.name, 'algorithm'], errorText(err));
     }
@@ -497,6 +502,28 @@ function addressesOverlap(a: Address, b: Address): boolean {
 
 const keyedAlgorithms = [...algorithms.values()].filter((a) => a.usesKey).map((a) => a.name);
 
+/**
+ * Algorithm.validateOptions's problems as issues: at the option's own key when the message starts with
+ * "KEY: " and the table has that key, else at the `algorithm_options` table. A validateOptions that throws
+ * (a module's) is reported at the table too.
+ */
+function reportOptionProblems(issues: Issues, at: PathSegment[], options: Readonly<Record<string, unknown>>, algorithm: Algorithm, builtIn: boolean): void {
+  // A built-in without validateOptions takes no options; a module without it takes any.
+  if (!algorithm.validateOptions && !builtIn) return;
+  let problems: string[];
+  try {
+    problems = algorithm.validateOptions ? algorithm.validateOptions(options) : checkOptions(algorithm.name, options, {});
+  } catch (err) {
+    issues.report(at, `algorithm ${algorithm.name}: validateOptions failed: ${errorText(err)}`);
+    return;
+  }
+  for (const problem of problems) {
+    const m = /^([^:\s]+): ([\s\S]*)$/.exec(problem);
+    if (m && Object.hasOwn(options, m[1]!)) issues.report([...at, m[1]!], m[2]!);
+    else issues.report(at, problem);
+  }
+}
+
 /** "a", "a and b", "a, b and c". */
 function listWords(words: readonly string[]): string {
   return words.length <= 1 ? words.join('') : `${words.slice(0, -1).join(', ')} and ${words[words.length - 1]}`;
@@ -663,10 +690,14 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       };
     }
 
+    const optionsT = sub(p, 'algorithm_options', path);
+    if (optionsT && builtIn) reportOptionProblems(issues, [...path, 'algorithm_options'], optionsT, builtIn, true);
+
     pools[name] = {
       name,
       algorithm: isModule ? resolve(dir, algorithmText) : algorithmText,
       ...(hashKey ? { hashKey } : {}),
+      ...(optionsT ? { algorithmOptions: optionsT } : {}),
       retries: int(p, 'retries') ?? DEFAULTS.pool.retries,
       connectTimeoutMs: duration(p, 'connect_timeout', path, DEFAULTS.pool.connect_timeout, true),
       responseTimeoutMs: duration(p, 'response_timeout', path, DEFAULTS.pool.response_timeout, true),

@@ -62,6 +62,8 @@ export interface PoolConfig {
   algorithm: string;
   /** Present only for algorithms that use a key. Default client-ip for those. */
   hashKey?: HashKey;
+  /** `algorithm_options`, as written (validated by the algorithm); passed to Algorithm.create. */
+  algorithmOptions?: Readonly<Record<string, unknown>>;
   /** Other backends tried when connecting fails; default 2. */
   retries: number;
   /** Default 2s. */

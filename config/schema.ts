@@ -379,6 +379,16 @@ const PoolSchema = Type.Object(
           `Default "${DEFAULTS.hash_key}" for them; other algorithms take none. tcp listeners have only client-ip.`,
       }),
     ),
+    algorithm_options: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description:
+          "The algorithm's own parameters, checked by the algorithm (Algorithm.validateOptions): " +
+          'consistent-hash and maglev take hash_balance_factor (a number >= 1: bounded load, each backend ' +
+          'at most ceil(factor x average) in flight); maglev also table_size (a prime <= 5000011, default the ' +
+          'first of 65537, 131101, 262217, ... at least 100 x backends); peak-ewma takes decay (a duration, ' +
+          'default "10s"). A module algorithm gets the table as it is.',
+      }),
+    ),
     retries: Type.Optional(
       Type.Integer({
         minimum: 0,

@@ -73,6 +73,7 @@ t.test('the registry holds the built-ins under their config names', async (t) =>
       'consistent-hash',
       'least-connections',
       'maglev',
+      'peak-ewma',
       'power-of-two-choices',
       'random',
       'round-robin',
@@ -82,7 +83,34 @@ t.test('the registry holds the built-ins under their config names', async (t) =>
   for (const [name, alg] of algorithms) t.equal(alg.name, name);
 });
 
+/**
+ * Option sets the contract is also checked with (besides none): every `algorithm_options` key of a built-in
+ * appears here. With nothing in flight, bounded load must not change any pick.
+ */
+const OPTION_VARIANTS: Record<string, Array<Record<string, unknown>>> = {
+  'consistent-hash': [{ hash_balance_factor: 1.25 }],
+  maglev: [{ hash_balance_factor: 1.25 }, { table_size: 131101 }, { table_size: 251, hash_balance_factor: 2 }],
+  'peak-ewma': [{ decay: '1s' }],
+};
+
+t.test('validateOptions accepts the option variants used here and rejects unknown keys', async (t) => {
+  for (const alg of algorithms.values()) {
+    for (const o of OPTION_VARIANTS[alg.name] ?? []) t.same(alg.validateOptions?.(o) ?? [], [], `${alg.name} ${JSON.stringify(o)}`);
+    const problems = alg.validateOptions?.({ no_such_option: 1 });
+    if (problems) t.match(problems, [/^no_such_option: unknown option/], `${alg.name} reports an unknown key at it`);
+  }
+});
+
+/** Each algorithm, and each of its option variants, as an Algorithm whose create passes the options. */
+const variants: Algorithm[] = [];
 for (const alg of algorithms.values()) {
+  variants.push(alg);
+  for (const o of OPTION_VARIANTS[alg.name] ?? []) {
+    variants.push({ ...alg, name: `${alg.name} ${JSON.stringify(o)}`, create: (c) => alg.create(c, o) });
+  }
+}
+
+for (const alg of variants) {
   t.test(alg.name, async (t) => {
     const modes = alg.usesKey ? [true, false] : [false];
 

@@ -446,7 +446,7 @@ weight = 1.5
   ]],
   ['unknown algorithm', `${MIN}algorithm = "round-robbin"\n`, [
     'lb.toml:9:1: pools.app.algorithm: unknown algorithm "round-robbin" (did you mean "round-robin"?): use one of round-robin, ' +
-      'weighted-round-robin, least-connections, consistent-hash, maglev, random, power-of-two-choices, or a module path ' +
+      'weighted-round-robin, least-connections, consistent-hash, maglev, random, power-of-two-choices, peak-ewma, or a module path ' +
       'starting with "./", "../" or "/"',
   ]],
   ['tcp listener on a pool hashing an http header', MIN.replace('"http"', '"tcp"') + 'algorithm = "consistent-hash"\nhash_key = "header:x-user-id"\n', [
@@ -538,7 +538,7 @@ timeout = "2s"
     'lb.toml:11:1: listeners.db.listen: address already used by listeners.web.listen = "0.0.0.0:80"',
     'lb.toml:13:1: listeners.db.routes: routes apply to http listeners only (this one has protocol = "tcp")',
     'lb.toml:16:1: pools.app.algorithm: unknown algorithm "least-connection" (did you mean "least-connections"?): use one of ' +
-      'round-robin, weighted-round-robin, least-connections, consistent-hash, maglev, random, power-of-two-choices, ' +
+      'round-robin, weighted-round-robin, least-connections, consistent-hash, maglev, random, power-of-two-choices, peak-ewma, ' +
       'or a module path starting with "./", "../" or "/"',
     'lb.toml:17:1: pools.app.connect_timeout: invalid duration "2": missing unit; use a number with a unit (ms, s, m, h), e.g. "2s"',
     'lb.toml:19:44: pools.app.backends[0].wieght: unknown key "wieght" (did you mean "weight"?)',

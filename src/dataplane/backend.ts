@@ -29,6 +29,8 @@ export class Backend implements Candidate {
   usable = true;
   /** Requests (http) and connections (tcp, websocket) in flight from this process. Never negative. */
   inflight = 0;
+  /** The in-flight total of the pool serving this backend (PickContext.inflightTotal); set by the pool. */
+  poolLoad: { inflight: number } = { inflight: 0 };
   /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
   maxConnections: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
@@ -98,9 +100,13 @@ export class Backend implements Candidate {
 
   begin(): void {
     this.inflight++;
+    this.poolLoad.inflight++;
   }
 
   end(): void {
-    if (this.inflight > 0) this.inflight--;
+    if (this.inflight > 0) {
+      this.inflight--;
+      this.poolLoad.inflight--;
+    }
   }
 }

@@ -70,6 +70,7 @@ export function connectUpstream<S>(
       return;
     }
     b.begin();
+    const startedAt = performance.now();
     const at: { b: Backend; socket: S | undefined; open: boolean } = { b, socket: undefined, open: true };
     current = at;
     const fail = (err: Error & { code?: string }): void => {
@@ -77,6 +78,7 @@ export function connectUpstream<S>(
       clearTimeout(timer);
       dialer.abort(at.socket!);
       b.end();
+      pool.done(b, startedAt, false);
       b.failStreak++;
       events.failure(pool.name, b.name, 'connect');
       (tried ??= []).push(b);
@@ -94,6 +96,7 @@ export function connectUpstream<S>(
       }
       at.open = false;
       clearTimeout(timer);
+      pool.done(b, startedAt, true);
       if (b.failStreak > 0) {
         b.failStreak = 0;
         events.recovered(pool.name, b.name);

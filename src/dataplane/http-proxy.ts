@@ -223,6 +223,8 @@ export class ProxyCall implements UpstreamHandler {
   private backend: Backend | undefined;
   private tried: Backend[] | undefined;
   private readonly t0 = performance.now();
+  /** When the current attempt was sent (Picker.done's latency). */
+  private sentAt = 0;
   /** Bytes read on the client connection before this request (keep-alive connections carry several). */
   private readonly bytesReadAtStart: number;
   /** The client connection. */
@@ -284,6 +286,7 @@ export class ProxyCall implements UpstreamHandler {
     this.backend = b;
     this.connected = false;
     b.begin();
+    this.sentAt = performance.now();
     const req = this.req;
     b.upstream(this.pool.config).dispatch(
       {
@@ -454,6 +457,7 @@ export class ProxyCall implements UpstreamHandler {
     }
     const reason = classify(err, this.connected);
     this.noteFailure(b, reason);
+    this.pool.done(b, this.sentAt, false);
     this.error = `${reason}: ${err.code ?? err.message}`;
     if (res.headersSent) {
       // The response was under way: the client must see it cut, not a truncated body taken as whole.
@@ -508,7 +512,11 @@ export class ProxyCall implements UpstreamHandler {
     this.finished = true;
     if (this.bodyTimer) this.stopBodyTimer();
     const b = this.backend;
-    if (b) b.end();
+    if (b) {
+      b.end();
+      // A response that completed (a tunnel's lifetime is no latency).
+      if (!this.tunnel) this.pool.done(b, this.sentAt, this.status < 500, this.status);
+    }
     const retries = this.tried ? this.tried.length : 0;
     const framing = this.req.framing;
     this.listener.events.done({

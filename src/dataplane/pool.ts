@@ -3,6 +3,7 @@
 // new one (see algorithms/types.ts).
 
 import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
 import type { HashKey, PoolConfig } from '../../config/model.js';
 import { Backend, type BackendControl } from './backend.js';
@@ -20,6 +21,11 @@ export class BackendPool {
   readonly ipOnly: boolean;
 
   private readonly available = (b: Backend): boolean => b.available;
+  /**
+   * Requests in flight over this pool's backends, kept by Backend.begin/end (each backend points here once
+   * this pool serves), for PickContext.inflightTotal: bounded-load hashing reads it in O(1).
+   */
+  private readonly load = { inflight: 0 };
 
   /** What commit() changes in backends shared with the pool this one replaces. */
   private pending: Array<() => void> = [];
@@ -42,12 +48,14 @@ export class BackendPool {
         const addressChanged = kept.address.text !== bc.address.text;
         const reset = addressChanged || timeoutsChanged(previous!.config, config);
         this.pending.push(() => {
+          kept.poolLoad = this.load;
           kept.address = bc.address;
           kept.maxConnections = bc.maxConnections;
           if (reset) kept.resetUpstream();
         });
       } else {
         b = new Backend(bc);
+        b.poolLoad = this.load;
       }
       this.backends.push(b);
       this.byName.set(b.name, b);
@@ -56,7 +64,7 @@ export class BackendPool {
       for (const old of previous.backends) if (!this.byName.has(old.name)) this.pending.push(() => old.retire());
     }
     // Pickers read names, weights and in-flight counts, none of which commit() changes.
-    this.picker = algorithm.create(this.backends);
+    this.picker = algorithm.create(this.backends, config.algorithmOptions);
     this.ipOnly = config.backends.every((bc) => isIP(bc.address.host) !== 0);
   }
 
@@ -68,9 +76,12 @@ export class BackendPool {
   commit(controls: Record<string, BackendControl> = {}): void {
     for (const f of this.pending) f();
     this.pending = [];
+    let inflight = 0;
+    for (const b of this.backends) inflight += b.inflight;
+    this.load.inflight = inflight;
     for (const [name, c] of Object.entries(controls)) this.byName.get(name)?.control(c);
     try {
-      this.picker = this.algorithm.create(this.backends);
+      this.picker = this.algorithm.create(this.backends, this.config.algorithmOptions);
     } catch {
       // create() succeeded over the same backends in the constructor; keep that picker.
     }
@@ -84,13 +95,22 @@ export class BackendPool {
   control(name: string, c: BackendControl): boolean {
     const b = this.byName.get(name);
     if (!b) return false;
-    if (b.control(c)) this.picker = this.algorithm.create(this.backends);
+    if (b.control(c)) this.picker = this.algorithm.create(this.backends, this.config.algorithmOptions);
     return true;
   }
 
   /** First choice for a request. */
   pick(ctx: PickContext): Backend | undefined {
-    return this.picker.pick(ctx, this.available);
+    return this.picker.pick({ key: ctx.key, inflightTotal: this.load.inflight }, this.available);
+  }
+
+  /**
+   * An attempt sent to `b` at `startedAt` (performance.now()) ended, `b.end()` already called: tells the
+   * Picker (Picker.done), if it wants to know.
+   */
+  done(b: Backend, startedAt: number, ok: boolean, status?: number): void {
+    const picker = this.picker;
+    if (picker.done) picker.done(b, { latencyMs: performance.now() - startedAt, ok, ...(status ? { status } : {}) });
   }
 
   /**
@@ -99,7 +119,8 @@ export class BackendPool {
    * retrying on the same backend).
    */
   pickRetry(ctx: PickContext, tried: readonly Backend[]): Backend | undefined {
-    return this.picker.pick(ctx, (b) => b.available && !tried.includes(b)) ?? this.picker.pick(ctx, this.available);
+    const at = { key: ctx.key, inflightTotal: this.load.inflight };
+    return this.picker.pick(at, (b) => b.available && !tried.includes(b)) ?? this.picker.pick(at, this.available);
   }
 
   /** Closes idle upstream connections of all backends (stop). */
