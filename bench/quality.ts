@@ -17,6 +17,9 @@
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from '../algorithms/types.js';
 import { barChart, lineChart, SEQUENTIAL } from './svg.js';
 import { num, pct, percentile, progress, Report, sig, table, type BenchAlgorithm } from './report.js';
+import { MinHeap, mulberry32 } from './sim-model.js';
+
+export { mulberry32 };
 
 /** A backend as the bench feeds it to a Picker; `inflight` is mutated by the closed-loop simulation only. */
 export interface SimBackend extends Candidate {
@@ -31,18 +34,6 @@ export const cyclingWeight = (i: number): number => (i % 5) + 1;
 /** `n` backends named b0 .. b{n-1} with weight `weightOf(i)` and nothing in flight. */
 export function makeBackends(n: number, weightOf: (i: number) => number = () => 1): SimBackend[] {
   return Array.from({ length: n }, (_, i) => ({ name: `b${i}`, weight: weightOf(i), inflight: 0 }));
-}
-
-/** Mulberry32 (Tommy Ettinger, public domain): a small seeded PRNG, so simulations repeat exactly. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const ACCEPT_ALL: Usable<Candidate> = () => true;
@@ -328,41 +319,16 @@ export function simulateClosedLoop(alg: Algorithm, opts: ClosedLoopOptions = {})
   };
 }
 
-/** A binary min-heap of completion events, keyed by time. */
+/** Completion events, keyed by time (the shared heap of sim-model.ts). */
 class EventHeap {
-  private readonly items: Array<{ time: number; backend: number; sent: number }> = [];
+  private readonly heap = new MinHeap<{ time: number; backend: number; sent: number }>((x, y) => x.time < y.time);
 
   push(time: number, backend: number, sent: number): void {
-    const a = this.items;
-    a.push({ time, backend, sent });
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p]!.time <= a[i]!.time) break;
-      [a[p], a[i]] = [a[i]!, a[p]!];
-      i = p;
-    }
+    this.heap.push({ time, backend, sent });
   }
 
   pop(): { time: number; backend: number; sent: number } | undefined {
-    const a = this.items;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length > 0 && last) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && a[l]!.time < a[m]!.time) m = l;
-        if (r < a.length && a[r]!.time < a[m]!.time) m = r;
-        if (m === i) break;
-        [a[m], a[i]] = [a[i]!, a[m]!];
-        i = m;
-      }
-    }
-    return top;
+    return this.heap.pop();
   }
 }
 

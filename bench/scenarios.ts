@@ -14,10 +14,10 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { parse, stringify } from 'smol-toml';
-import { tryParseDuration } from '../config/duration.js';
+import { stringify } from 'smol-toml';
 import { parseConfigText } from '../config/load.js';
 import { formatIssue } from '../config/model.js';
+import { FileChecker, parseTomlFile } from './toml-check.js';
 import { LoadGenerator, KEY_HEADER, type LoadResult } from './loadgen.js';
 import { barChart, SEQUENTIAL } from './svg.js';
 import { ms, num, pct, PROJECT_ROOT, progress, Report, resolveAlgorithms, slug, table, type BenchAlgorithm } from './report.js';
@@ -70,33 +70,9 @@ const BACKEND_KEYS = ['name', 'latency', 'weight', 'profile', 'sigma', 'alpha', 
  * `FILE: key: message`.
  */
 export function parseScenario(text: string, file: string, name = path.basename(file).replace(/\.toml$/, '')): Scenario {
-  let raw: Record<string, unknown>;
-  try {
-    raw = parse(text) as Record<string, unknown>;
-  } catch (err) {
-    throw new ScenarioError(`${file}: ${(err as Error).message.split('\n')[0]}`);
-  }
-  const problems: string[] = [];
-  const bad = (key: string, message: string): void => void problems.push(`${file}: ${key}: ${message}`);
-  const unknown = (obj: Record<string, unknown>, allowed: string[], at: string): void => {
-    for (const k of Object.keys(obj)) if (!allowed.includes(k)) bad(at + k, `unknown key (expected one of ${allowed.join(', ')})`);
-  };
-  const duration = (v: unknown, key: string, dflt: number): number => {
-    if (v === undefined) return dflt;
-    if (typeof v !== 'string') return bad(key, 'must be a duration string such as "5s"'), dflt;
-    const r = tryParseDuration(v);
-    return r.ok ? r.ms : (bad(key, r.error), dflt);
-  };
-  const int = (v: unknown, key: string, dflt: number, min: number, max: number): number => {
-    if (v === undefined) return dflt;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) return bad(key, `must be an integer from ${min} to ${max}`), dflt;
-    return v;
-  };
-  const real = (v: unknown, key: string, min: number, max: number): number | undefined => {
-    if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !(v >= min && v <= max)) return bad(key, `must be a number from ${min} to ${max}`), undefined;
-    return v;
-  };
+  const raw = parseTomlFile(text, file, ScenarioError);
+  const check = new FileChecker(file);
+  const { problems, bad, unknown, duration, int, real } = check;
   const profile = (v: unknown, key: string, dflt: LatencyProfile): LatencyProfile => {
     if (v === undefined) return dflt;
     if (typeof v !== 'string' || !PROFILES.includes(v as LatencyProfile)) return bad(key, `must be one of ${PROFILES.join(', ')}`), dflt;
