@@ -478,16 +478,22 @@ export function qualityReport(r: QualityResults): Report {
   rep.chart(
     'share-deviation.svg',
     barChart({
-      title: 'Worst backend: deviation of its share from its target share',
-      subtitle: 'weights 1..5 cycling (equal shares if weights are ignored); lower is better; bars over 100 % are cut',
+      title: 'Mean deviation of a backend\'s share from its target, against sampling noise',
+      subtitle: 'weights 1..5 cycling (equal shares if weights are ignored); the whisker is the noise of ideal random draws: a bar within it is not imbalance',
       categories: names,
-      series: r.sizes.map((n) => ({ name: `${n} backends`, values: names.map((a) => (row(a, n) ? row(a, n)!.share.maxAbsRelDev * 100 : null)) })),
-      yLabel: 'max |share − target| / target',
+      series: r.sizes.map((n) => ({
+        name: `${n} backends`,
+        values: names.map((a) => (row(a, n) ? row(a, n)!.share.meanAbsRelDev * 100 : null)),
+        // The band ideal independent draws land in: 0 to twice their expected mean deviation.
+        low: names.map((a) => (row(a, n) ? 0 : null)),
+        high: names.map((a) => (row(a, n) ? row(a, n)!.share.noiseFloor * 200 : null)),
+      })),
+      yLabel: 'mean |share − target| / target',
       unit: '%',
       xLabel: 'algorithm',
       clipAt: 100,
     }),
-    'max share deviation per algorithm',
+    'mean share deviation per algorithm against the sampling-noise band',
   );
 
   const keyed = r.rows.filter((x) => x.movement);
