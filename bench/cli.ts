@@ -11,8 +11,9 @@ import { runQuality } from './quality.js';
 import { PROJECT_ROOT, resolveAlgorithms } from './report.js';
 import { loadScenario, runScenarios, shippedScenarios } from './scenarios.js';
 import { runStale, STALE_PROXIES, summaryTable } from './stale.js';
+import { loadSimScenario, runSim, shippedSimScenarios } from './sim.js';
 
-const PARTS = ['quality', 'scenarios', 'overhead', 'all'] as const;
+const PARTS = ['quality', 'scenarios', 'overhead', 'sim', 'all'] as const;
 type Part = (typeof PARTS)[number];
 
 export const usage = (): string => `Usage: lb bench [PART] [options]
@@ -23,7 +24,9 @@ Parts (default: all):
   scenarios    end to end: simulated upstreams, the real daemon, autocannon
                (scenario files: bench/scenarios/*.toml)
   overhead     lb against direct and the reference proxies of bench/anchors
-  all          the three, one after the other
+  sim [FILE...] a discrete-event simulation on a virtual clock, reproducible from a seed
+               (scenario files: bench/scenarios/sim/*.toml; default: every shipped one)
+  all          quality, scenarios and overhead, one after the other
   stale        (not in "all") requests lost to kept-alive backend connections that the
                backend closed while idle: lb, HAProxy and NGINX before one backend
 
@@ -40,6 +43,9 @@ Options:
   --duration DURATION   scenarios: measured time per run, overriding the files (e.g. 5s);
                         overhead: per target and round (default 4s)
   --rounds N            overhead: interleaved rounds (default 3)
+  --seed N              sim: the first seed (default 1); runs use seed .. seed+repeats-1
+  --repeats N           sim: seeds per algorithm, overriding the files
+  --no-quality          sim: skip the static quality section (wall-clock timings)
   --autocannon          overhead: use autocannon even when wrk is installed
   --requests N          stale: GETs and as many POSTs per proxy (default 20000)
   --connections N       stale: kept-alive client connections (default 32)
@@ -87,6 +93,9 @@ export async function benchMain(args: string[]): Promise<number> {
         scenario: { type: 'string', multiple: true },
         duration: { type: 'string' },
         rounds: { type: 'string' },
+        seed: { type: 'string' },
+        repeats: { type: 'string' },
+        'no-quality': { type: 'boolean' },
         repeat: { type: 'string' },
         autocannon: { type: 'boolean' },
         http: { type: 'string' },
@@ -118,6 +127,7 @@ export async function benchMain(args: string[]): Promise<number> {
       if (positionals.length > 1) throw new UsageError(`expected one part, got "${positionals.join(' ')}"`);
       return await staleCommand(o, ['lb bench', ...args].join(' '));
     }
+    if (positionals[0] === 'sim') return await simCommand(positionals.slice(1), o, ['lb bench', ...args].join(' '));
     if (positionals.length > 1) throw new UsageError(`expected one part, got "${positionals.join(' ')}"`);
     const part = (positionals[0] ?? 'all') as Part;
     if (!PARTS.includes(part)) throw new UsageError(`unknown part "${part}": expected ${PARTS.join(', ')}`);
@@ -171,6 +181,23 @@ export async function benchMain(args: string[]): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+async function simCommand(
+  files: string[],
+  o: { out?: string | undefined; seed?: string | undefined; repeats?: string | undefined; 'no-quality'?: boolean | undefined },
+  command: string,
+): Promise<number> {
+  const seed = o.seed !== undefined ? Number(o.seed) : 1;
+  if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new UsageError('--seed: an integer from 0 to 2^32 - 1');
+  const repeats = o.repeats !== undefined ? Number(o.repeats) : undefined;
+  if (repeats !== undefined && !(Number.isInteger(repeats) && repeats >= 1 && repeats <= 100)) throw new UsageError('--repeats: an integer from 1 to 100');
+  const out = o.out !== undefined ? path.resolve(o.out) : path.join(resultsRoot(), 'sim');
+  const scenarios = (files.length ? files : shippedSimScenarios()).map(loadSimScenario);
+  for (const s of scenarios) {
+    await runSim(s, { seed, ...(repeats !== undefined ? { repeats } : {}), quality: !o['no-quality'], command, out });
+  }
+  return 0;
 }
 
 function duration(text: string): number {

@@ -17,6 +17,9 @@
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from '../algorithms/types.js';
 import { barChart, lineChart, SEQUENTIAL } from './svg.js';
 import { num, pct, percentile, progress, Report, sig, table, type BenchAlgorithm } from './report.js';
+import { MinHeap, mulberry32 } from './sim-model.js';
+
+export { mulberry32 };
 
 /** A backend as the bench feeds it to a Picker; `inflight` is mutated by the closed-loop simulation only. */
 export interface SimBackend extends Candidate {
@@ -31,18 +34,6 @@ export const cyclingWeight = (i: number): number => (i % 5) + 1;
 /** `n` backends named b0 .. b{n-1} with weight `weightOf(i)` and nothing in flight. */
 export function makeBackends(n: number, weightOf: (i: number) => number = () => 1): SimBackend[] {
   return Array.from({ length: n }, (_, i) => ({ name: `b${i}`, weight: weightOf(i), inflight: 0 }));
-}
-
-/** Mulberry32 (Tommy Ettinger, public domain): a small seeded PRNG, so simulations repeat exactly. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const ACCEPT_ALL: Usable<Candidate> = () => true;
@@ -328,41 +319,16 @@ export function simulateClosedLoop(alg: Algorithm, opts: ClosedLoopOptions = {})
   };
 }
 
-/** A binary min-heap of completion events, keyed by time. */
+/** Completion events, keyed by time (the shared heap of sim-model.ts). */
 class EventHeap {
-  private readonly items: Array<{ time: number; backend: number; sent: number }> = [];
+  private readonly heap = new MinHeap<{ time: number; backend: number; sent: number }>((x, y) => x.time < y.time);
 
   push(time: number, backend: number, sent: number): void {
-    const a = this.items;
-    a.push({ time, backend, sent });
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p]!.time <= a[i]!.time) break;
-      [a[p], a[i]] = [a[i]!, a[p]!];
-      i = p;
-    }
+    this.heap.push({ time, backend, sent });
   }
 
   pop(): { time: number; backend: number; sent: number } | undefined {
-    const a = this.items;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length > 0 && last) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && a[l]!.time < a[m]!.time) m = l;
-        if (r < a.length && a[r]!.time < a[m]!.time) m = r;
-        if (m === i) break;
-        [a[m], a[i]] = [a[i]!, a[m]!];
-        i = m;
-      }
-    }
-    return top;
+    return this.heap.pop();
   }
 }
 
@@ -512,16 +478,22 @@ export function qualityReport(r: QualityResults): Report {
   rep.chart(
     'share-deviation.svg',
     barChart({
-      title: 'Worst backend: deviation of its share from its target share',
-      subtitle: 'weights 1..5 cycling (equal shares if weights are ignored); lower is better; bars over 100 % are cut',
+      title: 'Mean deviation of a backend\'s share from its target, against sampling noise',
+      subtitle: 'weights 1..5 cycling (equal shares if weights are ignored); the whisker is the noise of ideal random draws: a bar within it is not imbalance',
       categories: names,
-      series: r.sizes.map((n) => ({ name: `${n} backends`, values: names.map((a) => (row(a, n) ? row(a, n)!.share.maxAbsRelDev * 100 : null)) })),
-      yLabel: 'max |share − target| / target',
+      series: r.sizes.map((n) => ({
+        name: `${n} backends`,
+        values: names.map((a) => (row(a, n) ? row(a, n)!.share.meanAbsRelDev * 100 : null)),
+        // The band ideal independent draws land in: 0 to twice their expected mean deviation.
+        low: names.map((a) => (row(a, n) ? 0 : null)),
+        high: names.map((a) => (row(a, n) ? row(a, n)!.share.noiseFloor * 200 : null)),
+      })),
+      yLabel: 'mean |share − target| / target',
       unit: '%',
       xLabel: 'algorithm',
       clipAt: 100,
     }),
-    'max share deviation per algorithm',
+    'mean share deviation per algorithm against the sampling-noise band',
   );
 
   const keyed = r.rows.filter((x) => x.movement);

@@ -14,13 +14,14 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { parse, stringify } from 'smol-toml';
-import { tryParseDuration } from '../config/duration.js';
+import { stringify } from 'smol-toml';
 import { parseConfigText } from '../config/load.js';
 import { formatIssue } from '../config/model.js';
-import { LoadGenerator, KEY_HEADER, type LoadResult } from './loadgen.js';
+import { FileChecker, parseTomlFile } from './toml-check.js';
+import { LoadGenerator, KEY_HEADER, rateShort, type LoadResult } from './loadgen.js';
+import { parseTrace, type Bursts } from './sim-model.js';
 import { barChart, SEQUENTIAL } from './svg.js';
-import { ms, num, pct, PROJECT_ROOT, progress, Report, resolveAlgorithms, slug, table, type BenchAlgorithm } from './report.js';
+import { median, ms, num, pct, PROJECT_ROOT, progress, Report, resolveAlgorithms, slug, table, type BenchAlgorithm } from './report.js';
 import { PROFILES, pinned, startUpstreams, type LatencyProfile, type Upstream, type UpstreamSpec } from './upstream.js';
 
 export const SCENARIO_DIR = path.join(PROJECT_ROOT, 'bench', 'scenarios');
@@ -49,6 +50,13 @@ export interface Scenario {
   algorithms: 'all' | string[];
   /** Distinct hash keys the load generator sends (header x-user-id). */
   keys: number;
+  /** How each request's key is drawn: uniform or Zipf over `keys`, or the keys of `keyTrace` in order. */
+  keyDistribution: 'uniform' | 'zipf' | 'trace';
+  keyExponent?: number;
+  /** Keys read from the trace file (`key_trace`, "TIME_MS KEY" lines; the times are not used here). */
+  keyTrace?: string[];
+  /** Fixed-rate mode's arrivals: Poisson, or bursty with these parameters. */
+  bursts?: Bursts;
   /** Extra pool settings copied into the generated lb config (retries, passive, health_check, ...). */
   pool: Record<string, unknown>;
   backends: BackendScenario[];
@@ -62,7 +70,7 @@ export class ScenarioError extends Error {
   readonly code = 'SCENARIO_INVALID';
 }
 
-const TOP_KEYS = ['description', 'duration', 'warmup', 'connections', 'rate', 'workers', 'algorithms', 'keys', 'profile', 'sigma', 'alpha', 'concurrency', 'pool', 'backends'];
+const TOP_KEYS = ['description', 'duration', 'warmup', 'connections', 'rate', 'arrivals', 'workers', 'algorithms', 'keys', 'key_distribution', 'key_exponent', 'key_trace', 'profile', 'sigma', 'alpha', 'concurrency', 'pool', 'backends'];
 const BACKEND_KEYS = ['name', 'latency', 'weight', 'profile', 'sigma', 'alpha', 'fail_rate', 'die_after', 'concurrency'];
 
 /**
@@ -70,33 +78,9 @@ const BACKEND_KEYS = ['name', 'latency', 'weight', 'profile', 'sigma', 'alpha', 
  * `FILE: key: message`.
  */
 export function parseScenario(text: string, file: string, name = path.basename(file).replace(/\.toml$/, '')): Scenario {
-  let raw: Record<string, unknown>;
-  try {
-    raw = parse(text) as Record<string, unknown>;
-  } catch (err) {
-    throw new ScenarioError(`${file}: ${(err as Error).message.split('\n')[0]}`);
-  }
-  const problems: string[] = [];
-  const bad = (key: string, message: string): void => void problems.push(`${file}: ${key}: ${message}`);
-  const unknown = (obj: Record<string, unknown>, allowed: string[], at: string): void => {
-    for (const k of Object.keys(obj)) if (!allowed.includes(k)) bad(at + k, `unknown key (expected one of ${allowed.join(', ')})`);
-  };
-  const duration = (v: unknown, key: string, dflt: number): number => {
-    if (v === undefined) return dflt;
-    if (typeof v !== 'string') return bad(key, 'must be a duration string such as "5s"'), dflt;
-    const r = tryParseDuration(v);
-    return r.ok ? r.ms : (bad(key, r.error), dflt);
-  };
-  const int = (v: unknown, key: string, dflt: number, min: number, max: number): number => {
-    if (v === undefined) return dflt;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) return bad(key, `must be an integer from ${min} to ${max}`), dflt;
-    return v;
-  };
-  const real = (v: unknown, key: string, min: number, max: number): number | undefined => {
-    if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !(v >= min && v <= max)) return bad(key, `must be a number from ${min} to ${max}`), undefined;
-    return v;
-  };
+  const raw = parseTomlFile(text, file, ScenarioError);
+  const check = new FileChecker(file);
+  const { problems, bad, unknown, duration, int, real } = check;
   const profile = (v: unknown, key: string, dflt: LatencyProfile): LatencyProfile => {
     if (v === undefined) return dflt;
     if (typeof v !== 'string' || !PROFILES.includes(v as LatencyProfile)) return bad(key, `must be one of ${PROFILES.join(', ')}`), dflt;
@@ -153,6 +137,29 @@ export function parseScenario(text: string, file: string, name = path.basename(f
   const durationMs = duration(raw['duration'], 'duration', 5000);
   if (durationMs <= 0 || durationMs > 300_000) bad('duration', 'must be between 1ms and 5m');
   const rate = raw['rate'] === undefined || raw['rate'] === 0 ? undefined : int(raw['rate'], 'rate', 0, 1, 200_000);
+  // die_after must fall inside the measured run, or the scenario shows no death (checked again against
+  // --duration by runScenarios).
+  backends.forEach((b, i) => {
+    if (b.dieAfterMs !== undefined && b.dieAfterMs >= durationMs) bad(`backends[${i}].die_after`, `must be shorter than duration (${durationMs} ms)`);
+  });
+  const keyDistribution = raw['key_distribution'] ?? (raw['key_trace'] !== undefined ? 'trace' : 'uniform');
+  if (keyDistribution !== 'uniform' && keyDistribution !== 'zipf' && keyDistribution !== 'trace') bad('key_distribution', 'must be "uniform", "zipf" or "trace"');
+  let keyTrace: string[] | undefined;
+  if (keyDistribution === 'trace') {
+    const f = raw['key_trace'];
+    if (typeof f !== 'string') bad('key_trace', 'is required with key_distribution = "trace": a file of "TIME_MS KEY" lines');
+    else {
+      try {
+        keyTrace = parseTrace(fs.readFileSync(path.resolve(path.dirname(path.resolve(file)), f), 'utf8'), f).map((e) => e.key);
+      } catch (err) {
+        bad('key_trace', (err as Error).message);
+      }
+    }
+  }
+  const arrivals = raw['arrivals'] ?? 'poisson';
+  let bursts: Bursts | undefined;
+  if (arrivals === 'bursty') bursts = { factor: 4, share: 0.2, meanBurstMs: 200 };
+  else if (arrivals !== 'poisson') bad('arrivals', 'must be "poisson" or "bursty" (the fixed-rate mode\'s send times)');
   const scenario: Scenario = {
     name,
     file,
@@ -163,11 +170,15 @@ export function parseScenario(text: string, file: string, name = path.basename(f
     workers: int(raw['workers'], 'workers', 1, 1, 64),
     algorithms,
     keys: int(raw['keys'], 'keys', 1000, 1, 100_000),
+    keyDistribution: keyDistribution as Scenario['keyDistribution'],
     pool: (pool ?? {}) as Record<string, unknown>,
     backends,
     baseDir: path.dirname(path.resolve(file)),
   };
   if (rate !== undefined) scenario.rate = rate;
+  if (keyDistribution === 'zipf') scenario.keyExponent = real(raw['key_exponent'], 'key_exponent', 0, 10) ?? 1;
+  if (keyTrace) scenario.keyTrace = keyTrace;
+  if (bursts) scenario.bursts = bursts;
   if (problems.length > 0) throw new ScenarioError(problems.join('\n'));
   return scenario;
 }
@@ -378,7 +389,7 @@ function modesOf(s: Scenario): Mode[] {
 function modeLabel(s: Scenario, m: Mode): string {
   return m === 'concurrency'
     ? `fixed concurrency, ${s.connections} connections`
-    : `fixed rate, ${num(s.rate)} req/s over ${s.connections} connections`;
+    : `fixed rate (open loop, ${s.bursts ? 'bursty' : 'Poisson'}), ${num(s.rate)} req/s over at most ${s.connections} connections`;
 }
 
 /** One measured run: fresh upstreams, fresh lb, warm-up, counts reset, measured load, counts read. */
@@ -407,10 +418,21 @@ export async function runOne(
     lb = await LbProcess.start(config, port, dir);
     const url = `http://127.0.0.1:${port}/`;
     const rate = mode === 'rate' ? s.rate : undefined;
-    const base = { url, connections: s.connections, keys: s.keys, ...(rate ? { rate } : {}) };
-    if (s.warmupMs > 0) await loadgen.run({ ...base, durationMs: s.warmupMs });
+    const base = {
+      url,
+      connections: s.connections,
+      keys: s.keys,
+      seed: repeat,
+      ...(s.keyDistribution === 'trace' ? { traceKeys: s.keyTrace ?? [] } : { keyDistribution: s.keyDistribution }),
+      ...(s.keyExponent !== undefined ? { keyExponent: s.keyExponent } : {}),
+      ...(rate ? { rate, ...(s.bursts ? { bursts: s.bursts } : {}) } : {}),
+    };
+    if (s.warmupMs > 0) await loadgen.run({ ...base, seed: repeat + 1000, durationMs: s.warmupMs });
     for (const u of upstreams) u.start();
     const loadAverage = os.loadavg()[0] ?? 0;
+    if (loadAverage > os.availableParallelism()) {
+      progress('scenarios', `warning: load average ${loadAverage.toFixed(1)} above the ${os.availableParallelism()} cores: other work shares the CPUs, this run is noisy`);
+    }
     const load = await loadgen.run({ ...base, durationMs });
     const stats = await Promise.all(upstreams.map((u) => u.stats()));
     return {
@@ -443,6 +465,11 @@ export async function runScenarios(opts: ScenarioOptions): Promise<{ runs: Scena
   const failures: RunFailure[] = [];
   const plan: Array<{ s: Scenario; algs: BenchAlgorithm[] }> = [];
   for (const s of opts.scenarios) {
+    const d = opts.durationMs ?? s.durationMs;
+    const late = s.backends.filter((b) => b.dieAfterMs !== undefined && b.dieAfterMs >= d);
+    if (late.length > 0) {
+      throw new ScenarioError(`${s.name}: ${late.map((b) => `${b.name} dies after ${b.dieAfterMs} ms`).join(', ')}, not within the ${d} ms run (--duration)`);
+    }
     const algs = opts.algorithms !== undefined ? await resolveAlgorithms(opts.algorithms, opts.baseDir) : await resolveAlgorithms(s.algorithms, s.baseDir);
     plan.push({ s, algs });
   }
@@ -474,7 +501,9 @@ export async function runScenarios(opts: ScenarioOptions): Promise<{ runs: Scena
             const served = run.backends.reduce((a, b) => a + b.requests, 0) || 1;
             progress(
               'scenarios',
-              `[${k}/${total}] ${s.name} · ${mode} · ${alg.algorithm.name}${repeats > 1 ? ` #${r}` : ''}: ${num(run.load.rps)} req/s, ` +
+              `[${k}/${total}] ${s.name} · ${mode} · ${alg.algorithm.name}${repeats > 1 ? ` #${r}` : ''}: ${num(run.load.rps)} req/s` +
+                (rateShort(run.load) ? ` (BELOW the target ${num(run.load.targetRate)} req/s)` : '') +
+                ', ' +
                 `p50 ${ms(run.load.latency.p50)} ms, p99 ${ms(run.load.latency.p99)} ms, ${run.load.non2xx} non-2xx, ` +
                 `${run.load.errors} errors, shares ${run.backends.map((b) => pct(b.requests / served, 0).replace(' ', '')).join('/')}`,
             );
@@ -528,43 +557,67 @@ export function scenariosReport(
   const find = (s: string, m: Mode, a: string): ScenarioRun | undefined =>
     medianRun(runs.filter((r) => r.scenario === s && r.mode === m && r.algorithm === a));
   if (opts.command) rep.command = opts.command;
+  const cores = os.availableParallelism();
+  /** min, median, max of f over the repeats of one scenario, mode and algorithm. */
+  const over = (s: string, m: Mode, a: string, f: (r: ScenarioRun) => number): { min: number; median: number; max: number } => {
+    const v = runs.filter((r) => r.scenario === s && r.mode === m && r.algorithm === a).map(f).filter(Number.isFinite);
+    return { min: v.length ? Math.min(...v) : NaN, median: median(v), max: v.length ? Math.max(...v) : NaN };
+  };
+  const withSpread = (x: { min: number; median: number; max: number }, f: (v: number) => string): string =>
+    repeats > 1 && Number.isFinite(x.min) ? `${f(x.median)} [${f(x.min)}–${f(x.max)}]` : f(x.median);
+  const noisy = runs.filter((r) => r.loadAverage > cores);
   if (repeats > 1) {
     rep.add(
-      `Each scenario, mode and algorithm ran ${repeats} times, interleaved (every algorithm once, then again); the ` +
-        'tables and charts show the run with the median p99, and results.json holds every run.',
+      `Each scenario, mode and algorithm ran ${repeats} times, interleaved (every algorithm once, then again). Tables ` +
+        'give the median with [min–max] over the repeats for p99 and throughput, and the other columns of the run ' +
+        'with the median p99; charts draw the median as the bar and min–max as a whisker. results.json holds every run.',
+    );
+  } else {
+    rep.add('**One run per cell**: no spread is known. Run with `--repeat 3` or more to see how much the numbers move.');
+  }
+  if (noisy.length > 0) {
+    rep.add(
+      `**Warning:** ${noisy.length} of ${runs.length} runs started with a 1-minute load average above the ${cores} cores ` +
+        '(marked ⚠ in the *load avg* column): other work shared the CPUs and those numbers are noisier.',
     );
   }
   rep.add(
     'Each run starts fresh simulated upstreams (one node:http server per backend, each in its own process), the real ' +
-      'daemon (`node bin/lb.js run`, config generated per algorithm, log level warn), and autocannon in a separate ' +
+      'daemon (`node bin/lb.js run`, config generated per algorithm, log level warn), and the load generator in a separate ' +
       'process, all on 127.0.0.1 of the same machine, so lb, the upstreams and the load generator share its cores: ' +
       'compare algorithms within a scenario, not absolute numbers across machines. After a warm-up the upstream ' +
-      'counts are reset and the measured run starts. Latency is per response (any status), from the request write to ' +
-      'the end of the response; shares are counted at the upstreams. Every request carries an `x-user-id` header ' +
-      '(1000 keys cycling), which key-based algorithms hash (`hash_key = "header:x-user-id"`). The fixed-rate ' +
-      'mode is autocannon\'s `overallRate`: each connection sends its share of a second\'s requests back to back, ' +
-      'then waits for the next second, so the load arrives in bursts and the tail includes them. *load avg* is the ' +
-      `machine's 1-minute load average when a run started: above ${os.availableParallelism()} (the core count), ` +
-      'other work shared the CPUs and that run is noisier. Regenerate with ' +
+      'counts are reset and the measured run starts. Shares are counted at the upstreams. Every request carries an ' +
+      '`x-user-id` header drawn per request (uniform or Zipf over the scenario\'s `keys`, or a trace\'s keys in ' +
+      'order, seeded by the repeat number), which key-based algorithms hash (`hash_key = "header:x-user-id"`); ' +
+      '*keys* gives the distinct keys sent and the share of requests sent while the same key was already in flight. ' +
+      'Fixed concurrency is autocannon (a closed loop; latency from the request write). Fixed rate is an open loop: ' +
+      'Poisson (or bursty) send times drawn in advance, latency from each request\'s *intended* send time, so waiting ' +
+      'for a connection or a late send counts (no coordinated omission); a run that answered less than 95 % of its ' +
+      'target rate is marked ⚠ and its numbers are not at that rate. *load avg* is the machine\'s 1-minute load ' +
+      `average when a run started: above ${cores} (the core count) it is marked ⚠. Regenerate with ` +
       '`lb bench scenarios`; one scenario with `lb bench scenarios --scenario NAME`.',
     '## Summary: p99 latency under fixed concurrency (ms)',
     table(
       ['scenario', ...algs],
-      scenarios.map((s) => [s.name, ...algs.map((a) => ms(find(s.name, 'concurrency', a)?.load.latency.p99))]),
+      scenarios.map((s) => [s.name, ...algs.map((a) => withSpread(over(s.name, 'concurrency', a, (r) => r.load.latency.p99), ms))]),
     ),
     '## Summary: throughput under fixed concurrency (req/s)',
     table(
       ['scenario', ...algs],
-      scenarios.map((s) => [s.name, ...algs.map((a) => num(find(s.name, 'concurrency', a)?.load.rps))]),
+      scenarios.map((s) => [s.name, ...algs.map((a) => withSpread(over(s.name, 'concurrency', a, (r) => r.load.rps), (v) => num(v)))]),
     ),
   );
+  const whiskers = (s: string, m: Mode, a: string, f: (r: ScenarioRun) => number) => over(s, m, a, f);
   rep.chart(
     'summary-p99.svg',
     barChart({
       title: 'p99 latency per scenario and algorithm (fixed concurrency)',
-      subtitle: 'end to end through lb on one machine; lower is better',
+      subtitle: `end to end through lb on one machine; ${repeats > 1 ? `median of ${repeats}, whiskers min–max; ` : 'one run each, no spread known; '}lower is better`,
       categories: scenarios.map((s) => s.name),
-      series: algs.map((a) => ({ name: a, values: scenarios.map((s) => find(s.name, 'concurrency', a)?.load.latency.p99 ?? null) })),
+      series: algs.map((a) => {
+        const v = scenarios.map((s) => whiskers(s.name, 'concurrency', a, (r) => r.load.latency.p99));
+        return { name: a, values: v.map((x) => (Number.isFinite(x.median) ? x.median : null)), low: v.map((x) => x.min), high: v.map((x) => x.max) };
+      }),
       yLabel: 'p99 latency',
       unit: 'ms',
       xLabel: 'scenario',
@@ -593,21 +646,23 @@ export function scenariosReport(
       rep.add(
         `### ${s.name}: ${modeLabel(s, m)}`,
         table(
-          ['algorithm', 'req/s', 'p50 (ms)', 'p90 (ms)', 'p99 (ms)', 'p99.9 (ms)', 'max (ms)', 'non-2xx', 'errors', ...s.backends.map((b) => `share ${b.name}`), 'load avg'],
+          ['algorithm', 'req/s', 'p50 (ms)', 'p90 (ms)', 'p99 (ms)', 'p99.9 (ms)', 'max (ms)', 'non-2xx', 'errors', 'keys', ...s.backends.map((b) => `share ${b.name}`), 'load avg'],
           rows.map((r) => {
             const served = r.backends.reduce((n, b) => n + b.requests, 0) || 1;
+            const short = runs.some((x) => x.scenario === s.name && x.mode === m && x.algorithm === r.algorithm && rateShort(x.load));
             return [
               r.algorithm,
-              num(r.load.rps),
+              withSpread(over(s.name, m, r.algorithm, (x) => x.load.rps), (v) => num(v)) + (short ? ` ⚠ target ${num(s.rate)}` : ''),
               ms(r.load.latency.p50),
               ms(r.load.latency.p90),
-              ms(r.load.latency.p99),
+              withSpread(over(s.name, m, r.algorithm, (x) => x.load.latency.p99), ms),
               ms(r.load.latency.p999),
               ms(r.load.latency.max),
               num(r.load.non2xx),
               num(r.load.errors),
+              r.load.keys ? `${num(r.load.keys.distinct)} / ${pct(r.load.keys.sameKeyInFlight, 0)}` : '–',
               ...r.backends.map((b) => pct(b.requests / served, 1) + (b.dead ? ' †' : '')),
-              r.loadAverage.toFixed(1),
+              r.loadAverage.toFixed(1) + (r.loadAverage > cores ? ' ⚠' : ''),
             ];
           }),
         ),
@@ -619,9 +674,16 @@ export function scenariosReport(
         `latency-${id}.svg`,
         barChart({
           title: `${s.name}: latency percentiles per algorithm`,
-          subtitle: `${modeLabel(s, m)}; ${s.backends.map((b) => `${b.latencyMs} ms`).join(' / ')} backends; lower is better`,
+          subtitle: `${modeLabel(s, m)}; ${repeats > 1 ? `run with the median p99, whiskers min–max of ${repeats}` : 'one run, no spread known'}; lower is better`,
           categories: cats,
-          series: (['p50', 'p90', 'p99', 'max'] as const).map((p, i) => ({ name: p, values: rows.map((r) => r.load.latency[p]), color: SEQUENTIAL[i + 1] })),
+          series: (['p50', 'p90', 'p99', 'max'] as const).map((p, i) => ({
+            name: p,
+            values: rows.map((r) => r.load.latency[p]),
+            ...(repeats > 1
+              ? { low: rows.map((r) => over(s.name, m, r.algorithm, (x) => x.load.latency[p]).min), high: rows.map((r) => over(s.name, m, r.algorithm, (x) => x.load.latency[p]).max) }
+              : {}),
+            color: SEQUENTIAL[i + 1],
+          })),
           yLabel: 'latency',
           unit: 'ms',
           xLabel: 'algorithm',

@@ -4,7 +4,9 @@
 // dark-mode markdown viewers). Every bar and point has a <title> tooltip with its exact value.
 //
 // Contract: pure functions of their options; values that are null, NaN or (on a log axis) <= 0 are not
-// drawn. Text is XML-escaped.
+// drawn. Text is XML-escaped. A log axis starts far enough below the smallest value that its bar is at
+// least a third of a decade tall (a bar on a log axis has no zero: its length depends on where the axis
+// starts, so a value just above a decade must not draw as nothing).
 
 export interface Series {
   name: string;
@@ -12,6 +14,12 @@ export interface Series {
   values: ReadonlyArray<number | null>;
   /** CSS colour; defaults to the palette in order. */
   color?: string;
+  /**
+   * Bars only: the spread of each value (e.g. min and max over repeats), drawn as a whisker; null or
+   * absent = none. The axis makes room for them.
+   */
+  low?: ReadonlyArray<number | null>;
+  high?: ReadonlyArray<number | null>;
 }
 
 export interface ChartOptions {
@@ -106,7 +114,8 @@ function linearAxis(max: number, top: number, bottom: number, fixedMax?: number)
  * or less.
  */
 function logAxis(min: number, max: number, top: number, bottom: number): Axis {
-  let lo = Math.floor(Math.log10(min));
+  // The decade at or below min / 2 (log10 2 ≈ 0.3 decade of bar at least).
+  let lo = Math.floor(Math.log10(min / 2));
   if (!Number.isFinite(lo)) lo = 0;
   let end = 10 ** (lo + 1);
   for (let e = lo; end < max * 1.1 && e < lo + 30; e++) {
@@ -239,7 +248,7 @@ export function barChart(o: ChartOptions & { stacked?: boolean }): string {
     const totals = o.categories.map((_, i) => o.series.reduce((s, se) => s + (usable(se.values[i], false) ? se.values[i]! : 0), 0));
     axis = linearAxis(Math.max(0, ...totals), f.top, f.bottom, o.yMax);
   } else {
-    const all = o.series.flatMap((s) => s.values.filter((v): v is number => usable(v, log)));
+    const all = o.series.flatMap((s) => [...s.values, ...(s.low ?? []), ...(s.high ?? [])].filter((v): v is number => usable(v, log)));
     const top = Math.max(0, ...all);
     axis = log
       ? logAxis(all.length ? Math.min(...all) : 1, all.length ? Math.max(...all) : 10, f.top, f.bottom)
@@ -273,6 +282,20 @@ export function barChart(o: ChartOptions & { stacked?: boolean }): string {
         `<rect x="${x0.toFixed(1)}" y="${y1.toFixed(1)}" width="${Math.max(1, barW - 1).toFixed(1)}" height="${h.toFixed(1)}" ` +
           `fill="${colors[j]}" stroke="#ffffff" stroke-width="0.5"><title>${escapeXml(`${cat} · ${s.name}: ${formatValue(v, o.unit)}`)}</title></rect>`,
       );
+      const lo = s.low?.[i];
+      const hi = s.high?.[i];
+      if (!o.stacked && usable(lo, log) && usable(hi, log)) {
+        const cx = (x0 + barW / 2).toFixed(1);
+        const ya = clampY(axis.y(lo)).toFixed(1);
+        const yb = clampY(axis.y(hi)).toFixed(1);
+        const w = Math.min(6, barW / 3);
+        f.parts.push(
+          `<g stroke="#111" stroke-width="1.2"><title>${escapeXml(`${cat} · ${s.name}: ${formatValue(lo, o.unit)} to ${formatValue(hi, o.unit)}`)}</title>` +
+            `<line x1="${cx}" x2="${cx}" y1="${ya}" y2="${yb}"/>` +
+            `<line x1="${(x0 + barW / 2 - w).toFixed(1)}" x2="${(x0 + barW / 2 + w).toFixed(1)}" y1="${ya}" y2="${ya}"/>` +
+            `<line x1="${(x0 + barW / 2 - w).toFixed(1)}" x2="${(x0 + barW / 2 + w).toFixed(1)}" y1="${yb}" y2="${yb}"/></g>`,
+        );
+      }
     });
   });
   f.parts.push('</svg>');

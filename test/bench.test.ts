@@ -207,3 +207,44 @@ t.test('command line: --help, usage errors', async (t) => {
   t.equal(unknown.code, 1);
   t.match(unknown.stdout + unknown.stderr, 'ALGORITHM_UNKNOWN');
 });
+
+t.test('scenarios: die_after must fall inside the measured run, --duration included', async (t) => {
+  t.throws(() => parseScenario('duration = "2s"\nbackends = [{ latency = "1ms", die_after = "3s" }]', 'x.toml'), /x\.toml: backends\[0\]\.die_after: must be shorter than duration/);
+  const s = parseScenario('duration = "5s"\nbackends = [{ latency = "1ms", die_after = "3s" }, { latency = "1ms" }]', 'x.toml');
+  await t.rejects(runScenarios({ scenarios: [s], durationMs: 2000 }), /dies after 3000 ms, not within the 2000 ms run/);
+  t.same(parseScenario('key_distribution = "zipf"\nkey_exponent = 0.9\nbackends = [{ latency = "1ms" }]', 'x.toml').keyExponent, 0.9);
+  t.throws(() => parseScenario('arrivals = "steady"\nbackends = [{ latency = "1ms" }]', 'x.toml'), /arrivals: must be "poisson" or "bursty"/);
+});
+
+t.test('svg: a log axis leaves a visible bar for the smallest value', async (t) => {
+  const svg = barChart({ title: 'x', categories: ['a', 'b'], series: [{ name: 's', values: [1.05, 300] }], yLabel: 'y', unit: 'ms', log: true });
+  const h = Number(/height="([\d.]+)" fill="[^"]+" stroke="#ffffff" stroke-width="0.5"><title>a · s: 1.05 ms/.exec(svg)?.[1]);
+  t.ok(h > 20, `the 1.05 ms bar is ${h} px tall`);
+});
+
+t.test('loadgen: the open loop measures from the intended send time, flags a missed rate, and draws keys per request', async (t) => {
+  const http = await import('node:http');
+  const { LoadGenerator, rateShort } = await import('../bench/loadgen.js');
+  const keys = new Set<string>();
+  // 50 ms per answer, one connection: at most 20 answers/s against 60 sent/s.
+  const server = http.createServer((req, res) => {
+    keys.add(String(req.headers['x-user-id']));
+    setTimeout(() => res.end('ok'), 50);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const gen = LoadGenerator.start();
+  t.teardown(() => gen.stop());
+  const r = await gen.run({ url: `http://127.0.0.1:${port}/`, connections: 1, durationMs: 1000, rate: 60, keys: 1000, keyDistribution: 'zipf', keyExponent: 0.9 });
+  t.equal(r.targetRate, 60);
+  t.ok(r.sent! > 30 && r.sent! < 100, `${r.sent} sent in 1 s at 60/s`);
+  t.ok(rateShort(r) && r.rps < 30, `${r.rps} answers/s flagged below the 60/s target`);
+  t.ok(r.latency.p99 > 500, `p99 ${r.latency.p99} ms includes the wait for the one connection (a closed loop would show 50 ms)`);
+  t.equal(r.keys.distinct, keys.size, 'distinct keys as the server saw them');
+  t.ok(keys.size > 10, `${keys.size} distinct keys drawn per request`);
+  const closed = await gen.run({ url: `http://127.0.0.1:${port}/`, connections: 4, durationMs: 500, keys: 5 });
+  t.ok(closed.keys.distinct >= 2 && closed.keys.distinct <= 5, `closed loop: ${closed.keys.distinct} of 5 keys`);
+  t.ok(closed.keys.sameKeyInFlight > 0, `4 connections over 5 keys overlap (${closed.keys.sameKeyInFlight})`);
+  t.equal(closed.targetRate, undefined);
+});
