@@ -29,7 +29,9 @@ async function packList(): Promise<string[]> {
 /** Bare specifiers of the static imports and re-exports (tsc writes each at the start of a line), dynamic
  * imports and require() calls of one compiled file. Specifiers that are not package names (text in strings
  * that looks like an import) are dropped. */
-function importsOf(source: string): string[] {
+function importsOf(text: string): string[] {
+  // Comments first: "... from 'data' events" in a doc comment is not an import.
+  const source = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|\s)\/\/.*$/gm, '$1');
   const found: string[] = [];
   for (const re of [
     /^\s*(?:import|export)\b[^'";]*?\bfrom\s*['"]([^'"]+)['"]/gm,
