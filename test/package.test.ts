@@ -55,7 +55,9 @@ t.test('npm pack ships the daemon, its docs and LICENSE, without tests or source
   }
   t.same(files.filter((f) => f.startsWith('dist/test/') || f.startsWith('test/')), [], 'no tests');
   t.same(files.filter((f) => f.endsWith('.map')), [], 'no source maps');
-  t.same(files.filter((f) => f.endsWith('.ts')), [], 'no TypeScript sources');
+  t.same(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), [], 'no TypeScript sources');
+  // Declarations ship only for the plugin interface (`lb/algorithm`), when the package build made them.
+  t.same(files.filter((f) => f.endsWith('.d.ts') && !f.startsWith('dist/algorithms/')), [], 'declarations only for dist/algorithms (the plugin types)');
   t.ok(files.some((f) => f.startsWith('bench/scenarios/') && f.endsWith('.toml')), 'the shipped bench scenarios');
 });
 
