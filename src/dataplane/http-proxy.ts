@@ -146,9 +146,7 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
     }
     out.push(name, value);
   }
-  if (named) {
-    for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
-  }
+  if (named) dropNamed(out, named);
   if (authority !== undefined) {
     host = authority;
     out.unshift('host', authority);
@@ -191,10 +189,13 @@ function responseHeaders(raw: string[]): { headers: string[]; codings: string | 
     }
     out.push(name, raw[i + 1]!);
   }
-  if (named) {
-    for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
-  }
+  if (named) dropNamed(out, named);
   return { headers: out, codings };
+}
+
+/** Removes from a flat name, value list the fields a `Connection` header named (RFC 9110 §7.6.1). */
+function dropNamed(out: string[], named: readonly string[]): void {
+  for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
 }
 
 function classify(err: Error & { code?: string }, connected: boolean): FailureReason {

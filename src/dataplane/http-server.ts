@@ -650,7 +650,7 @@ export class FrontConnection {
   /** After the parser took a read (`data`, or the handle's current buffer when it reads the handle itself). */
   private afterExecute(ret: number | Error, data: Buffer | undefined): void {
     if (ret instanceof Error) this.fail(ret);
-    else if (this.connectReq) this.connectNow(ret, data);
+    else if (this.connectReq) this.connectNow();
     else if (this.holding && this.rest === undefined) {
       this.rest = Buffer.from((data ?? this.parser.getCurrentBuffer()).subarray(ret));
       this.pauseReading();
@@ -658,7 +658,7 @@ export class FrontConnection {
   }
 
   /** A CONNECT request: the parser lets go of the socket; the listener gets it. */
-  private connectNow(_parsed: number, _data: Buffer | undefined): void {
+  private connectNow(): void {
     const req = this.connectReq!;
     this.connectReq = undefined;
     if (this.queue.length > 0) {

@@ -368,7 +368,6 @@ class Connection {
 
   private readonly onSocketData = (data: Buffer): void => {
     let r: number | Error;
-    this.answered = true;
     try {
       r = this.parser.execute(data);
     } catch (err) {
@@ -381,11 +380,12 @@ class Connection {
 
   /** After each read the parser consumed from the handle itself. */
   private readonly onExecute = (r: number | Error): void => {
-    this.answered = true;
     this.afterExecute(r, undefined);
   };
 
+  /** After the parser took a read; a response head in it has already set `answered` (onHeadersComplete). */
   private afterExecute(r: number | Error, data: Buffer | undefined): void {
+    this.answered = true;
     if (this.awaitingBody) this.armRead();
     if (r instanceof Error) this.onParseError(r);
     else if (this.switching) this.handOver(Buffer.from((data ?? this.parser.getCurrentBuffer()).subarray(r)));
