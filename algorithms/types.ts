@@ -60,6 +60,14 @@ export interface Picker<B extends Candidate = Candidate> {
    * same pool (an attempt that began before a rebuild): ignore candidates not known.
    */
   done?(candidate: B, outcome: Outcome): void;
+  /**
+   * Optional in-flight hook: called after every change of a candidate's `inflight` (the pool calls it
+   * from Backend.begin/end), so that a Picker may keep candidates ordered by load (least-connections above
+   * 32 candidates keeps a heap) instead of reading every `inflight` at each pick. A Picker that has it
+   * must be told of every change; one without it reads `inflight` live and costs the caller nothing.
+   * `candidate` may belong to an older Picker of the same pool: ignore candidates not known.
+   */
+  inflightChanged?(candidate: B): void;
 }
 
 export interface Algorithm {

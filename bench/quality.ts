@@ -286,6 +286,7 @@ export function simulateClosedLoop(alg: Algorithm, opts: ClosedLoopOptions = {})
     if (!b) throw new Error(`${alg.name} picked nothing with every backend usable`);
     const i = pos.get(b)!;
     b.inflight++;
+    picker.inflightChanged?.(b);
     if (busy[i]! < slots) serve(i, at, at);
     else lines[i]!.push(at);
   };
@@ -296,6 +297,7 @@ export function simulateClosedLoop(alg: Algorithm, opts: ClosedLoopOptions = {})
     now = ev.time;
     const i = ev.backend;
     backends[i]!.inflight--;
+    picker.inflightChanged?.(backends[i]!);
     busy[i]!--;
     served[i]!++;
     samples[done++] = ev.time - ev.sent;

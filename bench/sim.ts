@@ -533,6 +533,7 @@ function simulateInner(s: SimScenario, alg: Algorithm, options: Record<string, u
     const inst = instances[job.instance]!;
     const c = inst.candidates[job.backend]!;
     c.inflight--;
+    inst.picker.inflightChanged?.(c);
     inst.picker.done?.(c, { latencyMs: now - job.dispatched, ok, status });
   };
 
@@ -569,6 +570,7 @@ function simulateInner(s: SimScenario, alg: Algorithm, options: Record<string, u
     const bi = c.index;
     const b = backends[bi]!;
     c.inflight++;
+    inst.picker.inflightChanged?.(c);
     job.tried.push(bi);
     job.backend = bi;
     job.dispatched = now;

@@ -16,6 +16,19 @@ export interface BackendControl {
   health: HealthState;
   /** Effective weight (runtime override and slow start applied). */
   weight: number;
+  /**
+   * Present while slow start ramps (0 < ramp < 1): the fraction of the window passed (at least 0.05), and
+   * the weight after the ramp. Pools whose algorithm hashes a key build their table with `fullWeight` and
+   * admit a share `ramp` of the backend's keys instead (see BackendPool.pick); the others use `weight`.
+   */
+  ramp?: number;
+  fullWeight?: number;
+}
+
+/** The in-flight total of the pool serving a backend, and the pool's Picker.inflightChanged hook. */
+export interface PoolLoad {
+  inflight: number;
+  changed: ((b: Backend) => void) | undefined;
 }
 
 export class Backend implements Candidate {
@@ -29,8 +42,13 @@ export class Backend implements Candidate {
   usable = true;
   /** Requests (http) and connections (tcp, websocket) in flight from this process. Never negative. */
   inflight = 0;
+  /**
+   * Slow start of a backend in a pool whose algorithm hashes a key: the share of its keys admitted
+   * (BackendControl.ramp), 1 when not ramping.
+   */
+  ramp = 1;
   /** The in-flight total of the pool serving this backend (PickContext.inflightTotal); set by the pool. */
-  poolLoad: { inflight: number } = { inflight: 0 };
+  poolLoad: PoolLoad = { inflight: 0, changed: undefined };
   /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
   maxConnections: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
@@ -52,12 +70,18 @@ export class Backend implements Candidate {
     return this.usable && (this.maxConnections === 0 || this.inflight < this.maxConnections);
   }
 
-  /** Applies the primary's decision; returns true when the weight changed (the pool must rebuild). */
-  control(c: BackendControl): boolean {
-    const weightChanged = c.weight !== this.weight;
+  /**
+   * Applies the primary's decision; returns true when the weight changed (the pool must rebuild).
+   * `keyRamp`: the pool's algorithm hashes a key, so slow start is a key admission share, not a weight.
+   */
+  control(c: BackendControl, keyRamp = false): boolean {
+    const ramping = keyRamp && c.ramp !== undefined && c.fullWeight !== undefined;
+    const weight = ramping ? c.fullWeight! : c.weight;
+    const weightChanged = weight !== this.weight;
     this.admin = c.admin;
     this.health = c.health;
-    this.weight = c.weight;
+    this.weight = weight;
+    this.ramp = ramping ? c.ramp! : 1;
     this.refresh();
     return weightChanged;
   }
@@ -100,13 +124,17 @@ export class Backend implements Candidate {
 
   begin(): void {
     this.inflight++;
-    this.poolLoad.inflight++;
+    const load = this.poolLoad;
+    load.inflight++;
+    if (load.changed !== undefined) load.changed(this);
   }
 
   end(): void {
     if (this.inflight > 0) {
       this.inflight--;
-      this.poolLoad.inflight--;
+      const load = this.poolLoad;
+      load.inflight--;
+      if (load.changed !== undefined) load.changed(this);
     }
   }
 }

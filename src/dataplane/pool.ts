@@ -4,9 +4,10 @@
 
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { nextSpreadDraw, rampDraw } from '../../algorithms/ramp.js';
 import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
 import type { HashKey, PoolConfig } from '../../config/model.js';
-import { Backend, type BackendControl } from './backend.js';
+import { Backend, type BackendControl, type PoolLoad } from './backend.js';
 
 export class BackendPool {
   readonly name: string;
@@ -14,7 +15,7 @@ export class BackendPool {
   algorithm: Algorithm;
   backends: Backend[] = [];
   private byName = new Map<string, Backend>();
-  private picker: Picker<Backend>;
+  private picker!: Picker<Backend>;
   /** The hash key to extract from a request, when the algorithm uses one. */
   hashKey: HashKey | undefined;
   /** Every backend's host is an IP address: connecting needs no name lookup. */
@@ -23,9 +24,17 @@ export class BackendPool {
   private readonly available = (b: Backend): boolean => b.available;
   /**
    * Requests in flight over this pool's backends, kept by Backend.begin/end (each backend points here once
-   * this pool serves), for PickContext.inflightTotal: bounded-load hashing reads it in O(1).
+   * this pool serves), for PickContext.inflightTotal: bounded-load hashing reads it in O(1); and the
+   * Picker's inflightChanged hook, which begin/end call when it is set.
    */
-  private readonly load = { inflight: 0 };
+  private readonly load: PoolLoad = { inflight: 0, changed: undefined };
+  /**
+   * Slow start by key admission (algorithms/ramp.ts), for algorithms with usesKey: the number of backends
+   * ramping (Backend.ramp < 1; 0 keeps pick() on its plain path), and the current request's draw.
+   */
+  private ramping = 0;
+  private draw = 0;
+  private readonly admitted = (b: Backend): boolean => b.available && (b.ramp >= 1 || this.draw < b.ramp);
 
   /** What commit() changes in backends shared with the pool this one replaces. */
   private pending: Array<() => void> = [];
@@ -64,7 +73,7 @@ export class BackendPool {
       for (const old of previous.backends) if (!this.byName.has(old.name)) this.pending.push(() => old.retire());
     }
     // Pickers read names, weights and in-flight counts, none of which commit() changes.
-    this.picker = algorithm.create(this.backends, config.algorithmOptions);
+    this.setPicker(algorithm.create(this.backends, config.algorithmOptions));
     this.ipOnly = config.backends.every((bc) => isIP(bc.address.host) !== 0);
   }
 
@@ -79,12 +88,24 @@ export class BackendPool {
     let inflight = 0;
     for (const b of this.backends) inflight += b.inflight;
     this.load.inflight = inflight;
-    for (const [name, c] of Object.entries(controls)) this.byName.get(name)?.control(c);
+    for (const [name, c] of Object.entries(controls)) this.byName.get(name)?.control(c, this.algorithm.usesKey);
+    this.countRamping();
     try {
-      this.picker = this.algorithm.create(this.backends, this.config.algorithmOptions);
+      this.setPicker(this.algorithm.create(this.backends, this.config.algorithmOptions));
     } catch {
       // create() succeeded over the same backends in the constructor; keep that picker.
     }
+  }
+
+  private setPicker(picker: Picker<Backend>): void {
+    this.picker = picker;
+    this.load.changed = picker.inflightChanged ? (b) => picker.inflightChanged!(b) : undefined;
+  }
+
+  private countRamping(): void {
+    let n = 0;
+    for (const b of this.backends) if (b.ramp < 1) n++;
+    this.ramping = n;
   }
 
   get(name: string): Backend | undefined {
@@ -95,13 +116,25 @@ export class BackendPool {
   control(name: string, c: BackendControl): boolean {
     const b = this.byName.get(name);
     if (!b) return false;
-    if (b.control(c)) this.picker = this.algorithm.create(this.backends, this.config.algorithmOptions);
+    if (b.control(c, this.algorithm.usesKey)) this.setPicker(this.algorithm.create(this.backends, this.config.algorithmOptions));
+    this.countRamping();
     return true;
   }
 
-  /** First choice for a request. */
+  /**
+   * First choice for a request. While a backend of a key-hashing pool ramps (slow start), a request whose
+   * choice is that backend goes there only when its key's admission draw is below the backend's ramp,
+   * else to its next choice (algorithms/ramp.ts); if no admitted backend is available, any available one.
+   */
   pick(ctx: PickContext): Backend | undefined {
-    return this.picker.pick({ key: ctx.key, inflightTotal: this.load.inflight }, this.available);
+    const at = { key: ctx.key, inflightTotal: this.load.inflight };
+    if (this.ramping === 0) return this.picker.pick(at, this.available);
+    this.setDraw(ctx.key);
+    return this.picker.pick(at, this.admitted) ?? this.picker.pick(at, this.available);
+  }
+
+  private setDraw(key: string | undefined): void {
+    this.draw = key !== undefined ? rampDraw(key) : nextSpreadDraw(this.draw);
   }
 
   /**
@@ -120,6 +153,11 @@ export class BackendPool {
    */
   pickRetry(ctx: PickContext, tried: readonly Backend[]): Backend | undefined {
     const at = { key: ctx.key, inflightTotal: this.load.inflight };
+    if (this.ramping > 0) {
+      this.setDraw(ctx.key);
+      const b = this.picker.pick(at, (b) => this.admitted(b) && !tried.includes(b));
+      if (b) return b;
+    }
     return this.picker.pick(at, (b) => b.available && !tried.includes(b)) ?? this.picker.pick(at, this.available);
   }
 
