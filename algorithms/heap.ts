@@ -1,8 +1,10 @@
 // An indexed binary min-heap over the integers 0 .. capacity-1 (candidate positions), for the O(log N)
-// pickers (weighted-round-robin and least-connections above SMALL_POOL candidates). The order is the
-// caller's `less`, which must be a strict total order (ties broken by position), so that the heap and a
-// plain O(N) scan for the minimum agree on every pick. `pos` lets an entry whose key changed be moved in
-// O(log N) (update), as in Sedgewick's IndexMinPQ. No allocation after construction.
+// pickers (weighted-round-robin and least-connections above SMALL_POOL candidates). Entries are ordered
+// by (primary[i], secondary[i], i), arrays the caller owns and writes: a strict total order, so that the
+// heap and a plain O(N) scan for the minimum agree on every pick. The comparison is written out rather
+// than passed as a function, which V8 would not inline across heaps of different keys. `pos` lets an
+// entry whose key changed be moved in O(log N) (update), as in Sedgewick's IndexMinPQ. No allocation
+// after construction.
 
 /**
  * Pools up to this many eligible candidates keep the O(N) scans of weighted-round-robin (NGINX smooth WRR)
@@ -20,10 +22,20 @@ export class IndexedHeap {
 
   constructor(
     capacity: number,
-    private readonly less: (a: number, b: number) => boolean,
+    private readonly primary: Float64Array,
+    private readonly secondary: Float64Array = new Float64Array(capacity),
   ) {
     this.heap = new Int32Array(capacity);
     this.pos = new Int32Array(capacity).fill(-1);
+  }
+
+  private less(a: number, b: number): boolean {
+    const pa = this.primary[a]!;
+    const pb = this.primary[b]!;
+    if (pa !== pb) return pa < pb;
+    const sa = this.secondary[a]!;
+    const sb = this.secondary[b]!;
+    return sa !== sb ? sa < sb : a < b;
   }
 
   /** The least entry, or -1 when empty. */
@@ -71,12 +83,12 @@ export class IndexedHeap {
   }
 
   private up(k: number): void {
-    const { heap, pos, less } = this;
+    const { heap, pos } = this;
     const e = heap[k]!;
     while (k > 0) {
       const parent = (k - 1) >> 1;
       const p = heap[parent]!;
-      if (!less(e, p)) break;
+      if (!this.less(e, p)) break;
       heap[k] = p;
       pos[p] = k;
       k = parent;
@@ -86,14 +98,14 @@ export class IndexedHeap {
   }
 
   private down(k: number): void {
-    const { heap, pos, less, size } = this;
+    const { heap, pos, size } = this;
     const e = heap[k]!;
     for (;;) {
       let c = 2 * k + 1;
       if (c >= size) break;
-      if (c + 1 < size && less(heap[c + 1]!, heap[c]!)) c++;
+      if (c + 1 < size && this.less(heap[c + 1]!, heap[c]!)) c++;
       const child = heap[c]!;
-      if (!less(child, e)) break;
+      if (!this.less(child, e)) break;
       heap[k] = child;
       pos[child] = k;
       k = c;

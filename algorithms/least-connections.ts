@@ -104,8 +104,7 @@ export class LeastLoadHeapPicker<B extends Candidate> implements Picker<B> {
     this.weight = Float64Array.from(this.list, (c) => c.weight);
     this.load = Float64Array.from(this.list, (c) => c.inflight / c.weight);
     this.tag = new Float64Array(n);
-    const { load, tag } = this;
-    this.heap = new IndexedHeap(n, (a, b) => load[a]! < load[b]! || (load[a] === load[b] && (tag[a]! < tag[b]! || (tag[a] === tag[b] && a < b))));
+    this.heap = new IndexedHeap(n, this.load, this.tag);
     this.skipped = new Int32Array(n);
     for (let j = 0; j < n; j++) this.heap.push(j);
   }

@@ -88,9 +88,8 @@ export class VirtualTimePicker<B extends Candidate> implements Picker<B> {
     this.step = n > 0 ? 1 / total : 0;
     this.start = new Float64Array(n);
     this.finish = Float64Array.from(this.inv);
-    const { start, finish } = this;
-    this.ready = new IndexedHeap(n, (a, b) => finish[a]! < finish[b]! || (finish[a] === finish[b] && a < b));
-    this.waiting = new IndexedHeap(n, (a, b) => start[a]! < start[b]! || (start[a] === start[b] && a < b));
+    this.ready = new IndexedHeap(n, this.finish);
+    this.waiting = new IndexedHeap(n, this.start);
     this.skipped = new Int32Array(n);
     for (let j = 0; j < n; j++) this.ready.push(j);
   }
