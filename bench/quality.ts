@@ -14,6 +14,7 @@
 // The algorithm list comes from the registry (plus module paths given by the user), so a new algorithm
 // shows up in every table and chart with no change here.
 
+import { rampDraw } from '../algorithms/ramp.js';
 import type { Algorithm, Candidate, Picker, PickContext, Usable } from '../algorithms/types.js';
 import { barChart, lineChart, SEQUENTIAL } from './svg.js';
 import { num, pct, percentile, progress, Report, sig, table, type BenchAlgorithm } from './report.js';
@@ -218,6 +219,91 @@ export function keyMovement(alg: Algorithm, n: number, keys: readonly string[] =
   };
 }
 
+// ---- slow start of a key-hashing pool ----------------------------------------------------------------------
+
+/** One way of ramping a backend: what happened over the whole ramp. */
+export interface RampChurn {
+  /** Picker builds (each a table rebuild in every worker) from the backend coming up to the end of the ramp. */
+  rebuilds: number;
+  /** Largest share of keys that moved between two backends that are not ramping, in one step. */
+  movedOthersMax: number;
+  /** Keys that left the ramping backend in a step (a key flapping back), over the whole ramp. */
+  leftRamping: number;
+  /** Per state (down, then each ramp step): share of keys on the ramping backend / its full share. */
+  shares: number[];
+}
+
+export interface SlowStartChurn {
+  n: number;
+  keys: number;
+  /** The ramp fraction at each state (0: down; then 0.05, 0.1, ... 0.9 as the primary sends them; 1: done). */
+  ramps: number[];
+  /** Weight ramp: the table is rebuilt with the ramped weight at each step (what non-hash algorithms get). */
+  weight: RampChurn;
+  /** Key admission (algorithms/ramp.ts): the table keeps the full weight, a share r of the keys is admitted. */
+  admission: RampChurn;
+}
+
+/**
+ * Backend b{n/2} of n (weight 1) comes up with slow start in the primary's 10 steps, both ways (see
+ * SlowStartChurn), over `keys`: who serves each key in each state. The admission rule is BackendPool.pick's:
+ * the table's choice among backends that are up and admit the key, else among those up.
+ */
+export function slowStartChurn(alg: Algorithm, n: number, keys: readonly string[]): SlowStartChurn {
+  const ramps = [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
+  const victim = n >> 1;
+  const draws = keys.map(rampDraw);
+  const measure = (owners: (step: number) => { names: string[]; rebuilt: boolean }): RampChurn => {
+    let rebuilds = 0;
+    let movedOthersMax = 0;
+    let leftRamping = 0;
+    const shares: number[] = [];
+    let prev: string[] | undefined;
+    ramps.forEach((_, step) => {
+      const { names, rebuilt } = owners(step);
+      if (rebuilt && step > 0) rebuilds++;
+      let on = 0;
+      for (const name of names) if (name === `b${victim}`) on++;
+      shares.push(on / keys.length / (1 / n));
+      if (prev) {
+        let moved = 0;
+        for (let i = 0; i < names.length; i++) {
+          if (prev[i] === names[i]) continue;
+          if (prev[i] === `b${victim}`) leftRamping++;
+          else if (names[i] !== `b${victim}`) moved++;
+        }
+        movedOthersMax = Math.max(movedOthersMax, moved / keys.length);
+      }
+      prev = names;
+    });
+    return { rebuilds, movedOthersMax, leftRamping, shares };
+  };
+
+  const backends = makeBackends(n);
+  const full = alg.create(backends);
+  let lastWeight = 1;
+  const weight = measure((step) => {
+    const r = ramps[step]!;
+    // Down: the table is as before (health does not rebuild); the backend is skipped.
+    if (r === 0) return { names: keys.map((key) => full.pick({ key }, (b) => b !== backends[victim])?.name ?? ''), rebuilt: false };
+    const w = Math.round(r * 1000) / 1000;
+    const picker = alg.create(makeBackends(n, (i) => (i === victim ? w : 1)));
+    const rebuilt = w !== lastWeight;
+    lastWeight = w;
+    return { names: keys.map((key) => picker.pick({ key }, ACCEPT_ALL)?.name ?? ''), rebuilt };
+  });
+  const admission = measure((step) => {
+    const r = ramps[step]!;
+    const names = keys.map((key, i) => {
+      const up = (b: SimBackend): boolean => b !== backends[victim] || r > 0;
+      const admitted = (b: SimBackend): boolean => b !== backends[victim] || draws[i]! < r;
+      return (full.pick({ key }, r < 1 ? admitted : up) ?? full.pick({ key }, up))?.name ?? '';
+    });
+    return { names, rebuilt: false };
+  });
+  return { n, keys: keys.length, ramps, weight, admission };
+}
+
 // ---- closed loop on a virtual clock ------------------------------------------------------------------------
 
 export interface ClosedLoopOptions {
@@ -369,6 +455,8 @@ export interface QualityResults {
   rows: QualityRow[];
   /** One entry per algorithm and backend model (see CLOSED_LOOP_MODELS). */
   closedLoop: Array<{ algorithm: string; model: string; result: ClosedLoopResult }>;
+  /** Key-based algorithms: slow start of 1 of 100 backends, weight ramp against key admission. */
+  slowStart?: Array<{ algorithm: string; result: SlowStartChurn }>;
 }
 
 /**
@@ -411,7 +499,18 @@ export async function runQuality(opts: QualityOptions): Promise<{ results: Quali
       progress('quality', `closed loop (${model}) ${alg.name}: p99 ${result.p99.toFixed(2)} ms, slow backend share ${pct(result.shares.at(-1))}, ${num(result.throughput)} req/s`);
     }
   }
-  const results: QualityResults = { sizes, rows, closedLoop };
+  const slowStart: NonNullable<QualityResults['slowStart']> = [];
+  for (const { algorithm: alg } of opts.algorithms) {
+    if (!alg.usesKey) continue;
+    const result = slowStartChurn(alg, 100, keys);
+    slowStart.push({ algorithm: alg.name, result });
+    progress(
+      'quality',
+      `slow start ${alg.name}: weight ramp ${result.weight.rebuilds} rebuilds, up to ${pct(result.weight.movedOthersMax)} of keys moved among the others per step; ` +
+        `key admission ${result.admission.rebuilds} rebuilds, ${pct(result.admission.movedOthersMax)}`,
+    );
+  }
+  const results: QualityResults = { sizes, rows, closedLoop, ...(slowStart.length > 0 ? { slowStart } : {}) };
   if (!opts.out) return { results };
   const rep = qualityReport(results);
   if (opts.command) rep.command = opts.command;
@@ -546,6 +645,32 @@ export function qualityReport(r: QualityResults): Report {
         xLabel: 'change to the pool',
       }),
       'keys moved per change',
+    );
+  }
+
+  if (r.slowStart && r.slowStart.length > 0) {
+    const ss = r.slowStart;
+    const s0 = ss[0]!.result;
+    rep.add(
+      '## Slow start of a key-hashing pool: weight ramp against key admission',
+      `Backend b${s0.n >> 1} of ${s0.n} (weight 1, ${num(s0.keys)} keys) comes up with \`slow_start\`, in the primary's ` +
+        'steps (ramp 0.05, 0.1, 0.2, ... 0.9, then 1). *Weight ramp*: the table is rebuilt with the ramped weight at each ' +
+        'step (what lb did for every algorithm, and still does for those that hash no key). *Key admission* (lb now, ' +
+        'for consistent-hash and maglev, see README "Slow start"): the table keeps the full weight; a key whose choice ' +
+        'is the ramping backend goes there only when a second hash of the key is below the ramp, else to its next ' +
+        'choice. *Moved among others*: the largest share of keys, in one step, that moved between two backends that ' +
+        'are not ramping (keys that should not move at all). *Left ramping*: keys that moved away from the ramping ' +
+        'backend during the ramp (flapping). *Share*: keys on the ramping backend over its full share, at each step.',
+      table(
+        ['algorithm', 'ramp by', 'table rebuilds', 'moved among others (max per step)', 'left ramping', 'share / full share at ramp ' + s0.ramps.slice(1).join(', ')],
+        ss.flatMap(({ algorithm, result }) =>
+          (['weight', 'admission'] as const).map((how) => {
+            const c = result[how];
+            return [algorithm, how === 'weight' ? 'weight' : 'key admission', String(c.rebuilds), pct(c.movedOthersMax), num(c.leftRamping), c.shares.slice(1).map((x) => x.toFixed(2)).join(' ')];
+          }),
+        ),
+        'llrrrl',
+      ),
     );
   }
 

@@ -526,6 +526,7 @@ export class Primary {
             health: r.health,
             admin: r.admin,
             weight: c.weight,
+            ...(c.ramp !== undefined ? { ramp: Math.round(c.ramp * 1000) / 1000 } : {}),
             configWeight: r.configWeight,
             inflight: inflight[p.name]?.[r.name] ?? 0,
             reason: r.reason ?? null,

@@ -97,15 +97,22 @@ export class StateStore {
     return r.weightOverride ?? r.configWeight;
   }
 
-  /** What workers must do with this backend now. */
+  /**
+   * What workers must do with this backend now. During slow start, `weight` is the ramped weight (used by
+   * algorithms that do not hash a key) and `ramp`/`fullWeight` the fraction and the weight after the ramp
+   * (used by those that do: they admit a share `ramp` of the backend's keys, see algorithms/ramp.ts).
+   */
   control(r: BackendRecord, now = Date.now()): BackendControl {
-    let weight = this.baseWeight(r);
+    const full = this.baseWeight(r);
     const slow = this.pools[r.pool]?.slowStartMs ?? 0;
-    if (slow > 0 && r.upSince !== undefined && weight > 0) {
+    if (slow > 0 && r.upSince !== undefined && full > 0) {
       const f = (now - r.upSince) / slow;
-      if (f < 1) weight = Math.round(weight * Math.max(0.05, f) * 1000) / 1000;
+      if (f < 1) {
+        const ramp = Math.max(0.05, f);
+        return { admin: r.admin, health: r.health, weight: Math.round(full * ramp * 1000) / 1000, ramp, fullWeight: full };
+      }
     }
-    return { admin: r.admin, health: r.health, weight };
+    return { admin: r.admin, health: r.health, weight: full };
   }
 
   controls(now = Date.now()): Controls {
