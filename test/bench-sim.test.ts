@@ -146,6 +146,33 @@ events = [{ at = "2s", backend = "b-2", action = "die" }]
   t.ok(late.errors < 20, `and the retry saves those requests (${late.errors} errors)`);
 });
 
+t.test('least-connections and power-of-two-choices beat round-robin on p99 with one backend 10x slower', async (t) => {
+  // The p99 claim of the end-to-end scenario test (bench.test.ts), on the virtual clock: a loaded machine
+  // cannot turn it around, and a load-aware picker that stopped reading in-flight counts would lose it.
+  const s = parseSimScenario(
+    `
+duration = "3s"
+warmup = "500ms"
+arrivals = { process = "poisson", load = 0.7 }
+algorithms = ["round-robin"]
+backends = [
+  { name = "fast-1", capacity = 8, service = "lognormal", sigma = 0.5, mean = "2ms" },
+  { name = "fast-2", capacity = 8, service = "lognormal", sigma = 0.5, mean = "2ms" },
+  { name = "slow", capacity = 8, service = "lognormal", sigma = 0.5, mean = "20ms" },
+]
+`,
+    'one-slow.toml',
+  );
+  for (const seed of [1, 2, 3]) {
+    const rr = simulate(s, alg('round-robin'), undefined, seed);
+    for (const name of ['least-connections', 'power-of-two-choices']) {
+      const r = simulate(s, alg(name), undefined, seed);
+      t.ok(r.latency.p99 * 4 < rr.latency.p99, `seed ${seed}: p99 ${name} ${r.latency.p99} ms < round-robin ${rr.latency.p99} ms / 4`);
+      t.ok(r.backends[2]!.served / r.ok < rr.backends[2]!.served / rr.ok, `seed ${seed}: ${name} sends less to the slow backend`);
+    }
+  }
+});
+
 t.test('consistent hashing collapses under hot keys where load-aware picks do not', async (t) => {
   const a = simulate(HOT, alg('consistent-hash'), undefined, 1);
   const b = simulate(HOT, alg('least-connections'), undefined, 1);
