@@ -36,6 +36,9 @@ Options:
   --algorithms LIST     comma-separated built-in names and module paths (./my-algo.js);
                         "all" = every registered algorithm (default; scenarios: the file's list)
   --sizes LIST          quality: backend counts (default 10,100,1000)
+  --batches N           quality: timed batches per algorithm and size, the best kept (default 7;
+                        more, and shorter, on a loaded machine)
+  --batch-ms N          quality: length of one timed batch in ms (default 40)
   --scenario NAME|FILE  scenarios: a shipped scenario or a .toml file; repeatable
                         (default: every shipped one: ${shippedList()})
   --repeat N            scenarios: runs per scenario, mode and algorithm, interleaved;
@@ -90,6 +93,8 @@ export async function benchMain(args: string[]): Promise<number> {
         out: { type: 'string' },
         algorithms: { type: 'string' },
         sizes: { type: 'string' },
+        batches: { type: 'string' },
+        'batch-ms': { type: 'string' },
         scenario: { type: 'string', multiple: true },
         duration: { type: 'string' },
         rounds: { type: 'string' },
@@ -144,9 +149,21 @@ export async function benchMain(args: string[]): Promise<number> {
     const rounds = o.rounds !== undefined ? Number(o.rounds) : undefined;
     if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new UsageError('--rounds: an integer from 1 to 20');
 
+    const batches = o.batches !== undefined ? Number(o.batches) : undefined;
+    if (batches !== undefined && !(Number.isInteger(batches) && batches >= 1 && batches <= 1000)) throw new UsageError('--batches: an integer from 1 to 1000');
+    const batchMs = o['batch-ms'] !== undefined ? Number(o['batch-ms']) : undefined;
+    if (batchMs !== undefined && !(Number.isInteger(batchMs) && batchMs >= 1 && batchMs <= 1000)) throw new UsageError('--batch-ms: an integer from 1 to 1000');
+
     if (part === 'quality' || all) {
       const algorithms = await resolveAlgorithms(o.algorithms);
-      await runQuality({ algorithms, ...(sizes ? { sizes } : {}), command, out: defaultOut('quality', o.out, all) });
+      await runQuality({
+        algorithms,
+        ...(sizes ? { sizes } : {}),
+        ...(batches !== undefined ? { batches } : {}),
+        ...(batchMs !== undefined ? { batchMs } : {}),
+        command,
+        out: defaultOut('quality', o.out, all),
+      });
     }
     if (part === 'scenarios' || all) {
       const scenarios = (o.scenario ?? shippedScenarios()).map(loadScenario);

@@ -428,8 +428,10 @@ export interface QualityOptions {
   sizes?: readonly number[];
   /** Keys for the movement and agreement checks; default 100k. */
   keys?: number;
-  /** Length of one timed batch in ms (7 batches per algorithm and size); default 40. */
+  /** Length of one timed batch in ms; default 40. */
   batchMs?: number;
+  /** Timed batches per algorithm and size, the best kept; default 7. */
+  batches?: number;
   /** Completed requests of the closed-loop simulation; default 100k. */
   simRequests?: number;
   /** The command line, printed in the report. */
@@ -455,6 +457,8 @@ export interface QualityResults {
   rows: QualityRow[];
   /** One entry per algorithm and backend model (see CLOSED_LOOP_MODELS). */
   closedLoop: Array<{ algorithm: string; model: string; result: ClosedLoopResult }>;
+  /** How ns per pick was timed: the best of `batches` batches of about `batchMs` each. */
+  timing?: { batches: number; batchMs: number };
   /** Key-based algorithms: slow start of 1 of 100 backends, weight ramp against key admission. */
   slowStart?: Array<{ algorithm: string; result: SlowStartChurn }>;
 }
@@ -481,7 +485,7 @@ export async function runQuality(opts: QualityOptions): Promise<{ results: Quali
         usesWeights: alg.usesWeights,
         usesKey: alg.usesKey,
         n,
-        nsPerPick: nsPerPick(alg, n, opts.batchMs ?? 40),
+        nsPerPick: nsPerPick(alg, n, opts.batchMs ?? 40, opts.batches ?? 7),
         share: shareDeviation(alg, n),
       };
       if (alg.usesWeights && n <= 100) row.cycles = exactCycles(alg, makeBackends(n, cyclingWeight).map((b) => b.weight));
@@ -510,7 +514,8 @@ export async function runQuality(opts: QualityOptions): Promise<{ results: Quali
         `key admission ${result.admission.rebuilds} rebuilds, ${pct(result.admission.movedOthersMax)}`,
     );
   }
-  const results: QualityResults = { sizes, rows, closedLoop, ...(slowStart.length > 0 ? { slowStart } : {}) };
+  const timing = { batches: opts.batches ?? 7, batchMs: opts.batchMs ?? 40 };
+  const results: QualityResults = { sizes, rows, closedLoop, timing, ...(slowStart.length > 0 ? { slowStart } : {}) };
   if (!opts.out) return { results };
   const rep = qualityReport(results);
   if (opts.command) rep.command = opts.command;
@@ -530,7 +535,8 @@ export function qualityReport(r: QualityResults): Report {
       'network. Backends are named `b0`, `b1`, ...; the `usable` predicate accepts every backend. Regenerate with ' +
       '`lb bench quality`.',
     '## Speed: ns per pick',
-    'Best of 7 timed batches of about 40 ms after a warm-up (noise on a shared machine only adds time); the ' +
+    `Best of ${r.timing?.batches ?? 7} timed batches of about ${r.timing?.batchMs ?? 40} ms after a warm-up` +
+      ' (noise on a shared machine only adds time); the ' +
       'Picker is built before timing. Weights 1..5 ' +
       'cycling; nothing in flight (so least-connections breaks ties on every pick, its worst case). Key-based ' +
       'algorithms get a different key on every pick.',
@@ -540,7 +546,7 @@ export function qualityReport(r: QualityResults): Report {
     'ns-per-pick.svg',
     lineChart({
       title: 'Time per pick by number of backends',
-      subtitle: 'lower is better; best of 7 batches of 40 ms, Picker built before timing',
+      subtitle: `lower is better; best of ${r.timing?.batches ?? 7} batches of ${r.timing?.batchMs ?? 40} ms, Picker built before timing`,
       categories: r.sizes.map((n) => `${n} backends`),
       series: names.map((a) => ({ name: a, values: r.sizes.map((n) => row(a, n)?.nsPerPick ?? null) })),
       yLabel: 'time per pick',
