@@ -229,7 +229,7 @@ export interface RampChurn {
   movedOthersMax: number;
   /** Keys that left the ramping backend in a step (a key flapping back), over the whole ramp. */
   leftRamping: number;
-  /** Per state (down, then each ramp step): share of keys on the ramping backend / its full share. */
+  /** Per state (down, then each ramp step): keys on the ramping backend / keys on it after the ramp. */
   shares: number[];
 }
 
@@ -264,7 +264,7 @@ export function slowStartChurn(alg: Algorithm, n: number, keys: readonly string[
       if (rebuilt && step > 0) rebuilds++;
       let on = 0;
       for (const name of names) if (name === `b${victim}`) on++;
-      shares.push(on / keys.length / (1 / n));
+      shares.push(on);
       if (prev) {
         let moved = 0;
         for (let i = 0; i < names.length; i++) {
@@ -276,7 +276,8 @@ export function slowStartChurn(alg: Algorithm, n: number, keys: readonly string[
       }
       prev = names;
     });
-    return { rebuilds, movedOthersMax, leftRamping, shares };
+    const atFull = shares.at(-1)!;
+    return { rebuilds, movedOthersMax, leftRamping, shares: shares.map((on) => (atFull > 0 ? on / atFull : 0)) };
   };
 
   const backends = makeBackends(n);
@@ -666,9 +667,10 @@ export function qualityReport(r: QualityResults): Report {
         'is the ramping backend goes there only when a second hash of the key is below the ramp, else to its next ' +
         'choice. *Moved among others*: the largest share of keys, in one step, that moved between two backends that ' +
         'are not ramping (keys that should not move at all). *Left ramping*: keys that moved away from the ramping ' +
-        'backend during the ramp (flapping). *Share*: keys on the ramping backend over its full share, at each step.',
+        'backend during the ramp (flapping). *Share*: keys on the ramping backend over the keys it holds after the ' +
+        'ramp, at each step (ideally the ramp itself).',
       table(
-        ['algorithm', 'ramp by', 'table rebuilds', 'moved among others (max per step)', 'left ramping', 'share / full share at ramp ' + s0.ramps.slice(1).join(', ')],
+        ['algorithm', 'ramp by', 'table rebuilds', 'moved among others (max per step)', 'left ramping', 'share of its keys at ramp ' + s0.ramps.slice(1).join(', ')],
         ss.flatMap(({ algorithm, result }) =>
           (['weight', 'admission'] as const).map((how) => {
             const c = result[how];
