@@ -1,7 +1,8 @@
 // DNS discovery against a real dnsmasq: A, AAAA and SRV answers become Members (ports, weights,
 // priorities, stable names), the TTL drives re-resolution within min_ttl/max_ttl, failures (server
 // stopped, a forwarded zone that never answers, REFUSED) keep the last answer and recover, NXDOMAIN is
-// held for hold_empty, and a truncated UDP answer is fetched again over TCP.
+// held for hold_empty, and a truncated UDP answer is fetched again over TCP. A small responder at the end
+// stands in for what dnsmasq does not do: SERVFAIL, and answers that belong to another query.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -251,4 +252,64 @@ t.test('system resolvers come from resolv.conf', async (t) => {
   fs.writeFileSync(f, '# comment\nsearch example.com\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver bad\n');
   t.same(systemResolvers(f).map((a) => a.text), ['10.0.0.2:53', '[fe80::1]:53']);
   t.same(systemResolvers(path.join(dir, 'missing')).map((a) => a.text), ['127.0.0.1:53'], "the resolver library's default");
+});
+
+/**
+ * A DNS responder for what dnsmasq will not do: answer SERVFAIL (dnsmasq 2.90 stays silent for a dead
+ * upstream and says REFUSED for unknown zones), and send answers that do not belong to the query.
+ * `mode()` picks the reply to each query: 'a' (NOERROR, one A record 10.9.9.9, TTL 0), 'servfail', or
+ * 'spoofed' (a wrong id, then the right id with another question, then SERVFAIL).
+ */
+async function responder(t: Test, mode: () => 'a' | 'servfail' | 'spoofed'): Promise<Address> {
+  const dgram = await import('node:dgram');
+  const s = dgram.createSocket('udp4');
+  s.on('message', (q, rinfo) => {
+    const qEnd = q.indexOf(0, 12) + 5; // header, name (to its root label), type and class; the OPT record dropped
+    const reply = (id: number, rcode: number, question: Buffer, answer?: Buffer) => {
+      const h = Buffer.alloc(12);
+      h.writeUInt16BE(id, 0);
+      h.writeUInt16BE(0x8180 | rcode, 2);
+      h.writeUInt16BE(1, 4);
+      h.writeUInt16BE(answer ? 1 : 0, 6);
+      s.send(Buffer.concat([h, question, answer ?? Buffer.alloc(0)]), rinfo.port, rinfo.address);
+    };
+    const id = q.readUInt16BE(0);
+    const question = q.subarray(12, qEnd);
+    const a = Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 10, 9, 9, 9]);
+    const m = mode();
+    if (m === 'a') return reply(id, 0, question, a);
+    if (m === 'spoofed') {
+      reply((id + 1) & 0xffff, 0, question, a);
+      const other = Buffer.from(question);
+      other[1] = other[1] === 0x78 ? 0x79 : 0x78; // another first letter of the name
+      reply(id, 0, other, a);
+    }
+    reply(id, 2, question);
+  });
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => s.close());
+  const port = (s.address() as { port: number }).port;
+  return { host: '127.0.0.1', port, text: `127.0.0.1:${port}` };
+}
+
+t.test('SERVFAIL moves on to the next resolver and keeps the last answer; answers to another query are ignored', async (t) => {
+  let mode: 'a' | 'servfail' | 'spoofed' = 'spoofed';
+  const fake = await responder(t, () => mode);
+  const err = await resolve('app.test', 'A', { resolvers: [fake], timeoutMs: 2000, rounds: 1 }).catch((e: unknown) => e);
+  t.match(err, { kind: 'SERVFAIL', message: `app.test A: ${fake.text}: SERVFAIL` }, 'the wrong id and the wrong question were not taken');
+
+  const d = await startDnsmasq({ hosts: hosts('10.0.0.1 app.test') });
+  t.teardown(() => d.close());
+  mode = 'servfail';
+  const m = await resolve('app.test', 'A', { resolvers: [fake, server(d)], timeoutMs: 2000 });
+  t.same(m.answers.map((r) => r.type === 'A' && r.address), ['10.0.0.1'], 'the next resolver answered');
+
+  mode = 'a';
+  const a = run(t, 'servfail', { ...cfg(d, {}), resolvers: [fake] });
+  await waitFor(() => a.sets.length === 1, 10_000, 'the first answer');
+  t.same(a.names(), ['10.9.9.9:8080']);
+  mode = 'servfail';
+  await waitFor(() => a.n('stale') >= 2, 10_000, 'SERVFAIL answers kept stale');
+  t.equal(a.sets.length, 1);
+  t.match(a.logs.find((l) => l.level === 'warn')?.fields, { kind: 'SERVFAIL', members: 1 });
 });
