@@ -6,6 +6,7 @@
 // one of its ancestors, so one mistake gives one message.
 
 import { readFile } from 'node:fs/promises';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors';
@@ -23,6 +24,7 @@ import type {
   Address,
   BackendConfig,
   ConfigIssue,
+  DiscoveryConfig,
   HashKey,
   HealthCheckConfig,
   LbConfig,
@@ -42,6 +44,8 @@ import {
   PATH_PREFIX_PATTERN,
   ROUTE_HOST_PATTERN,
   BACKEND_NAME_PATTERN,
+  DNS_NAME_PATTERN,
+  RESOLVER_PATTERN,
 } from './schema.js';
 
 export interface LoadResult {
@@ -295,6 +299,8 @@ const PATTERN_MESSAGES: ReadonlyMap<string, (value: string) => string> = new Map
     (v: string) => `invalid backend name ${JSON.stringify(v)}: no spaces and no "/" (the lb CLI writes POOL/BACKEND)`,
   ],
   [MODULE_PATH_PATTERN, (v: string) => `invalid module path ${JSON.stringify(v)}`],
+  [DNS_NAME_PATTERN, (v: string) => `invalid DNS name ${JSON.stringify(v)}: use labels of letters, digits, "-" and "_" separated by ".", e.g. "_http._tcp.app.service.consul"`],
+  [RESOLVER_PATTERN, (v: string) => errorOf(tryParseResolver(v)) ?? `invalid resolver ${JSON.stringify(v)}`],
 ]);
 
 function errorOf(r: { ok: true } | { ok: false; error: string }): string | undefined {
@@ -399,9 +405,6 @@ function schemaMessage(e: ValueError, at: PathSegment[]): { message: string; dis
       if (entity) return { message: `at least one ${entity} is required, ${entityExample(String(last))}` };
       return { message: `must have at least ${String(s['minProperties'])} keys` };
     case ValueErrorType.ArrayMinItems:
-      if (last === 'backends') {
-        return { message: 'at least one backend is required, e.g. backends = [ { address = "10.0.0.11:3000" } ]' };
-      }
       return { message: `must have at least ${String(s['minItems'])} elements` };
     case ValueErrorType.Object:
       return { message: `expected a table, got ${got}` };
@@ -487,6 +490,20 @@ export function parseStatusRanges(text: string): StatusRangesResult {
   return { ok: true, ranges };
 }
 
+export type ResolverResult = { ok: true; address: Address } | { ok: false; error: string };
+
+/** A resolver: an IP address with an optional port, default 53 ("10.0.0.2", "127.0.0.1:8600", "::1", "[::1]:5353"). */
+export function tryParseResolver(text: string): ResolverResult {
+  const bad = (why: string): ResolverResult => ({ ok: false, error: `invalid resolver ${JSON.stringify(text)}: ${why}` });
+  if (isIPv6(text)) return { ok: true, address: { host: text, port: 53, text: `[${text}]:53` } };
+  if (isIPv4(text)) return { ok: true, address: { host: text, port: 53, text: `${text}:53` } };
+  if (!text.includes(':')) return bad('not an IP address, e.g. "10.0.0.2" or "127.0.0.1:8600"');
+  const r = tryParseAddress(text);
+  if (!r.ok) return bad(r.error.replace(/^invalid address "[^"]*": /, ''));
+  if (!isIP(r.address.host)) return bad('use an IP address, e.g. "127.0.0.1:8600" (a name would need a resolver itself)');
+  return r;
+}
+
 /** Whether binding both addresses would conflict (same port, and the same host or a wildcard host). */
 function addressesOverlap(a: Address, b: Address): boolean {
   if (a.port === 0 || a.port !== b.port) return false;
@@ -565,6 +582,48 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
   };
   const noAddress: Address = { host: '', port: 0, text: '' };
 
+  /** A pool's `discovery` table (config/schema.ts DiscoverySchema) with the checks the schema cannot make. */
+  const discoveryConfig = (t: Table | undefined, dpath: PathSegment[]): DiscoveryConfig | undefined => {
+    if (!t) return undefined;
+    const written = str(t, 'type');
+    const type = (written === 'SRV' || written === 'AAAA' ? written : 'A') as DiscoveryConfig['type'];
+    const port = int(t, 'port');
+    if (type === 'SRV') {
+      for (const k of ['port', 'weight']) {
+        if (k in t) issues.report([...dpath, k], `${k} applies to type = "A" and "AAAA" only: SRV records carry their own`);
+      }
+    } else if (!('port' in t) && (written === 'A' || written === 'AAAA')) {
+      issues.report(dpath, `missing required key "port": type = "${type}" records have no port, e.g. port = 8080`);
+    }
+    const resolvers: Address[] = [];
+    arr(t, 'resolvers').forEach((v, i) => {
+      if (typeof v !== 'string') return;
+      const r = tryParseResolver(v);
+      if (r.ok) resolvers.push(r.address);
+      else issues.report([...dpath, 'resolvers', i], r.error);
+    });
+    const minTtlMs = duration(t, 'min_ttl', dpath, DEFAULTS.discovery.min_ttl, true);
+    const maxTtlMs = duration(t, 'max_ttl', dpath, DEFAULTS.discovery.max_ttl, true);
+    if (maxTtlMs < minTtlMs) {
+      issues.report([...dpath, 'max_ttl' in t ? 'max_ttl' : 'min_ttl'],
+        `max_ttl (${formatDuration(maxTtlMs)}) must not be shorter than min_ttl (${formatDuration(minTtlMs)})`);
+    }
+    const refreshMs = 'refresh' in t ? duration(t, 'refresh', dpath, '0s', true) : undefined;
+    return {
+      dns: (str(t, 'dns') ?? '').replace(/\.$/, ''),
+      type,
+      ...(type !== 'SRV' && port !== undefined ? { port } : {}),
+      resolvers,
+      ...(refreshMs !== undefined ? { refreshMs } : {}),
+      minTtlMs,
+      maxTtlMs,
+      timeoutMs: duration(t, 'timeout', dpath, DEFAULTS.discovery.timeout, true),
+      holdEmptyMs: duration(t, 'hold_empty', dpath, DEFAULTS.discovery.hold_empty, false),
+      weight: int(t, 'weight') ?? DEFAULTS.discovery.weight,
+      maxConnections: int(t, 'max_connections') ?? DEFAULTS.discovery.max_connections,
+    };
+  };
+
   // [daemon], [admin], [metrics], [log]
   const daemonT = sub(root, 'daemon', []) ?? {};
   const workersSetting: number | 'auto' = int(daemonT, 'workers') ?? 'auto';
@@ -642,6 +701,15 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       });
     });
 
+    const discovery = discoveryConfig(sub(p, 'discovery', path), [...path, 'discovery']);
+    if (!discovery && backends.length === 0 && !('discovery' in p)) {
+      issues.report(
+        'backends' in p ? [...path, 'backends'] : path,
+        'at least one backend is required, e.g. backends = [ { address = "10.0.0.11:3000" } ], ' +
+          'or a discovery table to take them from DNS',
+      );
+    }
+
     const hcT = sub(p, 'health_check', path);
     let healthCheck: HealthCheckConfig | undefined;
     if (hcT) {
@@ -704,6 +772,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       readTimeoutMs: duration(p, 'read_timeout', path, DEFAULTS.pool.read_timeout, false),
       slowStartMs: duration(p, 'slow_start', path, DEFAULTS.pool.slow_start, false),
       backends,
+      ...(discovery ? { discovery } : {}),
       ...(healthCheck ? { healthCheck } : {}),
       ...(passive ? { passive } : {}),
     };

@@ -56,6 +56,31 @@ export interface PassiveConfig {
   on5xx: boolean;
 }
 
+/** A pool's `discovery` table: backends from DNS (src/discovery/). Durations in milliseconds. */
+export interface DiscoveryConfig {
+  /** Name queried, as written (no search list is applied), without the trailing dot. */
+  dns: string;
+  type: 'SRV' | 'A' | 'AAAA';
+  /** A/AAAA: the port of every discovered backend. Absent for SRV (the records carry the ports). */
+  port?: number;
+  /** Resolvers tried in order; empty = the nameservers of /etc/resolv.conf, read when discovery starts. */
+  resolvers: Address[];
+  /** A fixed re-resolve interval instead of the answer's TTL; absent = follow the TTL. */
+  refreshMs?: number;
+  /** The TTL is raised to at least this (and retries after a failure start here); default 1s. */
+  minTtlMs: number;
+  /** The TTL is lowered to at most this (and retry backoff stops growing here); default 60s. */
+  maxTtlMs: number;
+  /** Per query and resolver; default 2s. */
+  timeoutMs: number;
+  /** How long NXDOMAIN or an empty answer keeps the last non-empty answer before it is applied; default 30s. */
+  holdEmptyMs: number;
+  /** A/AAAA: weight of every discovered backend; default 1. SRV takes the records' weights. */
+  weight: number;
+  /** Per discovered backend, as a backend's max_connections; default 0 (no cap). */
+  maxConnections: number;
+}
+
 export interface PoolConfig {
   name: string;
   /** A built-in algorithm name, or a module path (starts with "./", "../" or "/"). */
@@ -74,7 +99,10 @@ export interface PoolConfig {
   readTimeoutMs: number;
   /** Ramp a backend's weight linearly over this window after it comes up; 0 = off (default). */
   slowStartMs: number;
+  /** The static backends; may be empty when `discovery` is set. */
   backends: BackendConfig[];
+  /** Backends from DNS, next to the static ones. */
+  discovery?: DiscoveryConfig;
   healthCheck?: HealthCheckConfig;
   passive?: PassiveConfig;
 }

@@ -23,6 +23,7 @@ export const DEFAULTS = {
   tls: { min_version: 'TLSv1.2' },
   pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
   backend: { weight: 1, max_connections: 0 },
+  discovery: { min_ttl: '1s', max_ttl: '60s', timeout: '2s', hold_empty: '30s', weight: 1, max_connections: 0 },
   health_check: { type: 'http', path: '/', expect_status: '200-399', interval: '2s', timeout: '1s', rise: 2, fall: 3 },
   passive: { max_failures: 5, eject_for: '30s', on_5xx: false },
   hash_key: 'client-ip',
@@ -40,6 +41,10 @@ export const EXPECT_STATUS_PATTERN = `^\\s*${STATUS}(?:\\s*,\\s*${STATUS})*\\s*$
 export const ROUTE_HOST_PATTERN = '^(?:\\*\\.)?[A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?$';
 export const PATH_PREFIX_PATTERN = '^/';
 export const MODULE_PATH_PATTERN = '^(?:\\./|\\.\\./|/)';
+/** A DNS name to discover (RFC 1035 letters, digits and hyphens, plus the "_" of SRV names), trailing dot optional. */
+export const DNS_NAME_PATTERN = '^(?=.{1,253}\\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\\.?$';
+/** A resolver: an IP address, with an optional port (default 53): "10.0.0.2", "127.0.0.1:8600", "[::1]:53". */
+export const RESOLVER_PATTERN = '^(?:\\[[0-9A-Fa-f:.]+\\](?::[0-9]+)?|[0-9.]+(?::[0-9]+)?|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)$';
 
 const closed = { additionalProperties: false } as const;
 
@@ -287,6 +292,71 @@ const BackendSchema = Type.Object(
   { ...closed, description: 'A backend server.' },
 );
 
+const DiscoverySchema = Type.Object(
+  {
+    dns: Type.String({
+      pattern: DNS_NAME_PATTERN,
+      description:
+        'DNS name whose records are the backends, queried as written (no search domains), e.g. ' +
+        '"_http._tcp.app.service.consul" (SRV) or "app.internal" (A/AAAA).',
+    }),
+    type: oneOf(['SRV', 'A', 'AAAA'] as const, {
+      description:
+        '"SRV": each record (RFC 2782) is a backend at its target\'s address and port, with its weight and priority; ' +
+        '"A" / "AAAA": each address is a backend on `port`.',
+    }),
+    port: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 65535, description: 'A/AAAA only (required there): the port of every discovered backend.' }),
+    ),
+    resolvers: Type.Optional(
+      Type.Array(Type.String({ pattern: RESOLVER_PATTERN }), {
+        minItems: 1,
+        description:
+          'DNS servers asked in order, each an IP address with an optional port (default 53), e.g. ["127.0.0.1:8600"]. ' +
+          'Default: the nameservers of /etc/resolv.conf, read when discovery starts.',
+      }),
+    ),
+    refresh: Type.Optional(
+      duration('Re-resolve at this fixed interval instead of following the records\' TTL.'),
+    ),
+    min_ttl: Type.Optional(
+      duration('A TTL shorter than this is raised to it; also the first retry delay after a failure.', DEFAULTS.discovery.min_ttl),
+    ),
+    max_ttl: Type.Optional(
+      duration('A TTL longer than this is lowered to it; also the longest retry delay after failures.', DEFAULTS.discovery.max_ttl),
+    ),
+    timeout: Type.Optional(duration('Time a query to one resolver may take before the next is asked.', DEFAULTS.discovery.timeout)),
+    hold_empty: Type.Optional(
+      duration(
+        'How long NXDOMAIN or an empty answer keeps the last non-empty answer before it is applied (HAProxy `hold nx`); ' +
+          '"0s" applies it at once (Envoy STRICT_DNS). DNS failures never empty the pool.',
+        DEFAULTS.discovery.hold_empty,
+      ),
+    ),
+    weight: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1000,
+        description: 'A/AAAA only: weight of every discovered backend (SRV records carry their own).',
+        default: DEFAULTS.discovery.weight,
+      }),
+    ),
+    max_connections: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'max_connections of every discovered backend (per worker process); 0 = no cap.',
+        default: DEFAULTS.discovery.max_connections,
+      }),
+    ),
+  },
+  {
+    ...closed,
+    description:
+      'Backends from DNS (A, AAAA or SRV records), re-resolved on the TTL, next to the static `backends`. ' +
+      'Omit the table for static backends only.',
+  },
+);
+
 const HealthCheckSchema = Type.Object(
   {
     type: Type.Optional(
@@ -416,10 +486,13 @@ const PoolSchema = Type.Object(
         DEFAULTS.pool.slow_start,
       ),
     ),
-    backends: Type.Array(BackendSchema, {
-      minItems: 1,
-      description: 'The backend servers, e.g. [ { address = "10.0.0.11:3000" } ].',
-    }),
+    backends: Type.Optional(
+      Type.Array(BackendSchema, {
+        description:
+          'The static backend servers, e.g. [ { address = "10.0.0.11:3000" } ]; at least one unless `discovery` is set.',
+      }),
+    ),
+    discovery: Type.Optional(DiscoverySchema),
     health_check: Type.Optional(HealthCheckSchema),
     passive: Type.Optional(PassiveSchema),
   },

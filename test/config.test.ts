@@ -358,7 +358,28 @@ const errorCases: Array<[string, string, string[]]> = [
   ['boolean', `[log]\naccess = "yes"\n${MIN}`, ['lb.toml:2:1: log.access: expected true or false, got string "yes"']],
   ['table expected', `daemon = 4\n${MIN}`, ['lb.toml:1:1: daemon: expected a table, got integer 4']],
   ['empty backends', MIN.replace('[ { address = "10.0.0.1:3000" } ]', '[]'), [
-    'lb.toml:7:1: pools.app.backends: at least one backend is required, e.g. backends = [ { address = "10.0.0.11:3000" } ]',
+    'lb.toml:7:1: pools.app.backends: at least one backend is required, e.g. backends = [ { address = "10.0.0.11:3000" } ], or a discovery table to take them from DNS',
+  ]],
+  ['no backends and no discovery', MIN.replace('backends = [ { address = "10.0.0.1:3000" } ]', 'retries = 1'), [
+    'lb.toml:6:8: pools.app: at least one backend is required, e.g. backends = [ { address = "10.0.0.11:3000" } ], or a discovery table to take them from DNS',
+  ]],
+  ['discovery: A without port, bad name, unknown key', `${MIN}discovery = { dns = "app..internal", type = "A", ttl = "5s" }
+`, [
+    'lb.toml:9:1: pools.app.discovery: missing required key "port": type = "A" records have no port, e.g. port = 8080',
+    'lb.toml:9:15: pools.app.discovery.dns: invalid DNS name "app..internal": use labels of letters, digits, "-" and "_" separated by ".", e.g. "_http._tcp.app.service.consul"',
+    'lb.toml:9:50: pools.app.discovery.ttl: unknown key "ttl" (allowed: dns, type, port, resolvers, refresh, min_ttl, max_ttl, timeout, hold_empty, weight, max_connections)',
+  ]],
+  ['discovery: SRV with port and weight, bad type', `${MIN}[pools.app.discovery]\ndns = "_http._tcp.app.service.consul"\ntype = "SRV"\nport = 80\nweight = 2\n[pools.b.discovery]\ndns = "b.internal"\ntype = "MX"\n`, [
+    'lb.toml:12:1: pools.app.discovery.port: port applies to type = "A" and "AAAA" only: SRV records carry their own',
+    'lb.toml:13:1: pools.app.discovery.weight: weight applies to type = "A" and "AAAA" only: SRV records carry their own',
+    'lb.toml:16:1: pools.b.discovery.type: must be one of: SRV, A, AAAA (got "MX")',
+  ]],
+  ['discovery: resolvers and TTL bounds', `${MIN}[pools.app.discovery]\ndns = "app.internal"\ntype = "AAAA"\nport = 8080\nresolvers = ["127.0.0.1:8600", "dns.internal:53", "10.0.0.1:0", "1.2.3"]\nmin_ttl = "10s"\nmax_ttl = "5s"\nrefresh = "0s"\n`, [
+    'lb.toml:13:32: pools.app.discovery.resolvers[1]: invalid resolver "dns.internal:53": use an IP address, e.g. "127.0.0.1:8600" (a name would need a resolver itself)',
+    'lb.toml:13:51: pools.app.discovery.resolvers[2]: invalid resolver "10.0.0.1:0": port must be 1..65535',
+    'lb.toml:13:65: pools.app.discovery.resolvers[3]: invalid resolver "1.2.3": not an IP address, e.g. "10.0.0.2" or "127.0.0.1:8600"',
+    'lb.toml:15:1: pools.app.discovery.max_ttl: max_ttl (5s) must not be shorter than min_ttl (10s)',
+    'lb.toml:16:1: pools.app.discovery.refresh: must be longer than 0 (got "0s")',
   ]],
   ['invalid duration', `${MIN}connect_timeout = "2x"\n`, [
     'lb.toml:9:1: pools.app.connect_timeout: invalid duration "2x": use a number with a unit (ms, s, m, h), e.g. "250ms"',
@@ -496,6 +517,29 @@ weight = 1.5
   ['empty string', `[admin]\nsocket = ""\n${MIN}`, ['lb.toml:2:1: admin.socket: must not be empty']],
   ['state_file not a string', `[daemon]\nstate_file = 5\n${MIN}`, ['lb.toml:2:1: daemon.state_file: expected a string, got integer 5']],
 ];
+
+t.test('discovery: the model, with defaults, and a pool of discovered backends only', async (t) => {
+  const c = valid(MIN.replace('backends = [ { address = "10.0.0.1:3000" } ]',
+    'discovery = { dns = "_http._tcp.app.service.consul.", type = "SRV", resolvers = ["127.0.0.1:8600", "::1", "[fd00::53]:5353", "10.0.0.2"] }'));
+  t.same(c.pools['app']?.backends, []);
+  t.same(c.pools['app']?.discovery, {
+    dns: '_http._tcp.app.service.consul',
+    type: 'SRV',
+    resolvers: [
+      { host: '127.0.0.1', port: 8600, text: '127.0.0.1:8600' },
+      { host: '::1', port: 53, text: '[::1]:53' },
+      { host: 'fd00::53', port: 5353, text: '[fd00::53]:5353' },
+      { host: '10.0.0.2', port: 53, text: '10.0.0.2:53' },
+    ],
+    minTtlMs: 1000, maxTtlMs: 60_000, timeoutMs: 2000, holdEmptyMs: 30_000, weight: 1, maxConnections: 0,
+  });
+  const a = valid(`${MIN}[pools.app.discovery]\ndns = "app.internal"\ntype = "A"\nport = 8080\nrefresh = "5s"\nmin_ttl = "500ms"\nmax_ttl = "2m"\ntimeout = "1s"\nhold_empty = "0s"\nweight = 4\nmax_connections = 100\n`);
+  t.same(a.pools['app']?.discovery, {
+    dns: 'app.internal', type: 'A', port: 8080, resolvers: [], refreshMs: 5000, minTtlMs: 500, maxTtlMs: 120_000,
+    timeoutMs: 1000, holdEmptyMs: 0, weight: 4, maxConnections: 100,
+  }, 'static backends and discovery together; no resolvers = resolv.conf at start');
+  t.equal(a.pools['app']?.backends.length, 1);
+});
 
 t.test('each error kind, as printed', async (t) => {
   for (const [name, text, expected] of errorCases) {

@@ -31,6 +31,8 @@ import { describeChanges, type WeightsInEffect } from './changes.js';
 import { LB_VERSION } from '../version.js';
 import type { AdminState } from '../dataplane/backend.js';
 import { HealthMonitor } from '../health/monitor.js';
+import { DiscoveryManager } from '../discovery/manager.js';
+import type { Member } from '../discovery/types.js';
 import { MetricsServer } from '../metrics/primary.js';
 import { nodeInternals, nodeInternalsLog } from '../node-internals/report.js';
 
@@ -92,11 +94,16 @@ export class Primary {
   generation = 0;
   private readonly started = Date.now();
   readonly health: HealthMonitor;
+  readonly discovery: DiscoveryManager;
   private metrics: MetricsServer | undefined;
 
   constructor(private readonly configFile: string) {
     this.logger = createLogger('info', { role: 'primary' });
     this.health = new HealthMonitor(this.state, (r, why) => this.onStateChange(r, why), () => this.logger);
+    this.discovery = new DiscoveryManager(
+      (pool, members) => this.applyDiscovered(pool, members),
+      (level, msg, fields) => this.logger[level](fields, msg),
+    );
   }
 
   /** Starts everything; resolves when the daemon serves, or exits the process (see the head of this file). */
@@ -148,6 +155,7 @@ export class Primary {
       }
     }
     this.health.apply(config);
+    this.discovery.update(config);
 
     process.on('SIGHUP', () => {
       this.reload('SIGHUP').catch(() => {});
@@ -612,6 +620,7 @@ export class Primary {
       if (a?.t !== 'committed' || a.generation !== generation) this.logger.warn({ worker: workers[i]!.id, generation }, 'worker did not confirm the commit');
     });
     this.health.apply(config);
+    this.discovery.update(config);
     if (metricsMoved) {
       const previous = this.metrics;
       this.metrics = metrics;
@@ -650,6 +659,18 @@ export class Primary {
     return out;
   }
 
+  /**
+   * A pool's discovered backends (the full set; [] when its discovery is removed). They are not applied to
+   * the pools yet: that needs runtime membership (adding and removing backends in every worker without a
+   * reload), which is not built. Until then the set is only logged.
+   */
+  private applyDiscovered(pool: string, members: Member[]): void {
+    this.logger.info(
+      { pool, members: members.map((m) => ({ name: m.name, address: m.address.text, weight: m.weight, priority: m.priority })) },
+      'dns discovery: set not applied to the pool (runtime membership is not built yet)',
+    );
+  }
+
   /** Graceful stop; a second signal stops at once. */
   stop(signal: string): void {
     // The same signal delivered twice at once (to the process and to its group, as `timeout` and some
@@ -666,6 +687,7 @@ export class Primary {
     const grace = this.config.daemon.gracePeriodMs;
     this.logger.info({ signal, gracePeriodMs: grace }, 'stopping: no new connections; in-flight work finishes');
     this.health.stop();
+    this.discovery.stop();
     for (const s of this.slots.values()) {
       s.retiring = true;
       send(s.worker, { t: 'stop', graceMs: grace });

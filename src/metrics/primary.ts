@@ -24,6 +24,7 @@ import type { Primary } from '../daemon/primary.js';
 import { stateOf } from '../daemon/state.js';
 import { nodeInternals } from '../node-internals/report.js';
 import { METRICS } from './names.js';
+import type { PoolDiscoveryCounts } from '../discovery/manager.js';
 import { statusPage } from './status-page.js';
 
 export const SCRAPE_DEADLINE_MS = 1_000;
@@ -129,6 +130,43 @@ export class MetricsServer {
       collect() {
         this.reset();
         for (const c of p.health.checkCounts()) this.inc({ pool: c.pool, backend: c.backend, result: c.result }, c.value);
+      },
+    });
+    // DNS discovery, per pool with a discovery table (a pool that loses it loses its series).
+    const perPool = (m: (typeof METRICS)['discoveryStale' | 'discoveryChanges'], value: (c: PoolDiscoveryCounts) => number): Counter =>
+      new Counter({
+        name: m.name,
+        help: m.help,
+        labelNames: [...m.labels],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [pool, c] of p.discovery.counts()) this.inc({ pool }, value(c));
+        },
+      });
+    perPool(METRICS.discoveryStale, (c) => c.stale);
+    perPool(METRICS.discoveryChanges, (c) => c.changes);
+    new Gauge({
+      name: METRICS.discoveryBackends.name,
+      help: METRICS.discoveryBackends.help,
+      labelNames: [...METRICS.discoveryBackends.labels],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, c] of p.discovery.counts()) this.set({ pool }, c.backends);
+      },
+    });
+    new Counter({
+      name: METRICS.discoveryRefreshes.name,
+      help: METRICS.discoveryRefreshes.help,
+      labelNames: [...METRICS.discoveryRefreshes.labels],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, c] of p.discovery.counts()) {
+          this.inc({ pool, result: 'ok' }, c.ok);
+          this.inc({ pool, result: 'error' }, c.error);
+        }
       },
     });
     // Plain numbers behind the counters: carried synchronously to a successor (metrics.listen moved).
