@@ -67,13 +67,17 @@ discovery = { dns = "app.test", type = "A", port = 9000, resolvers = ["${d.addre
   fs.writeFileSync(lb.configFile, fs.readFileSync(lb.configFile, 'utf8').replace('port = 8080', 'port = 8081'));
   const r = await cli(['reload', '-s', lb.socket]);
   t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /pool app: discovery changed \(re-resolved now\)/);
+  t.notMatch(r.stdout, /only-dns/);
   await waitFor(() => sets('app').length === 2, 20_000, 'the restarted discovery');
   t.same(sets('app')[1], ['10.0.0.1:8081', '10.0.0.2:8081']);
   t.equal(sets('only-dns').length, 1, 'an unchanged discovery is not restarted');
 
   // Reload without app's discovery: its set becomes empty and its series go.
   fs.writeFileSync(lb.configFile, fs.readFileSync(lb.configFile, 'utf8').replace(/^discovery = \{ dns = "app.test", type = "A", port = 8081.*$/m, ''));
-  t.equal((await cli(['reload', '-s', lb.socket])).code, 0);
+  const removed = await cli(['reload', '-s', lb.socket]);
+  t.equal(removed.code, 0, removed.stderr);
+  t.match(removed.stdout, /pool app: discovery removed/);
   await waitFor(() => sets('app').length === 3, 20_000, 'the empty set');
   t.same(sets('app')[2], []);
   t.equal(await metric(/^lb_discovery_backends\{pool="app"\}/), undefined, 'no series for a pool without discovery');

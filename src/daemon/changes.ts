@@ -54,7 +54,11 @@ export function describeChanges(a: LbConfig, b: LbConfig, weights?: WeightsInEff
       }
     }
     for (const bn of ob.keys()) if (!nb.has(bn)) out.push(`pool ${name}: backend ${bn} removed`);
-    const rest = (p: typeof o): string => JSON.stringify({ ...p, backends: undefined, algorithm: undefined });
+    if (JSON.stringify(o.discovery) !== JSON.stringify(n.discovery)) {
+      const what = !o.discovery ? 'added' : !n.discovery ? 'removed' : 'changed (re-resolved now)';
+      out.push(`pool ${name}: discovery ${what}`);
+    }
+    const rest = (p: typeof o): string => JSON.stringify({ ...p, backends: undefined, algorithm: undefined, discovery: undefined });
     if (rest(o) !== rest(n)) out.push(`pool ${name}: settings changed`);
   }
   for (const name of keys(a.pools)) if (!b.pools[name]) out.push(`pool ${name}: removed`);
