@@ -126,6 +126,7 @@ t.test('the docs/SPEC.md example', async (t) => {
         clientBodyTimeoutMs: 60_000,
         idleTimeoutMs: 60_000,
         maxHeaderSize: 16384,
+        proxyProtocol: false,
       },
       db: {
         name: 'db',
@@ -138,6 +139,7 @@ t.test('the docs/SPEC.md example', async (t) => {
         clientBodyTimeoutMs: 60_000,
         idleTimeoutMs: 0,
         maxHeaderSize: 16384,
+        proxyProtocol: false,
       },
     },
     pools: {
