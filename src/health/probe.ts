@@ -110,8 +110,9 @@ export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: Abo
         port: address.port,
         method: 'GET',
         path: opts.path,
-        agent: false,
-        ...(opts.sendProxy ? { createConnection: () => proxiedConnection(address, opts.sendProxy!) } : {}),
+        // No agent: with createConnection alone, node:http uses that connection (with agent: false it would
+        // make an Agent, which ignores createConnection).
+        ...(opts.sendProxy ? { agent: undefined, createConnection: () => proxiedConnection(address, opts.sendProxy!) } : { agent: false }),
         headers: {
           host: opts.host ?? address.text,
           connection: 'close',
