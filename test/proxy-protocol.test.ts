@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import https from 'node:https';
+import tls from 'node:tls';
 import t from 'tap';
 import { freePort, startLb, startUpstream, tmpdir, waitFor, type Upstream } from './helpers/lb.js';
 import { bodyOf, echoHandler, getFrom, metricValue, rawExchange, rawRequest, startHaproxy, v2Header, type Seen } from './helpers/proxy-protocol.js';
@@ -57,7 +58,7 @@ t.test('proxy_protocol: HAProxy send-proxy / send-proxy-v2 in front; hashing, ac
     await firstLine.close();
   });
 
-  const [pp, direct, pphash, tcppp, tlspp, metrics] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [pp, direct, pphash, tcppp, tlspp, tcptls, metrics] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
   const lb = await startLb(
     `
 [daemon]
@@ -97,6 +98,12 @@ listen = "127.0.0.1:${tlspp}"
 pool = "echo"
 proxy_protocol = true
 tls = { cert = "${path.join(dir, 'cert.pem')}", key = "${path.join(dir, 'key.pem')}" }
+[listeners.tcptls]
+protocol = "tcp"
+listen = "127.0.0.1:${tcptls}"
+pool = "first"
+proxy_protocol = true
+tls = { cert = "${path.join(dir, 'cert.pem')}", key = "${path.join(dir, 'key.pem')}" }
 [pools.echo]
 backends = [ { address = "127.0.0.1:${echo.port}" } ]
 [pools.hash]
@@ -112,7 +119,7 @@ backends = [ { address = "127.0.0.1:${firstLine.port}" } ]
   t.teardown(() => lb.stop());
 
   // HAProxy in front: v1 and v2 to each lb listener, each frontend on 127.0.0.1 and ::1.
-  const [hv1, hv2, hhash, htcp, htls] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [hv1, hv2, hhash, htcp, htls, htcptls] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
   const fe = (name: string, port: number, target: number, send: string): string => `
 frontend ${name}
   bind 127.0.0.1:${port}
@@ -133,8 +140,9 @@ ${fe('v2', hv2, pp, 'send-proxy-v2')}
 ${fe('hash', hhash, pphash, 'send-proxy-v2')}
 ${fe('tcp', htcp, tcppp, 'send-proxy')}
 ${fe('tls', htls, tlspp, 'send-proxy-v2')}
+${fe('tcptls', htcptls, tcptls, 'send-proxy-v2')}
 `,
-    [hv1, hv2, hhash, htcp, htls].map((p) => ['127.0.0.1', p] as [string, number]),
+    [hv1, hv2, hhash, htcp, htls, htcptls].map((p) => ['127.0.0.1', p] as [string, number]),
   );
   t.teardown(() => haproxy.stop());
 
@@ -187,6 +195,16 @@ ${fe('tls', htls, tlspp, 'send-proxy-v2')}
         .on('error', reject);
     });
     t.equal(seen.xff, '127.0.0.9', 'X-Forwarded-For is the TLS client');
+    // A tcp listener with TLS: the backend's own PROXY header (send_proxy) names the TLS client.
+    const line = await new Promise<{ text: string; localPort: number }>((resolve, reject) => {
+      const raw = net.connect({ host: '127.0.0.1', port: htcptls, localAddress: '127.0.0.10' });
+      const s = tls.connect({ socket: raw, rejectUnauthorized: false }, () => s.write('hello\r\n'));
+      let text = '';
+      s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      s.on('error', reject);
+      s.on('close', () => resolve({ text, localPort: s.localPort ?? 0 }));
+    });
+    t.match(line.text, new RegExp(`^SEEN PROXY TCP4 127\\.0\\.0\\.10 127\\.0\\.0\\.1 \\d+ ${htcptls}\n$`), 'tcp + tls: the TLS client in the backend\'s header');
   });
 
   await t.test('broken, partial, over-long and missing headers are closed and counted; LOCAL, UNSPEC and TLVs are understood; other clients are not disturbed', async (t) => {
