@@ -165,7 +165,6 @@ export class TcpListener implements Listener {
 
   private readonly onProxiedTls = (client: tls.TLSSocket): void => {
     if (!adoptFromParent(client)) {
-      client.destroy();
       this.proxyRefused(client, { reason: 'invalid', detail: 'TLS connection without its PROXY header' });
       return;
     }
