@@ -736,6 +736,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
           `timeout (${formatDuration(timeoutMs)}) must not be longer than interval (${formatDuration(intervalMs)})`);
       }
       const host = str(hcT, 'host');
+      const checkProxy = str(p, 'send_proxy');
       healthCheck = {
         type,
         path: str(hcT, 'path') ?? DEFAULTS.health_check.path,
@@ -745,6 +746,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         timeoutMs,
         rise: int(hcT, 'rise') ?? DEFAULTS.health_check.rise,
         fall: int(hcT, 'fall') ?? DEFAULTS.health_check.fall,
+        ...(checkProxy === 'v1' || checkProxy === 'v2' ? { sendProxy: checkProxy } : {}),
       };
     }
 
@@ -761,6 +763,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     const optionsT = sub(p, 'algorithm_options', path);
     if (optionsT && builtIn) reportOptionProblems(issues, [...path, 'algorithm_options'], optionsT, builtIn, true);
 
+    const sendProxy = str(p, 'send_proxy');
     pools[name] = {
       name,
       algorithm: isModule ? resolve(dir, algorithmText) : algorithmText,
@@ -771,6 +774,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       responseTimeoutMs: duration(p, 'response_timeout', path, DEFAULTS.pool.response_timeout, true),
       readTimeoutMs: duration(p, 'read_timeout', path, DEFAULTS.pool.read_timeout, false),
       slowStartMs: duration(p, 'slow_start', path, DEFAULTS.pool.slow_start, false),
+      ...(sendProxy === 'v1' || sendProxy === 'v2' ? { sendProxy } : {}),
       backends,
       ...(discovery ? { discovery } : {}),
       ...(healthCheck ? { healthCheck } : {}),
@@ -812,7 +816,9 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     }
 
     if (protocol === 'tcp') {
-      for (const k of ['client_header_timeout', 'client_body_timeout', 'max_header_size']) {
+      // On a tcp listener, client_header_timeout bounds the PROXY protocol header (and the TLS handshake).
+      const httpOnly = bool(l, 'proxy_protocol') === true ? ['client_body_timeout', 'max_header_size'] : ['client_header_timeout', 'client_body_timeout', 'max_header_size'];
+      for (const k of httpOnly) {
         if (k in l) issues.report([...path, k], `${k} applies to http listeners only (this one has protocol = "tcp")`);
       }
     }
@@ -861,6 +867,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       idleTimeoutMs: duration(l, 'idle_timeout', path,
         protocol === 'http' ? DEFAULTS.listener.idle_timeout_http : DEFAULTS.listener.idle_timeout_tcp, false),
       maxHeaderSize: int(l, 'max_header_size') ?? DEFAULTS.listener.max_header_size,
+      proxyProtocol: bool(l, 'proxy_protocol') ?? DEFAULTS.listener.proxy_protocol,
     };
   }
 

@@ -45,6 +45,8 @@ export interface HealthCheckConfig {
   rise: number;
   /** Consecutive failures to mark down; default 3. */
   fall: number;
+  /** The pool's send_proxy: a check connection starts with a v2 LOCAL / v1 UNKNOWN PROXY header. */
+  sendProxy?: 'v1' | 'v2';
 }
 
 export interface PassiveConfig {
@@ -99,6 +101,8 @@ export interface PoolConfig {
   readTimeoutMs: number;
   /** Ramp a backend's weight linearly over this window after it comes up; 0 = off (default). */
   slowStartMs: number;
+  /** send_proxy: each backend connection starts with a PROXY protocol header of this version. */
+  sendProxy?: 'v1' | 'v2';
   /** The static backends; may be empty when `discovery` is set. */
   backends: BackendConfig[];
   /** Backends from DNS, next to the static ones. */
@@ -142,6 +146,8 @@ export interface ListenerConfig {
   idleTimeoutMs: number;
   /** http: max request head size in bytes; default 16384. */
   maxHeaderSize: number;
+  /** Connections must start with a PROXY protocol header (v1 or v2); default false. */
+  proxyProtocol: boolean;
 }
 
 export interface LbConfig {

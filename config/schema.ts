@@ -19,6 +19,7 @@ export const DEFAULTS = {
     idle_timeout_http: '60s',
     idle_timeout_tcp: '0s',
     max_header_size: 16384,
+    proxy_protocol: false,
   },
   tls: { min_version: 'TLSv1.2' },
   pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
@@ -234,7 +235,11 @@ const ListenerSchema = Type.Object(
       }),
     ),
     client_header_timeout: Type.Optional(
-      duration('http: time allowed to receive a request head.', DEFAULTS.listener.client_header_timeout),
+      duration(
+        'http: time allowed to receive a request head. With proxy_protocol (http or tcp): also the time allowed for ' +
+          'the PROXY header, and for a TLS handshake.',
+        DEFAULTS.listener.client_header_timeout,
+      ),
     ),
     client_body_timeout: Type.Optional(
       duration(
@@ -256,6 +261,15 @@ const ListenerSchema = Type.Object(
         maximum: 1048576,
         description: 'http: largest request head accepted, in bytes (larger heads get 431).',
         default: DEFAULTS.listener.max_header_size,
+      }),
+    ),
+    proxy_protocol: Type.Optional(
+      Type.Boolean({
+        description:
+          'Every connection must start with a PROXY protocol v1 or v2 header (HAProxy accept-proxy; before the TLS ' +
+          'handshake on a tls listener) within client_header_timeout, else it is closed; the address it carries is ' +
+          'the client (X-Forwarded-For, client-ip hashing, logs). For lb behind an L4 balancer that sends it.',
+        default: DEFAULTS.listener.proxy_protocol,
       }),
     ),
   },
@@ -493,6 +507,14 @@ const PoolSchema = Type.Object(
       }),
     ),
     discovery: Type.Optional(DiscoverySchema),
+    send_proxy: Type.Optional(
+      oneOf(['v1', 'v2'] as const, {
+        description:
+          'Start every backend connection with a PROXY protocol header of this version carrying the client\'s ' +
+          'address (HAProxy send-proxy / send-proxy-v2). http: such a connection serves one client connection ' +
+          'only. Health-check connections start with a v1 UNKNOWN / v2 LOCAL header. Omit for none.',
+      }),
+    ),
     health_check: Type.Optional(HealthCheckSchema),
     passive: Type.Optional(PassiveSchema),
   },

@@ -126,6 +126,7 @@ t.test('the docs/SPEC.md example', async (t) => {
         clientBodyTimeoutMs: 60_000,
         idleTimeoutMs: 60_000,
         maxHeaderSize: 16384,
+        proxyProtocol: false,
       },
       db: {
         name: 'db',
@@ -138,6 +139,7 @@ t.test('the docs/SPEC.md example', async (t) => {
         clientBodyTimeoutMs: 60_000,
         idleTimeoutMs: 0,
         maxHeaderSize: 16384,
+        proxyProtocol: false,
       },
     },
     pools: {
@@ -267,6 +269,8 @@ protocol = "tcp"
 listen = "0.0.0.0:0"
 pool = "tcp"
 idle_timeout = "5m"
+proxy_protocol = true
+client_header_timeout = "3s"
 
 [pools.app]
 algorithm = "./algos/mine.js"
@@ -279,7 +283,9 @@ passive = { on_5xx = true }
 
 [pools.tcp]
 algorithm = "consistent-hash"
+send_proxy = "v2"
 backends = [ { address = "10.0.0.9:5432" } ]
+health_check = { type = "tcp" }
 `);
   t.same(c.daemon, { workers: 3, workersSetting: 3, gracePeriodMs: 90_000, accept: 'shared', stateFile: '/etc/lb/state/lb.json' });
   t.equal(c.admin.socket, '/etc/lb/run/admin.sock', 'relative to the config file');
@@ -296,6 +302,12 @@ backends = [ { address = "10.0.0.9:5432" } ]
   t.same(web?.listen, { host: '::', port: 8443, text: '[::]:8443' });
   t.same(c.listeners['raw']?.listen.port, 0, 'listeners may use port 0');
   t.equal(c.listeners['raw']?.idleTimeoutMs, 300_000);
+  t.equal(c.listeners['raw']?.proxyProtocol, true);
+  t.equal(c.listeners['raw']?.clientHeaderTimeoutMs, 3000, 'client_header_timeout on a tcp listener with proxy_protocol');
+  t.equal(web?.proxyProtocol, false);
+  t.equal(c.pools['tcp']?.sendProxy, 'v2');
+  t.equal(c.pools['tcp']?.healthCheck?.sendProxy, 'v2', "the pool's send_proxy goes with its health checks");
+  t.equal(c.pools['app']?.sendProxy, undefined);
   const app = c.pools['app'];
   t.equal(app?.algorithm, '/etc/lb/algos/mine.js', 'module paths resolved against the config directory');
   t.same(app?.hashKey, { kind: 'cookie', name: 'SESSION' }, 'module algorithms may take a hash_key');
@@ -429,6 +441,15 @@ const errorCases: Array<[string, string, string[]]> = [
   ]],
   ['client_body_timeout on a tcp listener', MIN.replace('"http"', '"tcp"').replace('pool = "app"\n', 'pool = "app"\nclient_body_timeout = "5s"\n'), [
     'lb.toml:5:1: listeners.web.client_body_timeout: client_body_timeout applies to http listeners only (this one has protocol = "tcp")',
+  ]],
+  ['client_header_timeout on a tcp listener without proxy_protocol', MIN.replace('"http"', '"tcp"').replace('pool = "app"\n', 'pool = "app"\nclient_header_timeout = "5s"\n'), [
+    'lb.toml:5:1: listeners.web.client_header_timeout: client_header_timeout applies to http listeners only (this one has protocol = "tcp")',
+  ]],
+  ['proxy_protocol not a boolean', MIN.replace('pool = "app"\n', 'pool = "app"\nproxy_protocol = "yes"\n'), [
+    'lb.toml:5:1: listeners.web.proxy_protocol: expected true or false, got string "yes"',
+  ]],
+  ['send_proxy version', `${MIN}send_proxy = "v3"\n`, [
+    'lb.toml:9:1: pools.app.send_proxy: must be one of: v1, v2 (got "v3"; did you mean "v1"?)',
   ]],
   ['client_body_timeout that is not a duration', MIN.replace('pool = "app"\n', 'pool = "app"\nclient_body_timeout = "soon"\n'), [
     'lb.toml:5:1: listeners.web.client_body_timeout: invalid duration "soon": use a number with a unit (ms, s, m, h), e.g. "250ms"',

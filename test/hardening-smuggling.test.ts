@@ -115,6 +115,7 @@ t.test('the HTTP listener never enables the lenient parser', async (t) => {
     clientBodyTimeoutMs: 60_000,
     idleTimeoutMs: 60_000,
     maxHeaderSize: 16384,
+    proxyProtocol: false,
   };
   const pools = new Map([['app', { name: 'app' } as unknown as BackendPool]]);
   const events = { needsClient: false, done() {}, failure() {}, recovered() {} };

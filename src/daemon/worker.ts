@@ -36,6 +36,11 @@ export function runWorker(): void {
     recovered(pool, backend) {
       send({ t: 'recovered', pool, backend });
     },
+    proxyRefused(listener, reason, client, detail) {
+      metrics.proxyRefused(listener, reason);
+      // A connection closed before sending a byte is what L4 balancers' TCP health checks do: not a warning.
+      logger[reason === 'empty' ? 'debug' : 'warn']({ listener, reason, client, detail }, 'proxy protocol: connection refused');
+    },
   };
   const dp = new DataPlane(events);
   let stopping = false;

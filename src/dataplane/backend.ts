@@ -4,7 +4,16 @@
 
 import type { Candidate } from '../../algorithms/types.js';
 import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
-import { UpstreamPool } from './upstream.js';
+import type net from 'node:net';
+import { buildProxyHeader, clientEndpoints } from './proxy-protocol.js';
+import { UpstreamPool, type UpstreamOptions } from './upstream.js';
+
+/**
+ * send_proxy on http: a connection that began with one client's PROXY header must not carry another
+ * client's requests (HAProxy marks such connections private). Each client connection gets its own
+ * keep-alive pool per backend, reused by its later requests and closed with it.
+ */
+const privatePools = new WeakMap<net.Socket, Map<Backend, { pool: UpstreamPool; cfg: PoolConfig }>>();
 
 /** `maint` (lb maint): out of traffic like `drain`, and the primary runs no health checks on it. */
 export type AdminState = 'ready' | 'drain' | 'maint';
@@ -102,7 +111,35 @@ export class Backend implements Candidate {
   /** The keep-alive connection pool to this backend for http listeners, created on first use. */
   upstream(pool: PoolConfig): UpstreamPool {
     if (this.http) return this.http;
-    this.http = new UpstreamPool({
+    this.http = new UpstreamPool(this.upstreamOptions(pool));
+    return this.http;
+  }
+
+  /**
+   * send_proxy (http): the connections to this backend that serve `client` only, each starting with a
+   * PROXY header of `pool.sendProxy` for that client; closed when the client connection closes.
+   */
+  privateUpstream(pool: PoolConfig, client: net.Socket): UpstreamPool {
+    let mine = privatePools.get(client);
+    if (!mine) {
+      const m = (mine = new Map());
+      privatePools.set(client, m);
+      client.once('close', () => {
+        for (const p of m.values()) p.pool.close();
+        m.clear();
+      });
+    }
+    const had = mine.get(this);
+    // A reload that changed the pool (timeouts, version) or this backend's address: new connections.
+    if (had && had.cfg === pool && had.pool.options.host === this.address.host && had.pool.options.port === this.address.port && !had.pool.closed) return had.pool;
+    had?.pool.close();
+    const up = new UpstreamPool({ ...this.upstreamOptions(pool), proxyHeader: buildProxyHeader(pool.sendProxy ?? 'v2', clientEndpoints(client)) });
+    mine.set(this, { pool: up, cfg: pool });
+    return up;
+  }
+
+  private upstreamOptions(pool: PoolConfig): UpstreamOptions {
+    return {
       host: this.address.host,
       port: this.address.port,
       connectTimeoutMs: pool.connectTimeoutMs,
@@ -111,8 +148,7 @@ export class Backend implements Candidate {
       idleTimeoutMs: 4_000,
       // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
       maxHeaderSize: 1024 * 1024,
-    });
-    return this.http;
+    };
   }
 
   /** Timeouts changed on reload: the next request builds a new connection pool with them. */

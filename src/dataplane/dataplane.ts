@@ -71,7 +71,7 @@ export class DataPlane {
     for (const l of this.listeners.values()) byAddress.set(listenerKey(l.cfg), l);
     for (const cfg of Object.values(config.listeners)) {
       const kept = byAddress.get(listenerKey(cfg));
-      if (kept && !kept.cfg.tls === !cfg.tls) {
+      if (kept && !kept.cfg.tls === !cfg.tls && kept.cfg.proxyProtocol === cfg.proxyProtocol) {
         try {
           staged.updates.push(kept.prepareUpdate(cfg, staged.pools));
           byAddress.delete(listenerKey(cfg));

@@ -31,6 +31,11 @@ export interface DataPlaneEvents {
   failure(pool: string, backend: string, reason: FailureReason): void;
   /** A backend that had failed succeeded again (sent only after a failure, never per request). */
   recovered(pool: string, backend: string): void;
+  /**
+   * A connection to a proxy_protocol listener was closed without a valid PROXY header; `client` is the real
+   * peer, `reason` one of proxy-protocol.ts ProxyErrorReason.
+   */
+  proxyRefused?(listener: string, reason: string, client: string, detail: string): void;
 }
 
 export const noEvents: DataPlaneEvents = {

@@ -15,6 +15,7 @@ import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
+import { adoptFromParent, readProxyHeader } from './proxy-protocol.js';
 
 /** More header fields than this get 431. */
 export const MAX_HEADER_FIELDS = 1000;
@@ -31,6 +32,8 @@ export class HttpListener implements Listener, ListenerInfo {
   readonly tls: boolean;
   private router: Router;
   private readonly server: net.Server;
+  /** proxy_protocol with tls: the TLS server connections are handed to once their PROXY header is read. */
+  private readonly tlsServer: net.Server | undefined;
   private readonly front: FrontServer;
   private readonly sockets = new OpenSet<net.Socket>();
   private readonly material: TlsMaterial | undefined;
@@ -59,6 +62,10 @@ export class HttpListener implements Listener, ListenerInfo {
     );
     // allowHalfOpen: a client's FIN after its requests does not end the connection before their responses.
     // TCP_NODELAY: see listenServer.
+    // proxy_protocol: the PROXY header is read from the plain socket first (proxy-protocol.ts), within
+    // client_header_timeout; then the TLS handshake, if any, and the requests. These connections take the
+    // net.Socket's stream until the header is read, then the parser reads the handle as usual.
+    const pp = cfg.proxyProtocol;
     if (tls) {
       // A TLS handshake must finish within client_header_timeout too (node's default is 120 s).
       // ALPN: http/1.1, as node:https advertises (a client offering h2 too is told to speak HTTP/1.1).
@@ -66,8 +73,9 @@ export class HttpListener implements Listener, ListenerInfo {
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (_err: Error, socket: net.Socket) => socket.destroy());
       tls.attach(server);
-      server.on('secureConnection', this.front.accept);
-      this.server = server;
+      server.on('secureConnection', pp ? this.onProxiedTls : this.front.accept);
+      this.tlsServer = pp ? server : undefined;
+      this.server = pp ? net.createServer({ allowHalfOpen: true, noDelay: false }) : server;
     } else {
       this.server = net.createServer({ allowHalfOpen: true, noDelay: false });
     }
@@ -80,8 +88,33 @@ export class HttpListener implements Listener, ListenerInfo {
       const node = this.sockets.add(s);
       s.once('close', () => this.sockets.delete(node));
     });
-    if (!tls) this.server.on('connection', this.front.accept);
+    if (pp) this.server.on('connection', this.onProxyConnection);
+    else if (!tls) this.server.on('connection', this.front.accept);
   }
+
+  private readonly onProxyConnection = (raw: net.Socket): void => {
+    if (raw.destroyed) return;
+    readProxyHeader(raw, this.cfg.clientHeaderTimeoutMs, (err) => {
+      if (err) {
+        const peer = raw.remoteAddress ?? '';
+        raw.destroy();
+        this.events.proxyRefused?.(this.name, err.reason, peer, err.detail);
+        return;
+      }
+      if (this.tlsServer) this.tlsServer.emit('connection', raw);
+      else this.front.acceptRead(raw);
+    });
+  };
+
+  private readonly onProxiedTls = (socket: net.Socket): void => {
+    if (adoptFromParent(socket)) {
+      this.front.accept(socket);
+      return;
+    }
+    const peer = socket.remoteAddress ?? '';
+    socket.destroy();
+    this.events.proxyRefused?.(this.name, 'invalid', peer, 'TLS connection without its PROXY header');
+  };
 
   get connections(): number {
     return this.sockets.size;

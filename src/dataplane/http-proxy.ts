@@ -289,7 +289,8 @@ export class ProxyCall implements UpstreamHandler {
     b.begin();
     this.sentAt = performance.now();
     const req = this.req;
-    b.upstream(this.pool.config).dispatch(
+    const cfg = this.pool.config;
+    (cfg.sendProxy ? b.privateUpstream(cfg, this.socket) : b.upstream(cfg)).dispatch(
       {
         path: this.target,
         method: req.method,

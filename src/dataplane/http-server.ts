@@ -115,6 +115,17 @@ export class FrontServer {
     this.connections.add(new FrontConnection(this, socket));
   };
 
+  /**
+   * A connection whose first bytes someone else has read (a PROXY protocol header): the socket is paused
+   * and holds, unshifted, what came after them.
+   */
+  readonly acceptRead = (socket: net.Socket): void => {
+    if (socket.destroyed) return;
+    const c = new FrontConnection(this, socket);
+    this.connections.add(c);
+    c.takeBuffered();
+  };
+
   /** Set by drain(): every response says `Connection: close`; idle connections close after DRAIN_IDLE_MS. */
   draining = false;
 
@@ -469,6 +480,20 @@ export class FrontConnection {
 
   get active(): FrontResponse | undefined {
     return this.queue[0];
+  }
+
+  /** Parses what the paused socket's stream already holds (see FrontServer.acceptRead), then reads on. */
+  takeBuffered(): void {
+    const s = this.socket;
+    // Without a consumed handle the 'data' listener is fed by resuming the stream.
+    if (!this.handle) {
+      s.resume();
+      return;
+    }
+    // One read: what the stream holds comes as one buffer, parsed whole (as a read of the handle would be).
+    const b = s.read() as Buffer | null;
+    if (b !== null) this.onSocketData(b);
+    if (!this.paused && !s.destroyed) startReading(s, this.handle);
   }
 
   /** Between requests: nothing being received, nothing being answered. */

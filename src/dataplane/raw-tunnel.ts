@@ -13,6 +13,7 @@ import { isIPv6 } from 'node:net';
 import type { Backend } from './backend.js';
 import type { Dialer } from './connect.js';
 import { Deadline } from './deadline.js';
+import type { Endpoints } from './proxy-protocol.js';
 import { uvError, type TcpHandle, type TcpWrap, type WriteReq } from '../node-internals/tcp-wrap.js';
 
 /** What is read from a client while its backend connection is being made, at most (then reading pauses). */
@@ -87,8 +88,20 @@ export class RawTunnel {
     return this.client.handle.getpeername(out) === 0 ? (out.address ?? '') : '';
   }
 
-  /** Splices the client to a connected backend handle: what was held is written first. */
-  splice(up: TcpHandle, backend: Backend): void {
+  /** The client connection's two ends (getpeername(2), getsockname(2)), for a PROXY header. */
+  endpoints(): Endpoints {
+    const peer: { address?: string; port?: number } = {};
+    const local: { address?: string; port?: number } = {};
+    this.client.handle.getpeername(peer);
+    this.client.handle.getsockname(local);
+    return { src: { address: peer.address ?? '', port: peer.port ?? 0 }, dst: { address: local.address ?? '', port: local.port ?? 0 } };
+  }
+
+  /**
+   * Splices the client to a connected backend handle: `preface` (a PROXY header) and what was held are
+   * written first.
+   */
+  splice(up: TcpHandle, backend: Backend, preface?: Uint8Array): void {
     const u = new Side(this, up);
     const c = this.client;
     this.up = u;
@@ -98,6 +111,7 @@ export class RawTunnel {
     up.onread = onRead;
     const held = this.held!;
     this.held = undefined;
+    if (preface) write(c, u, preface);
     for (const chunk of held) write(c, u, chunk);
     if (this.closed) return;
     this.idle.arm(this.idleMs());

@@ -6,7 +6,12 @@
 //
 // Plain connections to a pool whose backends are all IP addresses are spliced on bare TCP handles
 // (raw-tunnel.ts): accepted without a net.Socket, dialed without one. TLS listeners, pools with host names
-// (net.connect resolves them) and Node versions whose handle binding differs use net.Socket and splice().
+// (net.connect resolves them), proxy_protocol listeners (the header is read from a net.Socket before
+// anything else) and Node versions whose handle binding differs use net.Socket and splice().
+//
+// proxy_protocol: the PROXY header is read first (proxy-protocol.ts; before the TLS handshake on a tls
+// listener), within client_header_timeout; until then the connection counts toward max_connections.
+// send_proxy: the backend connection starts with a PROXY header carrying the client's two ends.
 
 import net from 'node:net';
 import tls from 'node:tls';
@@ -16,6 +21,7 @@ import type { DataPlaneEvents } from './events.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import type { BackendPool } from './pool.js';
+import { adoptFromParent, buildProxyHeader, clientEndpoints, readProxyHeader, type ProxyError } from './proxy-protocol.js';
 import { HOLD_BYTES, RawTunnel, rawDialer } from './raw-tunnel.js';
 import { takeAcceptedHandles } from '../node-internals/handles.js';
 import { tcpWrap, type TcpHandle } from '../node-internals/tcp-wrap.js';
@@ -28,6 +34,8 @@ export class TcpListener implements Listener {
   cfg: ListenerConfig;
   private pool: BackendPool;
   private readonly server: net.Server;
+  /** proxy_protocol with tls: the TLS server connections are handed to once their PROXY header is read. */
+  private readonly tlsServer: tls.Server | undefined;
   private readonly sockets = new OpenSet<{ destroy(): void }>();
   private stopped: (() => void) | undefined;
   private closed = false;
@@ -41,15 +49,17 @@ export class TcpListener implements Listener {
     this.name = cfg.name;
     this.cfg = cfg;
     this.pool = pools.get(cfg.pool)!;
+    const pp = cfg.proxyProtocol;
     if (material) {
       const server = tls.createServer({ ...material.options, allowHalfOpen: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
-      server.on('secureConnection', this.onConnection);
+      server.on('secureConnection', pp ? this.onProxiedTls : this.onConnection);
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
       material.attach(server);
-      this.server = server;
+      this.tlsServer = pp ? server : undefined;
+      this.server = pp ? net.createServer({ allowHalfOpen: true }, this.onProxyConnection) : server;
     } else {
-      this.server = net.createServer({ allowHalfOpen: true }, this.onConnection);
+      this.server = net.createServer({ allowHalfOpen: true }, pp ? this.onProxyConnection : this.onConnection);
     }
   }
 
@@ -72,7 +82,7 @@ export class TcpListener implements Listener {
     const { noDelayInherited } = await listenServer(this.server, this.cfg.listen, accept);
     // Plain listeners take accepted handles before net.Server wraps them in a net.Socket (its handle's
     // onconnection, which node:cluster's round-robin handle calls too).
-    if (!this.material && dialRaw) {
+    if (!this.material && dialRaw && !this.cfg.proxyProtocol) {
       takeAcceptedHandles(this.server, (client) => {
         if (!noDelayInherited) client.setNoDelay(true);
         this.onHandle(client);
@@ -107,6 +117,7 @@ export class TcpListener implements Listener {
     node = this.sockets.add(tunnel);
     // getpeername(2) only when something uses the address.
     const remote = pool.hashKey || this.events.needsClient ? tunnel.remoteAddress() : '';
+    const sendProxy = pool.config.sendProxy;
     cancel = connectUpstream(
       pool,
       pool.hashKey ? remote : undefined,
@@ -119,10 +130,51 @@ export class TcpListener implements Listener {
           return;
         }
         retries = ok.retries;
-        tunnel.splice(ok.socket, ok.backend);
+        tunnel.splice(ok.socket, ok.backend, sendProxy && buildProxyHeader(sendProxy, tunnel.endpoints()));
       },
       dialRaw!,
     );
+  }
+
+  /** proxy_protocol: a new connection's PROXY header is read before anything else happens to it. */
+  private readonly onProxyConnection = (raw: net.Socket): void => {
+    if (!this.admits()) {
+      raw.destroy();
+      return;
+    }
+    const node = this.sockets.add(raw);
+    const release = (): void => this.release(node);
+    raw.once('close', release);
+    readProxyHeader(raw, this.cfg.clientHeaderTimeoutMs, (err) => {
+      raw.removeListener('close', release);
+      release();
+      if (err) {
+        this.proxyRefused(raw, err);
+        return;
+      }
+      if (this.tlsServer) {
+        // The TLS handshake follows the header (counted once it is done, as without proxy_protocol).
+        this.tlsServer.emit('connection', raw);
+        return;
+      }
+      this.onConnection(raw);
+      // readProxyHeader left it paused; onConnection has its listeners on.
+      raw.resume();
+    });
+  };
+
+  private readonly onProxiedTls = (client: tls.TLSSocket): void => {
+    if (!adoptFromParent(client)) {
+      this.proxyRefused(client, { reason: 'invalid', detail: 'TLS connection without its PROXY header' });
+      return;
+    }
+    this.onConnection(client);
+  };
+
+  private proxyRefused(socket: net.Socket, err: ProxyError): void {
+    const peer = socket.remoteAddress ?? '';
+    socket.destroy();
+    this.events.proxyRefused?.(this.name, err.reason, peer, err.detail);
   }
 
   private readonly onConnection = (client: net.Socket): void => {
@@ -181,6 +233,8 @@ export class TcpListener implements Listener {
         client.setTimeout(idle, onIdle);
         up.setTimeout(idle, onIdle);
       }
+      const sendProxy = pool.config.sendProxy;
+      if (sendProxy) up.write(buildProxyHeader(sendProxy, clientEndpoints(client)));
       for (const chunk of held) up.write(chunk);
       held.length = 0;
       splice(client, up, () => {

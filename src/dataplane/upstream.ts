@@ -90,6 +90,8 @@ export interface UpstreamOptions {
   idleTimeoutMs: number;
   /** response head size limit (llhttp's) */
   maxHeaderSize: number;
+  /** send_proxy: written first on every connection (a PROXY protocol header; proxy-protocol.ts) */
+  proxyHeader?: Buffer;
 }
 
 /** Idle connections are closed this long before the backend's own Keep-Alive timeout (undici's margin). */
@@ -208,6 +210,8 @@ class Connection {
     this.handler = handler;
     this.pending = req;
     const socket = (this.socket = net.connect({ host: o.host, port: o.port }));
+    // Queued until connected, ahead of the request head.
+    if (o.proxyHeader) socket.write(o.proxyHeader);
     // A failed write must not destroy the socket before what the backend sent is read: an early response
     // (413 and close during an upload) makes the next write fail while the response waits unread
     // (onSocketError). Every other end of the socket is an explicit destroy() here.

@@ -4,11 +4,16 @@
 //
 // Every probe uses a fresh connection (`agent: false`, `Connection: close`), as HAProxy's `option httpchk`
 // and Envoy's HTTP health checker do by default, so a check never rides on, nor keeps, a pooled connection.
+//
+// A pool with send_proxy expects its backends to require a PROXY header: each check connection starts with
+// one that names no client (v2 LOCAL, v1 "PROXY UNKNOWN"), as HAProxy's check-send-proxy does, so the
+// backend takes the check for the balancer's own connection.
 
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Address, HealthCheckConfig } from '../../config/model.js';
+import { buildProxyHeader } from '../dataplane/proxy-protocol.js';
 
 export interface ProbeResult {
   ok: boolean;
@@ -27,6 +32,8 @@ export interface HttpProbeOptions {
   /** Inclusive status ranges that pass. */
   expectStatus: Array<[number, number]>;
   timeoutMs: number;
+  /** Start the connection with a PROXY header of this version (LOCAL / UNKNOWN). */
+  sendProxy?: 'v1' | 'v2';
 }
 
 export const USER_AGENT = 'lb-health-check';
@@ -103,7 +110,9 @@ export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: Abo
         port: address.port,
         method: 'GET',
         path: opts.path,
-        agent: false,
+        // No agent: with createConnection alone, node:http uses that connection (with agent: false it would
+        // make an Agent, which ignores createConnection).
+        ...(opts.sendProxy ? { agent: undefined, createConnection: () => proxiedConnection(address, opts.sendProxy!) } : { agent: false }),
         headers: {
           host: opts.host ?? address.text,
           connection: 'close',
@@ -133,20 +142,32 @@ export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: Abo
   );
 }
 
-/** TCP connect; passes once the handshake completes, then closes the connection. */
-export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
+/** A connection that starts with a PROXY header naming no client (written once connected, before anything else). */
+function proxiedConnection(address: Address, version: 'v1' | 'v2'): net.Socket {
+  const sock = net.connect({ host: address.host, port: address.port });
+  sock.write(buildProxyHeader(version));
+  return sock;
+}
+
+/**
+ * TCP connect; passes once the handshake completes (and, with `sendProxy`, the PROXY header is written),
+ * then closes the connection.
+ */
+export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal, sendProxy?: 'v1' | 'v2'): Promise<ProbeResult> {
   return guarded(timeoutMs, signal, (settle, onCleanup) => {
     const sock = net.connect({ host: address.host, port: address.port });
     onCleanup(() => sock.destroy());
-    sock.on('connect', () => settle(true, 'connected'));
+    if (sendProxy) sock.write(buildProxyHeader(sendProxy), (err) => (err ? settle(false, errorDetail(err)) : settle(true, 'connected')));
+    else sock.on('connect', () => settle(true, 'connected'));
     sock.on('error', (err) => settle(false, errorDetail(err)));
   });
 }
 
 /** The probe a pool's `[health_check]` table asks for. */
 export function probe(address: Address, check: HealthCheckConfig, signal?: AbortSignal): Promise<ProbeResult> {
-  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal);
+  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal, check.sendProxy);
   const opts: HttpProbeOptions = { path: check.path, expectStatus: check.expectStatus, timeoutMs: check.timeoutMs };
+  if (check.sendProxy) opts.sendProxy = check.sendProxy;
   if (check.host !== undefined) opts.host = check.host;
   return probeHttp(address, opts, signal);
 }

@@ -37,6 +37,13 @@ export const METRICS = {
     labels: ['pool', 'backend', 'reason'],
     where: 'worker',
   },
+  proxyProtocolErrors: {
+    name: 'lb_proxy_protocol_errors_total',
+    type: 'counter',
+    help: 'Connections to a proxy_protocol listener closed without a valid PROXY header, by reason (invalid, too_long, timeout, closed, empty).',
+    labels: ['listener', 'reason'],
+    where: 'worker',
+  },
   backendUp: {
     name: 'lb_backend_up',
     type: 'gauge',

@@ -42,6 +42,8 @@ export class WorkerMetrics {
   private readonly conns = new Map<string, Map<string, Map<string, Series>>>();
   /** pool -> backend -> reason -> failures. */
   private readonly failures = new Map<string, Map<string, Map<string, Series>>>();
+  /** listener -> reason -> connections refused for their PROXY header. */
+  private readonly proxyRefusals = new Map<string, Map<string, Series>>();
   private readonly registry = new Registry();
   private pools: ReadonlyMap<string, BackendPool> = new Map();
 
@@ -82,6 +84,15 @@ export class WorkerMetrics {
     bump3(this.failures, pool, backend, reason, () => ({ pool, backend, reason }));
   }
 
+  /** A connection closed for its PROXY protocol header. */
+  proxyRefused(listener: string, reason: string): void {
+    let m = this.proxyRefusals.get(listener);
+    if (m === undefined) this.proxyRefusals.set(listener, (m = new Map()));
+    const s = m.get(reason);
+    if (s !== undefined) s.value++;
+    else m.set(reason, { labels: { listener, reason }, value: 1 });
+  }
+
   /** The pools whose backends' in-flight gauges a snapshot reports (set after every config apply). */
   setPools(pools: ReadonlyMap<string, BackendPool>): void {
     this.pools = pools;
@@ -111,6 +122,9 @@ export class WorkerMetrics {
     out.push(series(METRICS.requests, requests));
     out.push(series(METRICS.connections, flatten3(this.conns)));
     out.push(series(METRICS.backendFailures, flatten3(this.failures)));
+    const refusals: Series[] = [];
+    for (const m of this.proxyRefusals.values()) for (const s of m.values()) refusals.push({ labels: s.labels, value: s.value });
+    out.push(series(METRICS.proxyProtocolErrors, refusals));
     const inflight: Series[] = [];
     for (const [pool, p] of pools) for (const b of p.backends) inflight.push({ labels: { pool, backend: b.name }, value: b.inflight });
     out.push(series(METRICS.backendInflight, inflight));

@@ -20,7 +20,8 @@ export interface TcpHandle {
   close(cb?: () => void): void;
   connect(req: ConnectReq, address: string, port: number): number;
   connect6(req: ConnectReq, address: string, port: number): number;
-  getpeername(out: { address?: string }): number;
+  getpeername(out: { address?: string; port?: number }): number;
+  getsockname(out: { address?: string; port?: number }): number;
   setNoDelay(on: boolean): number;
 }
 
@@ -71,7 +72,7 @@ function load(): TcpWrap | string {
     if (typeof TCP !== 'function' || typeof TCPConnectWrap !== 'function' || typeof constants?.SOCKET !== 'number') return 'tcp_wrap has no TCP, TCPConnectWrap or constants.SOCKET';
     if (typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function' || !(state instanceof Int32Array)) return 'stream_wrap has no WriteWrap, ShutdownWrap or streamBaseState';
     if (typeof kBytes !== 'number' || typeof kOffset !== 'number' || typeof kAsync !== 'number' || typeof uv.UV_EOF !== 'number') return 'stream_wrap or uv has another shape (stream state indices, UV_EOF)';
-    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'close', 'connect', 'connect6', 'getpeername', 'setNoDelay'];
+    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'close', 'connect', 'connect6', 'getpeername', 'getsockname', 'setNoDelay'];
     const absent = methods.filter((m) => typeof (TCP.prototype as unknown as Record<string, unknown>)[m] !== 'function');
     if (absent.length > 0) return `TCP handles have no ${absent.join(', ')}`;
     const SOCKET = constants.SOCKET;
