@@ -4,6 +4,7 @@
 
 import type { Candidate } from '../../algorithms/types.js';
 import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
+import type { BackendTls } from './backend-tls.js';
 import { UpstreamPool } from './upstream.js';
 
 /** `maint` (lb maint): out of traffic like `drain`, and the primary runs no health checks on it. */
@@ -37,6 +38,8 @@ export class Backend implements Candidate {
   failStreak = 0;
   /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
   retired = false;
+  /** The pool's TLS to backends (pools.NAME.tls); set by the pool, undefined for plain text. */
+  tls: BackendTls | undefined;
   private http?: UpstreamPool;
 
   constructor(cfg: BackendConfig) {
@@ -87,11 +90,12 @@ export class Backend implements Candidate {
       idleTimeoutMs: 4_000,
       // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
       maxHeaderSize: 1024 * 1024,
+      ...(this.tls ? { tls: this.tls, name: this.name } : {}),
     });
     return this.http;
   }
 
-  /** Timeouts changed on reload: the next request builds a new connection pool with them. */
+  /** Timeouts or TLS settings changed on reload: the next request builds a new connection pool with them. */
   resetUpstream(): void {
     const http = this.http;
     this.http = undefined;

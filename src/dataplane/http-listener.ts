@@ -15,6 +15,7 @@ import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
+import { addClientCertFields, clientCertOf, clientCertRefused } from './client-cert.js';
 
 /** More header fields than this get 431. */
 export const MAX_HEADER_FIELDS = 1000;
@@ -64,9 +65,16 @@ export class HttpListener implements Listener, ListenerInfo {
       // ALPN: http/1.1, as node:https advertises (a client offering h2 too is told to speak HTTP/1.1).
       const server = createTlsServer({ ALPNProtocols: ['http/1.1'], ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
-      server.on('tlsClientError', (_err: Error, socket: net.Socket) => socket.destroy());
+      server.on('tlsClientError', (err: Error, socket: net.Socket) => {
+        if (tls.clientAuth) clientCertRefused(this.name, err);
+        socket.destroy();
+      });
       tls.attach(server);
-      server.on('secureConnection', this.front.accept);
+      server.on('secureConnection', (s: net.Socket) => {
+        // client_auth: the verification is read (and counted) once per connection, at its start.
+        if (tls.clientAuth) clientCertOf(s, this.name);
+        this.front.accept(s);
+      });
       this.server = server;
     } else {
       this.server = net.createServer({ allowHalfOpen: true, noDelay: false });
@@ -124,6 +132,8 @@ export class HttpListener implements Listener, ListenerInfo {
       target = abs.path;
     }
     const scan = scanRequest(req, this.tls, authority);
+    // Before routing, so that routes could match on them; the client's own X-Client-* were dropped by the scan.
+    if (this.material?.clientAuth) addClientCertFields(scan.headers, clientCertOf(req.socket, this.name));
     const refused = refuse(req, scan);
     if (refused) {
       this.refuse(req, res, refused[0], refused[1]);

@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
 import type { HashKey, PoolConfig } from '../../config/model.js';
 import { Backend, type BackendControl } from './backend.js';
+import { loadBackendTls, type BackendTls } from './backend-tls.js';
 
 export class BackendPool {
   readonly name: string;
@@ -19,6 +20,8 @@ export class BackendPool {
   hashKey: HashKey | undefined;
   /** Every backend's host is an IP address: connecting needs no name lookup. */
   readonly ipOnly: boolean;
+  /** TLS to the backends (pools.NAME.tls): files read by the constructor, shared with `previous` when unchanged. */
+  readonly tls: BackendTls | undefined;
 
   private readonly available = (b: Backend): boolean => b.available;
   /**
@@ -41,14 +44,18 @@ export class BackendPool {
     this.config = config;
     this.algorithm = algorithm;
     this.hashKey = algorithm.usesKey ? (config.hashKey ?? { kind: 'client-ip' }) : undefined;
+    const tls = (this.tls = config.tls ? loadBackendTls(config.name, config.tls, previous?.tls) : undefined);
+    const tlsChanged = previous !== undefined && previous.tls !== tls;
     for (const bc of config.backends) {
       let b = previous?.byName.get(bc.name);
       if (b) {
         const kept = b;
         const addressChanged = kept.address.text !== bc.address.text;
-        const reset = addressChanged || timeoutsChanged(previous!.config, config);
+        // New TLS settings or files: idle kept-alive connections close, new ones use them (backend-tls.ts).
+        const reset = addressChanged || tlsChanged || timeoutsChanged(previous!.config, config);
         this.pending.push(() => {
           kept.poolLoad = this.load;
+          kept.tls = tls;
           kept.address = bc.address;
           kept.maxConnections = bc.maxConnections;
           if (reset) kept.resetUpstream();
@@ -56,6 +63,7 @@ export class BackendPool {
       } else {
         b = new Backend(bc);
         b.poolLoad = this.load;
+        b.tls = tls;
       }
       this.backends.push(b);
       this.byName.set(b.name, b);

@@ -6,13 +6,15 @@
 //
 // Plain connections to a pool whose backends are all IP addresses are spliced on bare TCP handles
 // (raw-tunnel.ts): accepted without a net.Socket, dialed without one. TLS listeners, pools with host names
-// (net.connect resolves them) and Node versions whose handle binding differs use net.Socket and splice().
+// (net.connect resolves them), pools with `tls` (TLS origination: backend-tls.ts tlsDialer) and Node
+// versions whose handle binding differs use net.Socket and splice().
 
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, netDialer, passFin, splice, type ConnectFailure, type Dialer } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
+import { clientCertOf, clientCertRefused } from './client-cert.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import type { BackendPool } from './pool.js';
@@ -43,9 +45,16 @@ export class TcpListener implements Listener {
     this.pool = pools.get(cfg.pool)!;
     if (material) {
       const server = tls.createServer({ ...material.options, allowHalfOpen: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
-      server.on('secureConnection', this.onConnection);
+      server.on('secureConnection', (s: tls.TLSSocket) => {
+        // client_auth: counted once per connection (the bytes are not HTTP: no fields to pass on).
+        if (material.clientAuth) clientCertOf(s, this.name);
+        this.onConnection(s);
+      });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
-      server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
+      server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+        if (material.clientAuth) clientCertRefused(this.name, err);
+        socket.destroy();
+      });
       material.attach(server);
       this.server = server;
     } else {
@@ -82,7 +91,7 @@ export class TcpListener implements Listener {
 
   private onHandle(handle: TcpHandle): void {
     const pool = this.pool;
-    if (!pool.ipOnly) {
+    if (!pool.ipOnly || pool.tls) {
       // As net.Server would have made it.
       this.onConnection(new net.Socket({ handle, allowHalfOpen: true, readable: true, writable: true } as net.SocketConstructorOpts));
       return;
@@ -190,7 +199,7 @@ export class TcpListener implements Listener {
       // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
       if (client.readableEnded) passFin(up);
       if (client.isPaused()) client.resume();
-    }, netDialer);
+    }, pool.tls ? pool.tls.dialer : netDialer);
   };
 
   /** A new connection may be taken: not stopped, and under the listener's max_connections. */

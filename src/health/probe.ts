@@ -4,9 +4,16 @@
 //
 // Every probe uses a fresh connection (`agent: false`, `Connection: close`), as HAProxy's `option httpchk`
 // and Envoy's HTTP health checker do by default, so a check never rides on, nor keeps, a pooled connection.
+//
+// A pool with `tls`: both check types do the TLS handshake with the pool's settings (CA, name, client
+// certificate), a full one each time (no session resumed: the certificate is verified as it is now). A
+// certificate that does not verify fails the check with the reason as detail ("tls: UNABLE_TO_VERIFY_LEAF_SIGNATURE").
 
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import tlsModule from 'node:tls';
+import { tlsFailure, type BackendTls } from '../dataplane/backend-tls.js';
 import { performance } from 'node:perf_hooks';
 import type { Address, HealthCheckConfig } from '../../config/model.js';
 
@@ -40,9 +47,10 @@ export function statusMatches(status: number, ranges: Array<[number, number]>): 
   return ranges.some(([a, b]) => status >= a && status <= b);
 }
 
-function errorDetail(err: unknown): string {
+function errorDetail(err: unknown, tls?: BackendTls): string {
   const e = err as NodeJS.ErrnoException | undefined;
-  return e?.code ?? e?.message ?? String(err);
+  const code = e?.code ?? e?.message ?? String(err);
+  return tls && e?.code && tlsFailure(e) ? `tls: ${code}` : code;
 }
 
 /**
@@ -92,13 +100,14 @@ function guarded(
  * GET `path`; passes when the status is in `expectStatus`. The response body is read to its end (within
  * the same deadline) so the server sees an orderly close rather than a reset.
  */
-export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: AbortSignal): Promise<ProbeResult> {
+export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: AbortSignal, tls?: BackendTls): Promise<ProbeResult> {
   let status: number | undefined;
   return guarded(
     opts.timeoutMs,
     signal,
     (settle, onCleanup) => {
-      const req = http.request({
+      const req = (tls ? https : http).request({
+        ...(tls ? tls.options(address.host, address.port, false) : {}),
         host: address.host,
         port: address.port,
         method: 'GET',
@@ -112,7 +121,7 @@ export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: Abo
         },
       });
       onCleanup(() => req.destroy());
-      req.on('error', (err) => settle(false, errorDetail(err)));
+      req.on('error', (err) => settle(false, errorDetail(err, tls)));
       req.on('response', (res) => {
         status = res.statusCode ?? 0;
         const code = status;
@@ -134,19 +143,24 @@ export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: Abo
 }
 
 /** TCP connect; passes once the handshake completes, then closes the connection. */
-export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
+/** TCP connect (with `tls`, and the TLS handshake); passes once connected, then closes the connection. */
+export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal, tls?: BackendTls): Promise<ProbeResult> {
   return guarded(timeoutMs, signal, (settle, onCleanup) => {
-    const sock = net.connect({ host: address.host, port: address.port });
+    const sock = tls ? tlsConnect(tls, address) : net.connect({ host: address.host, port: address.port });
     onCleanup(() => sock.destroy());
-    sock.on('connect', () => settle(true, 'connected'));
-    sock.on('error', (err) => settle(false, errorDetail(err)));
+    sock.on(tls ? 'secureConnect' : 'connect', () => settle(true, tls ? 'connected (TLS)' : 'connected'));
+    sock.on('error', (err) => settle(false, errorDetail(err, tls)));
   });
 }
 
-/** The probe a pool's `[health_check]` table asks for. */
-export function probe(address: Address, check: HealthCheckConfig, signal?: AbortSignal): Promise<ProbeResult> {
-  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal);
+function tlsConnect(tls: BackendTls, address: Address): net.Socket {
+  return tlsModule.connect(tls.options(address.host, address.port, false));
+}
+
+/** The probe a pool's `[health_check]` table asks for; `tls`: the pool's TLS to backends. */
+export function probe(address: Address, check: HealthCheckConfig, signal?: AbortSignal, tls?: BackendTls): Promise<ProbeResult> {
+  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal, tls);
   const opts: HttpProbeOptions = { path: check.path, expectStatus: check.expectStatus, timeoutMs: check.timeoutMs };
   if (check.host !== undefined) opts.host = check.host;
-  return probeHttp(address, opts, signal);
+  return probeHttp(address, opts, signal, tls);
 }
