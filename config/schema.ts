@@ -194,7 +194,8 @@ const ClientAuthSchema = Type.Object(
     mode: Type.Optional(
       oneOf(['required', 'optional'] as const, {
         description:
-          '"required": a client without a valid certificate fails the handshake (TLS alert); "optional": a ' +
+          '"required": a client without a certificate fails the handshake (TLS alert), one whose certificate does ' +
+          'not verify is disconnected right after it; "optional": a ' +
           'certificate is asked for, the connection proceeds without one (or with one that does not verify) and ' +
           'the result is passed on: X-Client-Verify is SUCCESS, NONE or FAILED:reason (NGINX ssl_verify_client).',
         default: DEFAULTS.client_auth.mode,

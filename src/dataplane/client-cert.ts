@@ -106,11 +106,14 @@ export function addClientCertFields(headers: string[], c: ClientCert): void {
 }
 
 /**
- * A handshake a `required` listener refused (tlsClientError): counted as `none` (no certificate) or
- * `failed` (one that did not verify); other handshake errors are not about the certificate and not counted.
+ * A handshake a `required` listener refused (tlsClientError): counted as `none` (no certificate: OpenSSL
+ * refuses it with a certificate_required / handshake_failure alert) or `failed` (a certificate that does not
+ * verify: node closes the connection once the handshake is done, leaving the reason in authorizationError,
+ * and the error it reports is a plain reset). Other handshake errors are not about the certificate and are
+ * not counted.
  */
-export function clientCertRefused(listener: string, err: Error & { code?: string }): void {
+export function clientCertRefused(listener: string, err: Error & { code?: string }, socket: net.Socket): void {
   const code = err.code ?? '';
-  if (code.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || code.includes('CERTIFICATE_REQUIRED')) count(listener, 'none');
-  else if (/CERTIFICATE|CERT_|VERIFY/.test(code) || /certificate/i.test(err.message)) count(listener, 'failed');
+  if ((socket as tls.TLSSocket).authorizationError) count(listener, 'failed');
+  else if (code.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || code.includes('CERTIFICATE_REQUIRED')) count(listener, 'none');
 }

@@ -66,7 +66,7 @@ export class HttpListener implements Listener, ListenerInfo {
       const server = createTlsServer({ ALPNProtocols: ['http/1.1'], ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (err: Error, socket: net.Socket) => {
-        if (tls.clientAuth) clientCertRefused(this.name, err);
+        if (tls.clientAuth) clientCertRefused(this.name, err, socket);
         socket.destroy();
       });
       tls.attach(server);

@@ -52,7 +52,7 @@ export class TcpListener implements Listener {
       });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-        if (material.clientAuth) clientCertRefused(this.name, err);
+        if (material.clientAuth) clientCertRefused(this.name, err, socket);
         socket.destroy();
       });
       material.attach(server);

@@ -6,8 +6,10 @@
 //
 // `client_auth` (mTLS from clients): the CA is put into every context (the default one and each SNI one, so
 // that a handshake whose SNI picked another context verifies against the same CA), and the server asks for
-// a certificate (requestCert); "required" also refuses the handshake without a valid one (rejectUnauthorized:
-// OpenSSL sends the alert). Mode and CA follow reloads; open connections keep what they verified.
+// a certificate (requestCert); "required" also refuses a client without a valid one (rejectUnauthorized:
+// without a certificate OpenSSL fails the handshake with an alert; with one that does not verify, node closes
+// the connection as soon as the handshake is done, before a byte of it is read). Mode and CA follow
+// reloads; open connections keep what they verified.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
