@@ -4,15 +4,18 @@
 // in lb_backend_tls_errors_total) and a backend with a bad certificate marked down by its health check,
 // verify = false, a client certificate to a backend that requires one (and its refusal without),
 // session resumption over new connections, a reload that picks up a rotated CA and client certificate,
-// TLS origination on a tcp listener, and config errors naming file, line and key.
+// TLS origination on a tcp listener, config errors naming file, line and key, and NGINX as the HTTPS
+// backend (ssl_verify_client on).
 
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { admin, cli, freePort, get, startLb, tmpdir, waitFor } from './helpers/lb.js';
+import { findBinary } from './helpers/differential.js';
+import { admin, cli, connectOnce, freePort, get, startLb, tmpdir, waitFor } from './helpers/lb.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 
 interface Echo {
@@ -332,4 +335,84 @@ tls = { ca = "ca.pem", cert = "client.pem", key = "client.key"${extra} }
   const v2 = await cli(['validate', '-c', lb.configFile]);
   t.equal(v2.code, 1);
   t.match(v2.stdout + v2.stderr, /pools\.app\.tls\.server_name: server_name "10\.0\.0\.1" is an IP address/, v2.stdout + v2.stderr);
+});
+
+t.test('NGINX as the HTTPS backend: ssl_verify_client on, sessions resumed', async (t) => {
+  const dir = tmpdir('lb-btls-nginx-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  pki(dir);
+  const [nport, port] = [await freePort(), await freePort()];
+  fs.writeFileSync(
+    path.join(dir, 'nginx.conf'),
+    `daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${nport} ssl;
+    ssl_certificate ${dir}/srv.pem;
+    ssl_certificate_key ${dir}/srv.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets on;
+    ssl_verify_client on;
+    ssl_client_certificate ${dir}/client-ca.pem;
+    keepalive_requests 1;
+    location / { return 200 "$ssl_client_verify $ssl_client_s_dn reused=$ssl_session_reused $ssl_protocol\\n"; }
+  }
+}
+`,
+  );
+  const nginx = spawn(findBinary('nginx'), ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], { stdio: 'ignore' });
+  const nginxExited = new Promise<void>((r) => nginx.once('exit', () => r()));
+  t.teardown(async () => {
+    nginx.kill('SIGTERM');
+    await nginxExited;
+  });
+  await waitFor(() => connectOnce(nport).then(() => true), 15_000, 'nginx to listen');
+  const lb = await startLb(
+    `
+[daemon]
+workers = 1
+grace_period = "2s"
+[admin]
+socket = "{{socket}}"
+[log]
+level = "warn"
+[listeners.web]
+protocol = "http"
+listen = "127.0.0.1:${port}"
+pool = "app"
+routes = [{ path_prefix = "/nocert", pool = "nocert" }]
+[pools.app]
+backends = [{ address = "127.0.0.1:${nport}" }]
+tls = { ca = "ca.pem", cert = "client.pem", key = "client.key" }
+[pools.nocert]
+backends = [{ address = "127.0.0.1:${nport}" }]
+tls = { ca = "ca.pem" }
+`,
+    [port],
+    { dir },
+  );
+  t.teardown(() => lb.stop());
+  const bodies: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await get(port, `/${i}`);
+    t.equal(r.status, 200, r.body);
+    bodies.push(r.body.trim());
+  }
+  t.match(bodies[0], /^SUCCESS (CN=lb-client,O=lb test|O=lb test,CN=lb-client) reused=\. TLSv1\.3$/, `nginx verified lb's client certificate: ${bodies[0]}`);
+  t.ok(bodies.slice(1).every((b) => b.includes('reused=r')), `nginx saw the next connections resume: ${JSON.stringify(bodies)}`);
+  // NGINX answers 400 ("No required SSL certificate was sent") rather than failing the handshake.
+  const r = await get(port, '/nocert');
+  t.equal(r.status, 400, 'without a client certificate nginx refuses the request');
 });
