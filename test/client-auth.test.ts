@@ -3,8 +3,9 @@
 // a certificate or with one from another CA, and passes a verified one on (X-Client-Verify: SUCCESS, the
 // subject, fingerprint and SAN); `optional` lets every client in and says NONE / SUCCESS / FAILED:reason;
 // X-Client-* fields a client sends itself never reach the backend (plain, "_" spellings, named in
-// Connection, on a later pipelined request, on a listener without client_auth); the access log and
-// lb_client_cert_verifications_total show the outcomes.
+// Connection, on a later pipelined request, on a listener without client_auth); a resumed session keeps
+// its verified certificate; the access log and lb_client_cert_verifications_total show the outcomes; a
+// reload changes the mode of a kept listener.
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
@@ -13,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { startRecordingUpstream, type SeenRequest } from './helpers/hardening.js';
-import { freePort, get, startLb, tmpdir, waitFor } from './helpers/lb.js';
+import { cli, freePort, get, startLb, tmpdir, waitFor } from './helpers/lb.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 
 /** curl to https://web.test:PORT/PATH against the test CA; `cert`: the client certificate's base name. */
@@ -149,6 +150,31 @@ backends = [{ address = "127.0.0.1:${up.port}" }]
     ['/pipe/1', ['x-client-verify: NONE']],
     ['/pipe/2', ['x-client-verify: NONE']],
   ]);
+  // A resumed TLS session keeps its verified certificate: the second connection resumes and is still SUCCESS.
+  const ca = fs.readFileSync(path.join(dir, 'ca.pem'));
+  const alice = { cert: fs.readFileSync(path.join(dir, 'alice.pem')), key: fs.readFileSync(path.join(dir, 'alice.key')) };
+  let session: Buffer | undefined;
+  const resumed: boolean[] = [];
+  for (let i = 0; i < 2; i++) {
+    await new Promise<void>((resolve, reject) => {
+      const s = tls.connect({ host: '127.0.0.1', port: opt, servername: 'web.test', ca, ...alice, ...(session ? { session } : {}) });
+      s.on('session', (b: Buffer) => (session = b));
+      s.on('secureConnect', () => {
+        resumed.push(s.isSessionReused());
+        s.write(`GET /resume/${i} HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n`);
+      });
+      s.on('data', () => {});
+      s.on('end', () => resolve());
+      s.on('error', reject);
+      s.setTimeout(5000, () => reject(new Error('resume: timeout')));
+    });
+  }
+  t.same(resumed, [false, true], 'the second connection resumed');
+  t.same(up.requests.slice(-2).map((r) => [r.path, clientFields(r).slice(0, 2)]), [
+    ['/resume/0', ['x-client-verify: SUCCESS', 'x-client-cert-subject: CN=alice,O=Example']],
+    ['/resume/1', ['x-client-verify: SUCCESS', 'x-client-cert-subject: CN=alice,O=Example']],
+  ], 'a resumed session keeps its verified certificate');
+
   // A listener without client_auth drops them too (a backend behind both must not be told SUCCESS).
   const r = await get(plain, '/plain', { headers: { 'x-client-verify': 'SUCCESS', 'x-client-cert-subject': 'CN=admin', 'X_Client_Verify': 'SUCCESS' } });
   t.equal(r.status, 200);
@@ -166,4 +192,12 @@ backends = [{ address = "127.0.0.1:${up.port}" }]
   t.equal(await metric(mport, 'lb_client_cert_verifications_total', { listener: 'req', result: 'failed' }), 1, 'the refused rogue certificate');
   t.equal(await metric(mport, 'lb_client_cert_verifications_total', { listener: 'opt', result: 'failed' }), 1);
   t.ok((await metric(mport, 'lb_client_cert_verifications_total', { listener: 'opt', result: 'none' })) >= 3);
+
+  // lb reload switches the kept listener `req` to optional: a client without a certificate gets in.
+  fs.writeFileSync(lb.configFile, fs.readFileSync(lb.configFile, 'utf8').replace('mode = "required"', 'mode = "optional"'));
+  const rl = await cli(['reload', '-s', lb.socket]);
+  t.equal(rl.code, 0, rl.stdout + rl.stderr);
+  c = await curl(dir, req, '/req/after-reload');
+  t.match(c.out, /\n200$/, `after the reload, no certificate is let in: ${c.err}`);
+  t.same(clientFields(last()), ['x-client-verify: NONE']);
 });
