@@ -16,13 +16,16 @@ import { parse, TomlError } from 'smol-toml';
 import { algorithms, isModulePath, loadAlgorithm } from '../algorithms/registry.js';
 import { checkOptions } from '../algorithms/options.js';
 import type { Algorithm } from '../algorithms/types.js';
-import { loadCertificate } from '../src/dataplane/tls.js';
+import { loadCertificate, readPem } from '../src/dataplane/tls.js';
+import { loadBackendTls, BackendTlsFileError } from '../src/dataplane/backend-tls.js';
 import { ADDRESS_PATTERN, tryParseAddress } from './address.js';
 import { DURATION_PATTERN, formatDuration, tryParseDuration } from './duration.js';
 import { createLocator, type Locator, type PathSegment } from './locate.js';
 import type {
   Address,
   BackendConfig,
+  BackendTlsConfig,
+  ClientAuthConfig,
   ConfigIssue,
   DiscoveryConfig,
   HashKey,
@@ -46,6 +49,7 @@ import {
   BACKEND_NAME_PATTERN,
   DNS_NAME_PATTERN,
   RESOLVER_PATTERN,
+  SERVER_NAME_PATTERN,
 } from './schema.js';
 
 export interface LoadResult {
@@ -145,6 +149,22 @@ export async function checkConfigFiles(config: LbConfig, text: string, file: str
     };
     check(['listeners', l.name, 'tls'], 'the default certificate', tls.cert, tls.key);
     tls.sni.forEach((s, i) => check(['listeners', l.name, 'tls', 'sni', i], s.serverName, s.cert, s.key));
+    if (tls.clientAuth) {
+      try {
+        readPem('client_auth ca', tls.clientAuth.ca, true);
+      } catch (err) {
+        issues.report(['listeners', l.name, 'tls', 'client_auth', 'ca'], errorText(err));
+      }
+    }
+  }
+  for (const p of Object.values(config.pools)) {
+    if (!p.tls) continue;
+    try {
+      loadBackendTls(p.name, p.tls);
+    } catch (err) {
+      const key = err instanceof BackendTlsFileError ? err.key : undefined;
+      issues.report(key ? ['pools', p.name, 'tls', key] : ['pools', p.name, 'tls'], errorText(err));
+    }
   }
   return issues.list();
 }
@@ -294,6 +314,7 @@ const PATTERN_MESSAGES: ReadonlyMap<string, (value: string) => string> = new Map
   [EXPECT_STATUS_PATTERN, (v: string) => `invalid expect_status ${JSON.stringify(v)}: ${STATUS_HINT}`],
   [ROUTE_HOST_PATTERN, hostError],
   [PATH_PREFIX_PATTERN, (v: string) => `must start with "/" (got ${JSON.stringify(v)})`],
+  [SERVER_NAME_PATTERN, (v: string) => `invalid server_name ${JSON.stringify(v)}: use a DNS name such as "app.internal" (no port, no wildcard)`],
   [
     BACKEND_NAME_PATTERN,
     (v: string) => `invalid backend name ${JSON.stringify(v)}: no spaces and no "/" (the lb CLI writes POOL/BACKEND)`,
@@ -760,6 +781,31 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       };
     }
 
+    const ptlsT = sub(p, 'tls', path);
+    let ptls: BackendTlsConfig | undefined;
+    if (ptlsT) {
+      const tpath = [...path, 'tls'];
+      const serverName = str(ptlsT, 'server_name');
+      if (serverName !== undefined && isIP(serverName.replace(/\.$/, '')) !== 0) {
+        issues.report([...tpath, 'server_name'],
+          `server_name ${JSON.stringify(serverName)} is an IP address: SNI carries DNS names only (RFC 6066 section 3); ` +
+            'leave server_name out and the certificate is verified against the backend\'s IP');
+      }
+      const cert = str(ptlsT, 'cert');
+      const key = str(ptlsT, 'key');
+      if ((cert === undefined) !== (key === undefined)) {
+        issues.report([...tpath, cert === undefined ? 'key' : 'cert'], 'cert and key go together: set both for a client certificate, or neither');
+      }
+      const ca = str(ptlsT, 'ca');
+      ptls = {
+        ...(ca !== undefined ? { ca: resolve(dir, ca) } : {}),
+        ...(serverName !== undefined ? { serverName: serverName.toLowerCase().replace(/\.$/, '') } : {}),
+        verify: bool(ptlsT, 'verify') ?? DEFAULTS.backend_tls.verify,
+        ...(cert !== undefined && key !== undefined ? { cert: resolve(dir, cert), key: resolve(dir, key) } : {}),
+        minVersion: str(ptlsT, 'min_version') === 'TLSv1.3' ? 'TLSv1.3' : 'TLSv1.2',
+      };
+    }
+
     const optionsT = sub(p, 'algorithm_options', path);
     if (optionsT && builtIn) reportOptionProblems(issues, [...path, 'algorithm_options'], optionsT, builtIn, true);
 
@@ -779,6 +825,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       ...(discovery ? { discovery } : {}),
       ...(healthCheck ? { healthCheck } : {}),
       ...(passive ? { passive } : {}),
+      ...(ptls ? { tls: ptls } : {}),
     };
   }
 
@@ -852,6 +899,14 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         })),
         minVersion: str(tlsT, 'min_version') === 'TLSv1.3' ? 'TLSv1.3' : 'TLSv1.2',
       };
+      const caT = sub(tlsT, 'client_auth', [...path, 'tls']);
+      if (caT) {
+        const clientAuth: ClientAuthConfig = {
+          ca: resolve(dir, str(caT, 'ca') ?? ''),
+          mode: str(caT, 'mode') === 'optional' ? 'optional' : 'required',
+        };
+        tls.clientAuth = clientAuth;
+      }
     }
 
     listeners[name] = {

@@ -83,6 +83,24 @@ export interface DiscoveryConfig {
   maxConnections: number;
 }
 
+/**
+ * `pools.NAME.tls`: lb connects to the pool's backends over TLS (http pools: lb's upstream client; tcp pools:
+ * TLS origination) and its health checks do the same handshake. Paths are absolute.
+ */
+export interface BackendTlsConfig {
+  /** PEM CA bundle the backends' certificates are verified against; undefined: Node's (Mozilla's) root store. */
+  ca?: string;
+  /** SNI and the name verified; undefined: the backend's host when it is a name, no SNI (and the IP verified) for an IP. */
+  serverName?: string;
+  /** Verify the certificate and name; default true. false is insecure (no protection against an active attacker). */
+  verify: boolean;
+  /** Client certificate (mTLS to backends), with `key`; both or neither. */
+  cert?: string;
+  key?: string;
+  /** Default "TLSv1.2". */
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
 export interface PoolConfig {
   name: string;
   /** A built-in algorithm name, or a module path (starts with "./", "../" or "/"). */
@@ -109,6 +127,7 @@ export interface PoolConfig {
   discovery?: DiscoveryConfig;
   healthCheck?: HealthCheckConfig;
   passive?: PassiveConfig;
+  tls?: BackendTlsConfig;
 }
 
 export interface RouteConfig {
@@ -125,6 +144,16 @@ export interface TlsConfig {
   sni: Array<{ serverName: string; cert: string; key: string }>;
   /** Default "TLSv1.2". */
   minVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** Client certificates (mTLS from clients); absent: none asked for. */
+  clientAuth?: ClientAuthConfig;
+}
+
+/** `listeners.NAME.tls.client_auth`. */
+export interface ClientAuthConfig {
+  /** PEM CA bundle client certificates are verified against (absolute path). */
+  ca: string;
+  /** required: no valid certificate, no connection; optional: asked for, the result passed on (X-Client-Verify). */
+  mode: 'required' | 'optional';
 }
 
 export interface ListenerConfig {

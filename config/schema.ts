@@ -22,6 +22,8 @@ export const DEFAULTS = {
     proxy_protocol: false,
   },
   tls: { min_version: 'TLSv1.2' },
+  backend_tls: { verify: true, min_version: 'TLSv1.2' },
+  client_auth: { mode: 'required' },
   pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
   backend: { weight: 1, max_connections: 0 },
   discovery: { min_ttl: '1s', max_ttl: '60s', timeout: '2s', hold_empty: '30s', weight: 1, max_connections: 0 },
@@ -40,6 +42,8 @@ export const HASH_KEY_PATTERN = `^(?:client-ip|path|header:${TOKEN}|cookie:${TOK
 const STATUS = '[1-5][0-9]{2}(?:\\s*-\\s*[1-5][0-9]{2})?';
 export const EXPECT_STATUS_PATTERN = `^\\s*${STATUS}(?:\\s*,\\s*${STATUS})*\\s*$`;
 export const ROUTE_HOST_PATTERN = '^(?:\\*\\.)?[A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?$';
+/** A DNS name for SNI (RFC 6066 section 3: a host name, no wildcard; IP literals are refused by load.ts). */
+export const SERVER_NAME_PATTERN = '^[A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?$';
 export const PATH_PREFIX_PATTERN = '^/';
 export const MODULE_PATH_PATTERN = '^(?:\\./|\\.\\./|/)';
 /** A DNS name to discover (RFC 1035 letters, digits and hyphens, plus the "_" of SRV names), trailing dot optional. */
@@ -187,6 +191,32 @@ const SniSchema = Type.Object(
   { ...closed, description: 'A certificate chosen by SNI server name.' },
 );
 
+const ClientAuthSchema = Type.Object(
+  {
+    ca: Type.String({
+      minLength: 1,
+      description: "PEM CA bundle that client certificates must chain to; relative to the config file's directory.",
+    }),
+    mode: Type.Optional(
+      oneOf(['required', 'optional'] as const, {
+        description:
+          '"required": a client without a certificate fails the handshake (TLS alert), one whose certificate does ' +
+          'not verify is disconnected right after it; "optional": a ' +
+          'certificate is asked for, the connection proceeds without one (or with one that does not verify) and ' +
+          'the result is passed on: X-Client-Verify is SUCCESS, NONE or FAILED:reason (NGINX ssl_verify_client).',
+        default: DEFAULTS.client_auth.mode,
+      }),
+    ),
+  },
+  {
+    ...closed,
+    description:
+      'Ask clients for a certificate (mTLS). http listeners send the backend X-Client-Verify, and for a verified ' +
+      'certificate X-Client-Cert-Subject, X-Client-Cert-Fingerprint and X-Client-Cert-San; these fields are ' +
+      'always removed from client requests.',
+  },
+);
+
 const TlsSchema = Type.Object(
   {
     cert: Type.String({
@@ -209,8 +239,59 @@ const TlsSchema = Type.Object(
         default: DEFAULTS.tls.min_version,
       }),
     ),
+    client_auth: Type.Optional(ClientAuthSchema),
   },
   { ...closed, description: 'Terminate TLS on this listener. Omit the table for plain text.' },
+);
+
+const BackendTlsSchema = Type.Object(
+  {
+    ca: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "PEM CA bundle the backends' certificates are verified against; relative to the config file's directory. " +
+          "Default: Node's built-in root store.",
+      }),
+    ),
+    server_name: Type.Optional(
+      Type.String({
+        pattern: SERVER_NAME_PATTERN,
+        description:
+          'Name sent as SNI and verified in the certificate. Default: the backend\'s host when it is a name; ' +
+          'for an IP address no SNI is sent (RFC 6066 section 3) and the certificate must name that IP.',
+      }),
+    ),
+    verify: Type.Optional(
+      Type.Boolean({
+        description:
+          'Verify the certificate chain against `ca` and the name. false is INSECURE: anyone on the path can ' +
+          'impersonate the backend. For tests and migrations only.',
+        default: DEFAULTS.backend_tls.verify,
+      }),
+    ),
+    cert: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: "Client certificate chain (PEM) presented to backends that ask for one; needs `key`. Relative to the config file's directory.",
+      }),
+    ),
+    key: Type.Optional(
+      Type.String({ minLength: 1, description: "PEM private key of `cert`; relative to the config file's directory." }),
+    ),
+    min_version: Type.Optional(
+      oneOf(['TLSv1.2', 'TLSv1.3'] as const, {
+        description: 'Lowest TLS version offered to backends.',
+        default: DEFAULTS.backend_tls.min_version,
+      }),
+    ),
+  },
+  {
+    ...closed,
+    description:
+      'Connect to the backends over TLS (http pools and tcp pools; health checks too). Sessions are resumed ' +
+      'per backend. Files are re-read on reload. Omit the table for plain text.',
+  },
 );
 
 const ListenerSchema = Type.Object(
@@ -517,6 +598,7 @@ const PoolSchema = Type.Object(
     ),
     health_check: Type.Optional(HealthCheckSchema),
     passive: Type.Optional(PassiveSchema),
+    tls: Type.Optional(BackendTlsSchema),
   },
   { ...closed, description: 'A pool of backends and how traffic is spread over them.' },
 );

@@ -51,7 +51,8 @@ export function who(peer: { uid: number; pid: number } | undefined): { uid: numb
  * from the client after the request head (the body) and bytes_out the response body; for tcp and
  * websocket, all bytes read from / written to the client socket. duration_ms: from the request head (or
  * the accept) to the end of the response (or of the connection), in ms with µs resolution. `retries`:
- * backends tried before the one that answered.
+ * backends tried before the one that answered. On listeners with tls.client_auth: `client_verify` (SUCCESS,
+ * NONE, FAILED:reason) and, when verified, `client_subject` (RFC 4514).
  *
  * Strings are JSON-escaped, and anything outside printable ASCII becomes \uXXXX.
  *
@@ -73,6 +74,11 @@ export function accessLog(logger: Logger, r: RequestRecord): void {
     ',"duration_ms":' + num(Math.round(r.seconds * 1e6) / 1e3) +
     ',"retries":' + num(r.retries);
   if (r.error !== undefined) s += ',"error":' + q(r.error);
+  const cc = r.clientCert;
+  if (cc !== undefined) {
+    s += ',"client_verify":' + q(cc.verify);
+    if (cc.subject !== undefined) s += ',"client_subject":' + q(cc.subject);
+  }
   batch(streamOf(logger), s + ',"msg":"access"}\n');
 }
 

@@ -254,7 +254,7 @@ idle_timeout = "2m"
 max_header_size = 32768
 tls = { cert = "certs/web.pem", key = "/etc/lb/web.key", min_version = "TLSv1.3", sni = [
   { server_name = "API.example.com", cert = "api.pem", key = "api.key" },
-] }
+], client_auth = { ca = "clients.pem", mode = "optional" } }
 
 [[listeners.web.routes]]
 host = "*.Example.COM"
@@ -280,6 +280,7 @@ read_timeout = "45s"
 backends = [ { name = "a", address = "localhost:3000", weight = 0, max_connections = 50 } ]
 health_check = { host = "health.internal", expect_status = "200,204,300-399" }
 passive = { on_5xx = true }
+tls = { ca = "ca/backends.pem", server_name = "App.Internal.", verify = false, cert = "client.pem", key = "client.key", min_version = "TLSv1.3" }
 
 [pools.tcp]
 algorithm = "consistent-hash"
@@ -296,6 +297,7 @@ health_check = { type = "tcp" }
     key: '/etc/lb/web.key',
     sni: [{ serverName: 'api.example.com', cert: '/etc/lb/api.pem', key: '/etc/lb/api.key' }],
     minVersion: 'TLSv1.3',
+    clientAuth: { ca: '/etc/lb/clients.pem', mode: 'optional' },
   });
   t.same(web?.routes, [{ host: '*.example.com', pool: 'app' }, { pathPrefix: '/static/', pool: 'app' }]);
   t.same([web?.maxConnections, web?.clientHeaderTimeoutMs, web?.clientBodyTimeoutMs, web?.idleTimeoutMs, web?.maxHeaderSize], [1000, 5000, 30_000, 120_000, 32768]);
@@ -317,6 +319,8 @@ health_check = { type = "tcp" }
   t.equal(app?.healthCheck?.host, 'health.internal');
   t.same(app?.healthCheck?.expectStatus, [[200, 200], [204, 204], [300, 399]]);
   t.equal(app?.passive?.on5xx, true);
+  t.same(app?.tls, { ca: '/etc/lb/ca/backends.pem', serverName: 'app.internal', verify: false, cert: '/etc/lb/client.pem', key: '/etc/lb/client.key', minVersion: 'TLSv1.3' });
+  t.equal(c.pools['tcp']?.tls, undefined);
 });
 
 // One case per error kind: the config text and the exact lines printed.
@@ -534,6 +538,17 @@ weight = 1.5
   ]],
   ['tls min_version', MIN.replace('pool = "app"\n', 'pool = "app"\ntls = { cert = "a.pem", key = "a.key", min_version = "TLSv1.1" }\n'), [
     'lb.toml:5:40: listeners.web.tls.min_version: must be one of: TLSv1.2, TLSv1.3 (got "TLSv1.1"; did you mean "TLSv1.2"?)',
+  ]],
+  ['pool tls: server_name an IP, cert without key, unknown key', MIN.replace('3000" } ]\n', '3000" } ]\ntls = { server_name = "10.0.0.1", cert = "c.pem", veryfy = false }\n'), [
+    'lb.toml:8:9: pools.app.tls.server_name: server_name "10.0.0.1" is an IP address: SNI carries DNS names only (RFC 6066 section 3); leave server_name out and the certificate is verified against the backend\'s IP',
+    'lb.toml:8:35: pools.app.tls.cert: cert and key go together: set both for a client certificate, or neither',
+    'lb.toml:8:51: pools.app.tls.veryfy: unknown key "veryfy" (did you mean "verify"?)',
+  ]],
+  ['pool tls: wildcard server_name', MIN.replace('3000" } ]\n', '3000" } ]\ntls = { server_name = "*.internal" }\n'), [
+    'lb.toml:8:9: pools.app.tls.server_name: invalid server_name "*.internal": use a DNS name such as "app.internal" (no port, no wildcard)',
+  ]],
+  ['client_auth mode', MIN.replace('pool = "app"\n', 'pool = "app"\ntls = { cert = "a.pem", key = "a.key", client_auth = { ca = "ca.pem", mode = "on" } }\n'), [
+    'lb.toml:5:71: listeners.web.tls.client_auth.mode: must be one of: required, optional (got "on")',
   ]],
   ['empty string', `[admin]\nsocket = ""\n${MIN}`, ['lb.toml:2:1: admin.socket: must not be empty']],
   ['state_file not a string', `[daemon]\nstate_file = 5\n${MIN}`, ['lb.toml:2:1: daemon.state_file: expected a string, got integer 5']],

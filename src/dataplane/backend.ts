@@ -5,6 +5,7 @@
 import type { Candidate } from '../../algorithms/types.js';
 import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
 import type net from 'node:net';
+import type { BackendTls } from './backend-tls.js';
 import { buildProxyHeader, clientEndpoints } from './proxy-protocol.js';
 import { UpstreamPool, type UpstreamOptions } from './upstream.js';
 
@@ -64,6 +65,8 @@ export class Backend implements Candidate {
   failStreak = 0;
   /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
   retired = false;
+  /** The pool's TLS to backends (pools.NAME.tls); set by the pool, undefined for plain text. */
+  tls: BackendTls | undefined;
   private http?: UpstreamPool;
 
   constructor(cfg: BackendConfig) {
@@ -148,10 +151,11 @@ export class Backend implements Candidate {
       idleTimeoutMs: 4_000,
       // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
       maxHeaderSize: 1024 * 1024,
+      ...(this.tls ? { tls: this.tls, name: this.name } : {}),
     };
   }
 
-  /** Timeouts changed on reload: the next request builds a new connection pool with them. */
+  /** Timeouts or TLS settings changed on reload: the next request builds a new connection pool with them. */
   resetUpstream(): void {
     const http = this.http;
     this.http = undefined;

@@ -2,6 +2,8 @@
 // log) and backend failures (passive health, reported to the primary). The data plane calls these on its
 // hot path; implementations must be cheap and must not throw.
 
+import type { ClientCert } from './client-cert.js';
+
 export type FailureReason = 'connect' | 'timeout' | 'reset' | 'protocol' | '5xx';
 
 export interface RequestRecord {
@@ -21,6 +23,8 @@ export interface RequestRecord {
   /** Backends tried before the one that answered (retries). */
   readonly retries: number;
   readonly error?: string;
+  /** The client certificate's verification, on listeners with client_auth (client-cert.ts). */
+  readonly clientCert?: ClientCert | undefined;
 }
 
 export interface DataPlaneEvents {

@@ -16,6 +16,7 @@ import { Router } from './router.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import { adoptFromParent, readProxyHeader } from './proxy-protocol.js';
+import { addClientCertFields, clientCertOf, clientCertRefused } from './client-cert.js';
 
 /** More header fields than this get 431. */
 export const MAX_HEADER_FIELDS = 1000;
@@ -71,9 +72,12 @@ export class HttpListener implements Listener, ListenerInfo {
       // ALPN: http/1.1, as node:https advertises (a client offering h2 too is told to speak HTTP/1.1).
       const server = createTlsServer({ ALPNProtocols: ['http/1.1'], ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
-      server.on('tlsClientError', (_err: Error, socket: net.Socket) => socket.destroy());
+      server.on('tlsClientError', (err: Error, socket: net.Socket) => {
+        if (tls.clientAuth) clientCertRefused(this.name, err, socket);
+        socket.destroy();
+      });
       tls.attach(server);
-      server.on('secureConnection', pp ? this.onProxiedTls : this.front.accept);
+      server.on('secureConnection', pp ? this.onProxiedTls : this.acceptTls);
       this.tlsServer = pp ? server : undefined;
       this.server = pp ? net.createServer({ allowHalfOpen: true, noDelay: false }) : server;
     } else {
@@ -106,9 +110,15 @@ export class HttpListener implements Listener, ListenerInfo {
     });
   };
 
+  /** A TLS connection whose handshake is done. client_auth: the verification is read (and counted) once per connection, at its start. */
+  private readonly acceptTls = (socket: net.Socket): void => {
+    if (this.material?.clientAuth) clientCertOf(socket, this.name);
+    this.front.accept(socket);
+  };
+
   private readonly onProxiedTls = (socket: net.Socket): void => {
     if (adoptFromParent(socket)) {
-      this.front.accept(socket);
+      this.acceptTls(socket);
       return;
     }
     const peer = socket.remoteAddress ?? '';
@@ -157,6 +167,8 @@ export class HttpListener implements Listener, ListenerInfo {
       target = abs.path;
     }
     const scan = scanRequest(req, this.tls, authority);
+    // Before routing, so that routes could match on them; the client's own X-Client-* were dropped by the scan.
+    if (this.material?.clientAuth) addClientCertFields(scan.headers, clientCertOf(req.socket, this.name));
     const refused = refuse(req, scan);
     if (refused) {
       this.refuse(req, res, refused[0], refused[1]);

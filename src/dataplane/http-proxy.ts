@@ -16,6 +16,7 @@ import { requestKey } from './request-key.js';
 import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
 import { passFin, splice } from './connect.js';
 import { forwardableTrailers, validHost } from './fields.js';
+import { CLIENT_CERT_FIELDS, knownClientCert } from './client-cert.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), the framing ones (lb frames what it forwards from what its parser
@@ -33,6 +34,8 @@ const REQUEST_DROP = new Set([
   'x-forwarded-host',
   // Expect: 100-continue is answered to the client by lb's server (http-server.ts), which then gets the body.
   'expect',
+  // Set by lb from the client certificate (client-cert.ts); a client's own are forgeries.
+  ...CLIENT_CERT_FIELDS,
 ]);
 /** Not forwarded to the client: hop-by-hop (Transfer-Encoding is rebuilt from the codings it names). */
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade']);
@@ -108,7 +111,7 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
     const name = raw[i]!;
     const value = raw[i + 1]!;
     const len = name.length;
-    if (len !== 2 && len !== 4 && len !== 6 && len !== 7 && len !== 10 && len !== 14 && len !== 15 && len !== 16 && len !== 17) {
+    if (len !== 2 && len !== 4 && len !== 6 && len !== 7 && len !== 10 && len !== 14 && len !== 15 && len !== 16 && len !== 17 && len !== 21 && len !== 25) {
       out.push(name, value);
       continue;
     }
@@ -140,9 +143,11 @@ export function scanRequest(req: FrontRequest, tls: boolean, authority?: string)
       continue;
     } else if (REQUEST_DROP.has(lower)) {
       continue;
-    } else if ((len === 14 || len === 17) && lower.includes('_')) {
+    } else if (lower.includes('_')) {
       const dashed = lower.replaceAll('_', '-');
       if (dashed === 'content-length' || dashed === 'transfer-encoding') foldedName = name;
+      // X_Client_Verify reads as X-Client-Verify to a CGI-style backend: dropped as the real one is.
+      else if (CLIENT_CERT_FIELDS.has(dashed)) continue;
     }
     out.push(name, value);
   }
@@ -198,9 +203,10 @@ function dropNamed(out: string[], named: readonly string[]): void {
   for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
 }
 
-function classify(err: Error & { code?: string }, connected: boolean): FailureReason {
+function classify(err: Error & { code?: string; tls?: string }, connected: boolean): FailureReason {
   const code = err.code ?? '';
-  if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === UPSTREAM_CODES.closed)) return 'connect';
+  // (`tls`: a failed TLS handshake to the backend, upstream.ts; nothing was sent.)
+  if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === UPSTREAM_CODES.closed || err.tls !== undefined)) return 'connect';
   if (code === UPSTREAM_CODES.responseTimeout || code === UPSTREAM_CODES.readTimeout) return 'timeout';
   if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
   if (CONNECT_ERRORS.has(code)) return 'connect';
@@ -536,6 +542,7 @@ export class ProxyCall implements UpstreamHandler {
       seconds: (performance.now() - this.t0) / 1000,
       retries,
       error: this.error,
+      clientCert: knownClientCert(this.socket),
     });
   }
 }

@@ -30,6 +30,8 @@ export interface Listener {
 /** TLS settings for a listener (https or TLS-over-tcp), built by the caller from `listeners.NAME.tls`. */
 export interface TlsMaterial {
   options: https.ServerOptions & tls.TlsOptions;
+  /** The listener's client_auth mode now (follows reloads); undefined: no client certificates asked for. */
+  clientAuth: 'required' | 'optional' | undefined;
   /** Hooks SNI and certificate reloads onto the server. */
   attach(server: tls.Server): void;
   /**

@@ -8,6 +8,7 @@ import { nextSpreadDraw, rampDraw } from '../../algorithms/ramp.js';
 import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
 import type { HashKey, PoolConfig } from '../../config/model.js';
 import { Backend, type BackendControl, type PoolLoad } from './backend.js';
+import { loadBackendTls, type BackendTls } from './backend-tls.js';
 
 export class BackendPool {
   readonly name: string;
@@ -20,6 +21,8 @@ export class BackendPool {
   hashKey: HashKey | undefined;
   /** Every backend's host is an IP address: connecting needs no name lookup. */
   readonly ipOnly: boolean;
+  /** TLS to the backends (pools.NAME.tls): files read by the constructor, shared with `previous` when unchanged. */
+  readonly tls: BackendTls | undefined;
 
   private readonly available = (b: Backend): boolean => b.available;
   /**
@@ -50,14 +53,18 @@ export class BackendPool {
     this.config = config;
     this.algorithm = algorithm;
     this.hashKey = algorithm.usesKey ? (config.hashKey ?? { kind: 'client-ip' }) : undefined;
+    const tls = (this.tls = config.tls ? loadBackendTls(config.name, config.tls, previous?.tls) : undefined);
+    const tlsChanged = previous !== undefined && previous.tls !== tls;
     for (const bc of config.backends) {
       let b = previous?.byName.get(bc.name);
       if (b) {
         const kept = b;
         const addressChanged = kept.address.text !== bc.address.text;
-        const reset = addressChanged || timeoutsChanged(previous!.config, config);
+        // New TLS settings or files: idle kept-alive connections close, new ones use them (backend-tls.ts).
+        const reset = addressChanged || tlsChanged || timeoutsChanged(previous!.config, config);
         this.pending.push(() => {
           kept.poolLoad = this.load;
+          kept.tls = tls;
           kept.address = bc.address;
           kept.maxConnections = bc.maxConnections;
           if (reset) kept.resetUpstream();
@@ -65,6 +72,7 @@ export class BackendPool {
       } else {
         b = new Backend(bc);
         b.poolLoad = this.load;
+        b.tls = tls;
       }
       this.backends.push(b);
       this.byName.set(b.name, b);

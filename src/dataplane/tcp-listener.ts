@@ -6,8 +6,9 @@
 //
 // Plain connections to a pool whose backends are all IP addresses are spliced on bare TCP handles
 // (raw-tunnel.ts): accepted without a net.Socket, dialed without one. TLS listeners, pools with host names
-// (net.connect resolves them), proxy_protocol listeners (the header is read from a net.Socket before
-// anything else) and Node versions whose handle binding differs use net.Socket and splice().
+// (net.connect resolves them), pools with `tls` (TLS origination: backend-tls.ts tlsDialer),
+// proxy_protocol listeners (the header is read from a net.Socket before anything else) and Node versions
+// whose handle binding differs use net.Socket and splice().
 //
 // proxy_protocol: the PROXY header is read first (proxy-protocol.ts; before the TLS handshake on a tls
 // listener), within client_header_timeout; until then the connection counts toward max_connections.
@@ -18,6 +19,7 @@ import tls from 'node:tls';
 import type { ListenerConfig } from '../../config/model.js';
 import { connectUpstream, netDialer, passFin, splice, type ConnectFailure, type Dialer } from './connect.js';
 import type { DataPlaneEvents } from './events.js';
+import { clientCertOf, clientCertRefused } from './client-cert.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import type { BackendPool } from './pool.js';
@@ -52,9 +54,12 @@ export class TcpListener implements Listener {
     const pp = cfg.proxyProtocol;
     if (material) {
       const server = tls.createServer({ ...material.options, allowHalfOpen: true, handshakeTimeout: cfg.clientHeaderTimeoutMs });
-      server.on('secureConnection', pp ? this.onProxiedTls : this.onConnection);
+      server.on('secureConnection', pp ? this.onProxiedTls : this.acceptTls);
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
-      server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
+      server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+        if (material.clientAuth) clientCertRefused(this.name, err, socket);
+        socket.destroy();
+      });
       material.attach(server);
       this.tlsServer = pp ? server : undefined;
       this.server = pp ? net.createServer({ allowHalfOpen: true }, this.onProxyConnection) : server;
@@ -92,7 +97,7 @@ export class TcpListener implements Listener {
 
   private onHandle(handle: TcpHandle): void {
     const pool = this.pool;
-    if (!pool.ipOnly) {
+    if (!pool.ipOnly || pool.tls) {
       // As net.Server would have made it.
       this.onConnection(new net.Socket({ handle, allowHalfOpen: true, readable: true, writable: true } as net.SocketConstructorOpts));
       return;
@@ -163,12 +168,18 @@ export class TcpListener implements Listener {
     });
   };
 
+  /** A TLS connection whose handshake is done. client_auth: counted once per connection (the bytes are not HTTP: no fields to pass on). */
+  private readonly acceptTls = (client: tls.TLSSocket): void => {
+    if (this.material?.clientAuth) clientCertOf(client, this.name);
+    this.onConnection(client);
+  };
+
   private readonly onProxiedTls = (client: tls.TLSSocket): void => {
     if (!adoptFromParent(client)) {
       this.proxyRefused(client, { reason: 'invalid', detail: 'TLS connection without its PROXY header' });
       return;
     }
-    this.onConnection(client);
+    this.acceptTls(client);
   };
 
   private proxyRefused(socket: net.Socket, err: ProxyError): void {
@@ -244,7 +255,7 @@ export class TcpListener implements Listener {
       // A FIN the client sent while connecting ('end' already emitted): splice's own 'end' listener missed it.
       if (client.readableEnded) passFin(up);
       if (client.isPaused()) client.resume();
-    }, netDialer);
+    }, pool.tls ? pool.tls.dialer : netDialer);
   };
 
   /** A new connection may be taken: not stopped, and under the listener's max_connections. */

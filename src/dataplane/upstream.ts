@@ -19,6 +19,7 @@
 
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import { countTlsError, tlsFailure, type BackendTls } from './backend-tls.js';
 import { Deadline } from './deadline.js';
 import { CHUNKED } from './http-server.js';
 import { forwardableTrailers } from './fields.js';
@@ -92,6 +93,10 @@ export interface UpstreamOptions {
   maxHeaderSize: number;
   /** send_proxy: written first on every connection (a PROXY protocol header; proxy-protocol.ts) */
   proxyHeader?: Buffer;
+  /** The pool's TLS to backends (backend-tls.ts): connections are TLS, `connect_timeout` covers the handshake. */
+  tls?: BackendTls;
+  /** The backend's name, for lb_backend_tls_errors_total. */
+  name?: string;
 }
 
 /** Idle connections are closed this long before the backend's own Keep-Alive timeout (undici's margin). */
@@ -209,9 +214,13 @@ class Connection {
     this.idleMs = o.idleTimeoutMs;
     this.handler = handler;
     this.pending = req;
-    const socket = (this.socket = net.connect({ host: o.host, port: o.port }));
-    // Queued until connected, ahead of the request head.
-    if (o.proxyHeader) socket.write(o.proxyHeader);
+    // send_proxy: the PROXY header goes first, in the clear (before a TLS handshake), queued until connected.
+    let raw: net.Socket | undefined;
+    if (o.proxyHeader) {
+      raw = net.connect({ host: o.host, port: o.port });
+      raw.write(o.proxyHeader);
+    }
+    const socket = (this.socket = o.tls ? o.tls.connect(o.host, o.port, raw ? { socket: raw } : {}) : (raw ?? net.connect({ host: o.host, port: o.port })));
     // A failed write must not destroy the socket before what the backend sent is read: an early response
     // (413 and close during an upload) makes the next write fail while the response waits unread
     // (onSocketError). Every other end of the socket is an explicit destroy() here.
@@ -227,7 +236,7 @@ class Connection {
     socket.on('end', this.onSocketEnd);
     socket.on('error', this.onSocketError);
     socket.on('close', this.onSocketClose);
-    socket.once('connect', this.onSocketConnect);
+    socket.once(o.tls ? 'secureConnect' : 'connect', this.onSocketConnect);
     if (o.connectTimeoutMs > 0) this.connectTimer = setTimeout(this.onConnectTimeout, o.connectTimeoutMs);
   }
 
@@ -603,7 +612,19 @@ class Connection {
     }
   };
 
-  private readonly onSocketError = (err: Error & { code?: string; syscall?: string }): void => {
+  private readonly onSocketError = (err: Error & { code?: string; syscall?: string; tls?: string }): void => {
+    const o = this.pool.options;
+    if (o.tls && (this.pending || (this.exchanges === 1 && !this.headersSeen))) {
+      // Before secureConnect: a failed handshake is a connect failure of this backend (nothing was sent).
+      // In TLS 1.3 a backend refuses lb's client certificate after lb's side of the handshake is done:
+      // that alert comes during the first exchange.
+      const reason = tlsFailure(err);
+      if (reason) {
+        err.tls = reason;
+        o.tls.forget(o.host, o.port);
+        countTlsError(o.tls.pool, o.name ?? o.host, reason);
+      }
+    }
     if (this.handler && !this.sent && !this.headersSeen && err.syscall === 'write' && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
       // The backend stopped reading the body, maybe after sending a response: stop sending, read on. What
       // it sent (or its close) ends the exchange.

@@ -55,6 +55,7 @@ import {
   type ActiveState,
 } from './machine.js';
 import { probe } from './probe.js';
+import { loadBackendTls, type BackendTls } from '../dataplane/backend-tls.js';
 import { Timers } from './timers.js';
 
 interface Entry {
@@ -66,6 +67,8 @@ interface Entry {
   /** JSON of `check`; '' without active checks. A change restarts the check schedule. */
   checkSig: string;
   passive: PassiveConfig | undefined;
+  /** The pool's TLS to backends: checks do the handshake (a certificate that does not verify fails them). */
+  tls: BackendTls | undefined;
   active: ActiveState;
   /** Reason of the last active verdict change, restored when an ejection ends on a `down` verdict. */
   activeWhy: string | undefined;
@@ -86,6 +89,7 @@ function newEntry(pool: PoolConfig, b: BackendConfig, key: string): Entry {
     check: undefined,
     checkSig: '',
     passive: pool.passive,
+    tls: undefined,
     active: initialActive(!!pool.healthCheck),
     activeWhy: undefined,
     passCount: 0,
@@ -104,6 +108,8 @@ export interface CheckCount {
 
 export class HealthMonitor {
   private readonly entries = new Map<string, Entry>();
+  /** Each pool's TLS context (re-read on apply; kept when its files and settings did not change). */
+  private readonly tls = new Map<string, BackendTls>();
   private readonly timers: Timers;
   private stopped = false;
 
@@ -124,6 +130,7 @@ export class HealthMonitor {
     for (const pool of Object.values(config.pools)) {
       const hc = pool.healthCheck;
       const sig = hc ? JSON.stringify(hc) : '';
+      const tls = this.poolTls(pool);
       pool.backends.forEach((b, index) => {
         const key = JSON.stringify([pool.name, b.name]);
         seen.add(key);
@@ -133,12 +140,14 @@ export class HealthMonitor {
           e = newEntry(pool, b, key);
           e.check = hc;
           e.checkSig = sig;
+          e.tls = tls;
           this.entries.set(key, e);
           if (hc) this.scheduleCheck(e, Date.now() + offset);
           return;
         }
         e.address = b.address;
         e.passive = pool.passive;
+        e.tls = tls;
         if (e.checkSig !== sig) {
           this.stopChecks(e);
           e.check = hc;
@@ -163,6 +172,25 @@ export class HealthMonitor {
       this.timers.clear(`${key}|eject`);
       this.timers.clear(`${key}|ramp`);
       this.entries.delete(key);
+    }
+  }
+
+  /**
+   * The TLS context of `pool` for its checks. The files were checked just before this config was accepted;
+   * one that cannot be read now keeps the previous context (logged).
+   */
+  private poolTls(pool: PoolConfig): BackendTls | undefined {
+    if (!pool.tls) {
+      this.tls.delete(pool.name);
+      return undefined;
+    }
+    try {
+      const t = loadBackendTls(pool.name, pool.tls, this.tls.get(pool.name));
+      this.tls.set(pool.name, t);
+      return t;
+    } catch (err) {
+      this.logger().error({ pool: pool.name, err: (err as Error).message }, 'health checks: cannot load the pool\'s TLS files; keeping the previous ones');
+      return this.tls.get(pool.name);
     }
   }
 
@@ -201,7 +229,7 @@ export class HealthMonitor {
     e.inflight = ac;
     let res;
     try {
-      res = await probe(e.address, check, ac.signal);
+      res = await probe(e.address, check, ac.signal, e.tls);
     } finally {
       if (e.inflight === ac) e.inflight = undefined;
     }

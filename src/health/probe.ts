@@ -8,9 +8,16 @@
 // A pool with send_proxy expects its backends to require a PROXY header: each check connection starts with
 // one that names no client (v2 LOCAL, v1 "PROXY UNKNOWN"), as HAProxy's check-send-proxy does, so the
 // backend takes the check for the balancer's own connection.
+//
+// A pool with `tls`: both check types do the TLS handshake with the pool's settings (CA, name, client
+// certificate), a full one each time (no session resumed: the certificate is verified as it is now). A
+// certificate that does not verify fails the check with the reason as detail ("tls: UNABLE_TO_VERIFY_LEAF_SIGNATURE").
 
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import tlsModule from 'node:tls';
+import { tlsFailure, type BackendTls } from '../dataplane/backend-tls.js';
 import { performance } from 'node:perf_hooks';
 import type { Address, HealthCheckConfig } from '../../config/model.js';
 import { buildProxyHeader } from '../dataplane/proxy-protocol.js';
@@ -47,9 +54,10 @@ export function statusMatches(status: number, ranges: Array<[number, number]>): 
   return ranges.some(([a, b]) => status >= a && status <= b);
 }
 
-function errorDetail(err: unknown): string {
+function errorDetail(err: unknown, tls?: BackendTls): string {
   const e = err as NodeJS.ErrnoException | undefined;
-  return e?.code ?? e?.message ?? String(err);
+  const code = e?.code ?? e?.message ?? String(err);
+  return tls && e?.code && tlsFailure(e) ? `tls: ${code}` : code;
 }
 
 /**
@@ -99,20 +107,23 @@ function guarded(
  * GET `path`; passes when the status is in `expectStatus`. The response body is read to its end (within
  * the same deadline) so the server sees an orderly close rather than a reset.
  */
-export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: AbortSignal): Promise<ProbeResult> {
+export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: AbortSignal, tls?: BackendTls): Promise<ProbeResult> {
   let status: number | undefined;
   return guarded(
     opts.timeoutMs,
     signal,
     (settle, onCleanup) => {
-      const req = http.request({
+      const req = (tls ? https : http).request({
+        ...(tls ? tls.options(address.host, address.port, false) : {}),
         host: address.host,
         port: address.port,
         method: 'GET',
         path: opts.path,
         // No agent: with createConnection alone, node:http uses that connection (with agent: false it would
         // make an Agent, which ignores createConnection).
-        ...(opts.sendProxy ? { agent: undefined, createConnection: () => proxiedConnection(address, opts.sendProxy!) } : { agent: false }),
+        ...(opts.sendProxy
+          ? { agent: undefined, createConnection: () => (tls ? tlsConnect(tls, address, opts.sendProxy) : proxiedConnection(address, opts.sendProxy!)) }
+          : { agent: false }),
         headers: {
           host: opts.host ?? address.text,
           connection: 'close',
@@ -121,7 +132,7 @@ export function probeHttp(address: Address, opts: HttpProbeOptions, signal?: Abo
         },
       });
       onCleanup(() => req.destroy());
-      req.on('error', (err) => settle(false, errorDetail(err)));
+      req.on('error', (err) => settle(false, errorDetail(err, tls)));
       req.on('response', (res) => {
         status = res.statusCode ?? 0;
         const code = status;
@@ -150,24 +161,31 @@ function proxiedConnection(address: Address, version: 'v1' | 'v2'): net.Socket {
 }
 
 /**
- * TCP connect; passes once the handshake completes (and, with `sendProxy`, the PROXY header is written),
- * then closes the connection.
+ * TCP connect (with `tls`, and the TLS handshake; with `sendProxy`, a PROXY header naming no client first,
+ * in the clear); passes once connected (and the header written), then closes the connection.
  */
-export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal, sendProxy?: 'v1' | 'v2'): Promise<ProbeResult> {
+export function probeTcp(address: Address, timeoutMs: number, signal?: AbortSignal, tls?: BackendTls, sendProxy?: 'v1' | 'v2'): Promise<ProbeResult> {
   return guarded(timeoutMs, signal, (settle, onCleanup) => {
-    const sock = net.connect({ host: address.host, port: address.port });
+    const sock = tls ? tlsConnect(tls, address, sendProxy) : net.connect({ host: address.host, port: address.port });
     onCleanup(() => sock.destroy());
-    if (sendProxy) sock.write(buildProxyHeader(sendProxy), (err) => (err ? settle(false, errorDetail(err)) : settle(true, 'connected')));
+    if (tls) sock.on('secureConnect', () => settle(true, 'connected (TLS)'));
+    else if (sendProxy) sock.write(buildProxyHeader(sendProxy), (err) => (err ? settle(false, errorDetail(err)) : settle(true, 'connected')));
     else sock.on('connect', () => settle(true, 'connected'));
-    sock.on('error', (err) => settle(false, errorDetail(err)));
+    sock.on('error', (err) => settle(false, errorDetail(err, tls)));
   });
 }
 
-/** The probe a pool's `[health_check]` table asks for. */
-export function probe(address: Address, check: HealthCheckConfig, signal?: AbortSignal): Promise<ProbeResult> {
-  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal, check.sendProxy);
+/** A TLS connection with the pool's settings; with `sendProxy`, over a connection that starts with the PROXY header. */
+function tlsConnect(tls: BackendTls, address: Address, sendProxy?: 'v1' | 'v2'): net.Socket {
+  const raw = sendProxy ? { socket: proxiedConnection(address, sendProxy) } : {};
+  return tlsModule.connect({ ...tls.options(address.host, address.port, false), ...raw });
+}
+
+/** The probe a pool's `[health_check]` table asks for; `tls`: the pool's TLS to backends. */
+export function probe(address: Address, check: HealthCheckConfig, signal?: AbortSignal, tls?: BackendTls): Promise<ProbeResult> {
+  if (check.type === 'tcp') return probeTcp(address, check.timeoutMs, signal, tls, check.sendProxy);
   const opts: HttpProbeOptions = { path: check.path, expectStatus: check.expectStatus, timeoutMs: check.timeoutMs };
   if (check.sendProxy) opts.sendProxy = check.sendProxy;
   if (check.host !== undefined) opts.host = check.host;
-  return probeHttp(address, opts, signal);
+  return probeHttp(address, opts, signal, tls);
 }

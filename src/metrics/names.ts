@@ -44,6 +44,20 @@ export const METRICS = {
     labels: ['listener', 'reason'],
     where: 'worker',
   },
+  backendTlsErrors: {
+    name: 'lb_backend_tls_errors_total',
+    type: 'counter',
+    help: 'Failed TLS handshakes to backends of pools with tls, by reason (untrusted, name_mismatch, expired, peer_alert, handshake).',
+    labels: ['pool', 'backend', 'reason'],
+    where: 'worker',
+  },
+  clientCertVerifications: {
+    name: 'lb_client_cert_verifications_total',
+    type: 'counter',
+    help: 'Client certificate checks on listeners with tls.client_auth, per connection, by result (success, none, failed; refused handshakes of required mode included).',
+    labels: ['listener', 'result'],
+    where: 'worker',
+  },
   backendUp: {
     name: 'lb_backend_up',
     type: 'gauge',

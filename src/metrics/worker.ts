@@ -13,6 +13,8 @@ import { collectDefaultMetrics, Registry, type MetricObjectWithValues, type Metr
 import type { FailureReason, RequestRecord } from '../dataplane/events.js';
 import type { BackendPool } from '../dataplane/pool.js';
 import { DURATION_BUCKETS, METRICS } from './names.js';
+import { backendTlsErrors } from '../dataplane/backend-tls.js';
+import { clientCertVerifications } from '../dataplane/client-cert.js';
 
 type Metric = MetricObjectWithValues<MetricValue<string>>;
 type Labels = Record<string, string | number>;
@@ -129,6 +131,13 @@ export class WorkerMetrics {
     for (const [pool, p] of pools) for (const b of p.backends) inflight.push({ labels: { pool, backend: b.name }, value: b.inflight });
     out.push(series(METRICS.backendInflight, inflight));
     out.push(series(METRICS.requestDuration, hv));
+    const tlsErrors: Series[] = [];
+    for (const [pool, byBackend] of backendTlsErrors)
+      for (const [backend, byReason] of byBackend) for (const [reason, value] of byReason) tlsErrors.push({ labels: { pool, backend, reason }, value });
+    out.push(series(METRICS.backendTlsErrors, tlsErrors));
+    const verifications: Series[] = [];
+    for (const [listener, byResult] of clientCertVerifications) for (const [result, value] of byResult) verifications.push({ labels: { listener, result }, value });
+    out.push(series(METRICS.clientCertVerifications, verifications));
     return out;
   }
 }
