@@ -4,6 +4,7 @@
 
 import type { Candidate } from '../../algorithms/types.js';
 import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
+import type { RequestQueue } from './queue.js';
 import { UpstreamPool } from './upstream.js';
 
 /** `maint` (lb maint): out of traffic like `drain`, and the primary runs no health checks on it. */
@@ -18,6 +19,12 @@ export interface BackendControl {
   weight: number;
 }
 
+/** What a pool shares with its backends: its in-flight total and its queue (max_queue), if any. */
+export interface PoolLoad {
+  inflight: number;
+  queue: RequestQueue | undefined;
+}
+
 export class Backend implements Candidate {
   readonly name: string;
   address: Address;
@@ -29,12 +36,20 @@ export class Backend implements Candidate {
   usable = true;
   /** Requests (http) and connections (tcp, websocket) in flight from this process. Never negative. */
   inflight = 0;
-  /** The in-flight total of the pool serving this backend (PickContext.inflightTotal); set by the pool. */
-  poolLoad: { inflight: number } = { inflight: 0 };
+  /**
+   * The in-flight total of the pool serving this backend (PickContext.inflightTotal) and its queue, if it
+   * has one (told when an attempt ends); set by the pool.
+   */
+  poolLoad: PoolLoad = { inflight: 0, queue: undefined };
   /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
   maxConnections: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
   failStreak = 0;
+  /**
+   * Attempts ended and those that succeeded (no failure, status < 500) since the worker last reported them,
+   * for success-rate outlier detection; undefined unless the pool's passive.success_rate is set.
+   */
+  outcomes: { total: number; ok: number } | undefined = undefined;
   /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
   retired = false;
   private http?: UpstreamPool;
@@ -82,7 +97,8 @@ export class Backend implements Candidate {
       host: this.address.host,
       port: this.address.port,
       connectTimeoutMs: pool.connectTimeoutMs,
-      responseTimeoutMs: pool.responseTimeoutMs,
+      // per_try_timeout, when set, bounds each attempt's wait for a response head (http-proxy.ts).
+      responseTimeoutMs: pool.perTryTimeoutMs || pool.responseTimeoutMs,
       readTimeoutMs: pool.readTimeoutMs,
       idleTimeoutMs: 4_000,
       // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
@@ -106,7 +122,9 @@ export class Backend implements Candidate {
   end(): void {
     if (this.inflight > 0) {
       this.inflight--;
-      this.poolLoad.inflight--;
+      const load = this.poolLoad;
+      load.inflight--;
+      if (load.queue !== undefined) load.queue.freed();
     }
   }
 }
