@@ -288,6 +288,9 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     const queue = this.pool.queue;
     if (queue !== undefined) {
       queue.enter(this);
+      // Queued: a client that closes its side now has given up (HAProxy `option abortonclose`, applied here
+      // to queued requests only: nothing of them was sent). Its request leaves the queue.
+      if (this.queue !== undefined) this.socket.once('end', this.onQueuedEnd);
       return;
     }
     const b = this.pool.pick({ key: this.key });
@@ -304,11 +307,13 @@ export class ProxyCall implements UpstreamHandler, Waiter {
   /** Waiter: capacity freed for the request while it waited (or at once). */
   dispatch(pool: BackendPool, b: Backend): void {
     this.pool = pool;
+    this.socket.removeListener('end', this.onQueuedEnd);
     this.send(b, false);
   }
 
   /** Waiter: refused by the pool's admission (queue.ts). */
   shed(reason: ShedReason, why: string): void {
+    this.socket.removeListener('end', this.onQueuedEnd);
     this.status = 503;
     this.error = reason === 'no_backend' ? 'no usable backend' : reason;
     replyError(this.res, 503, why);
@@ -608,11 +613,18 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     this.listener.events.failure(this.pool.name, b.name, reason, status);
   }
 
+  private readonly onQueuedEnd = (): void => {
+    if (this.queue === undefined || this.finished) return;
+    this.onClientClose();
+    this.res.destroy();
+  };
+
   private readonly onClientClose = (): void => {
     if (this.finished || this.tunnel) return;
     const queue = this.queue;
     if (queue !== undefined) {
       // Waiting for capacity: it leaves the queue and nothing is sent.
+      this.socket.removeListener('end', this.onQueuedEnd);
       queue.remove(this);
       this.status = 499;
       this.error = 'client closed while queued';

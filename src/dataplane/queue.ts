@@ -12,8 +12,8 @@
 //   state changes, after a reload. The head is picked with its own hash key at that moment; a key whose
 //   backend is full goes wherever the algorithm sends keys whose backend is unavailable (HAProxy keeps such
 //   a request in the server's own queue instead; lb has one queue per pool).
-// - A waiter older than queue_timeout gets 503 ("queue_timeout"). One timer per queue, armed for the head:
-//   with one timeout for all, the head always expires first.
+// - A waiter older than queue_timeout gets 503 ("queue_timeout"), and is never dispatched later than that.
+//   One timer per queue, armed for the head: with one timeout for all, the head always expires first.
 // - A waiter whose client goes away leaves the queue (remove) and is dispatched nowhere.
 //
 // Counts are per worker: a cap of L for an instance with W workers is max_requests = L / W.
@@ -138,12 +138,21 @@ export class RequestQueue {
   private readonly drain = (): void => {
     this.scheduled = false;
     const pool = this.pool;
+    const timeout = pool.config.queueTimeoutMs;
     while (this.head !== undefined && this.underCap()) {
       const w = this.head;
+      const waited = performance.now() - w.queuedAt;
+      if (waited >= timeout) {
+        // Its timer is late (a busy event loop): it is refused as the timer would have, never sent late.
+        this.remove(w);
+        this.stats.shedTimeout++;
+        w.shed('queue_timeout', `503 Service Unavailable: waited ${timeout}ms in the queue of pool ${pool.name}`);
+        continue;
+      }
       const b = pool.pick({ key: w.key });
       if (!b) break;
       this.remove(w);
-      this.stats.observeWait(performance.now() - w.queuedAt);
+      this.stats.observeWait(waited);
       w.dispatch(pool, b);
     }
     if (this.head !== undefined && !pool.anyUsable()) {
