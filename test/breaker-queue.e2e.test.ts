@@ -6,7 +6,8 @@
 // while queued leaves the queue and never reaches a backend. Per-backend max_connections queues too.
 
 import t from 'tap';
-import { freePort, get, startLb, waitFor } from './helpers/lb.js';
+import fs from 'node:fs';
+import { admin, freePort, get, startLb, waitFor, withStateFile } from './helpers/lb.js';
 import { countingUpstream, hangingRequest, openLoop, percentile, scrape, startHaproxy, sum, type CountingUpstream, type Shot } from './helpers/breaker.js';
 
 const SERVICE_MS = 100;
@@ -239,4 +240,44 @@ backends = [ { name = "a", address = "127.0.0.1:${up.port}", max_connections = 2
   t.equal(up.maxActive, 2, 'never more than max_connections at the backend');
   const m = await scrape(mport);
   t.ok(sum(m, 'lb_queue_wait_seconds_count', { pool: 'app' }) >= 4, 'four or more waited');
+});
+
+t.test('requests waiting in the queue keep their place over a reload', async (t) => {
+  const held: Array<() => void> = [];
+  const paths: string[] = [];
+  const up = await countingUpstream('a');
+  up.server.removeAllListeners('request');
+  up.server.on('request', (req, res) => {
+    paths.push(req.url ?? '');
+    held.push(() => res.writeHead(200).end('ok'));
+  });
+  t.teardown(() => up.close());
+  const [port, mport] = [await freePort(), await freePort()];
+  const pool = (timeout: string): string => `
+[pools.app]
+max_requests = 1
+max_queue = 5
+queue_timeout = "${timeout}"
+backends = ${addr([up])}
+`;
+  const lb = await startLb(config(port, mport, pool('30s')), [port, mport]);
+  t.teardown(() => lb.stop());
+  const first = hangingRequest(port, '/first');
+  await waitFor(() => held.length === 1, 10_000, 'first request at the backend');
+  const second = hangingRequest(port, '/second');
+  const third = hangingRequest(port, '/third');
+  await waitFor(async () => sum(await scrape(mport), 'lb_pool_queue_length', { pool: 'app' }) === 2, 10_000, 'two queued');
+  fs.writeFileSync(lb.configFile, withStateFile(config(port, mport, pool('20s')).replaceAll('{{socket}}', lb.socket), lb.dir));
+  const r = await admin(lb.socket, { cmd: 'reload' });
+  t.ok(r.ok, 'reload applied');
+  t.equal(sum(await scrape(mport), 'lb_pool_queue_length', { pool: 'app' }), 2, 'still two queued in the new pool');
+  held.shift()!();
+  t.equal(await first.done, 200);
+  await waitFor(() => held.length === 1, 10_000, 'second request at the backend');
+  held.shift()!();
+  t.equal(await second.done, 200);
+  await waitFor(() => held.length === 1, 10_000, 'third request at the backend');
+  held.shift()!();
+  t.equal(await third.done, 200);
+  t.same(paths, ['/first', '/second', '/third'], 'sent in arrival order');
 });
