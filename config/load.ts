@@ -34,6 +34,8 @@ import type {
   ListenerConfig,
   LogLevel,
   PassiveConfig,
+  RetryOn,
+  SuccessRateConfig,
   PoolConfig,
   RouteConfig,
   TlsConfig,
@@ -449,6 +451,12 @@ function schemaMessage(e: ValueError, at: PathSegment[]): { message: string; dis
       return { message: `must be >= ${String(s['minimum'])} (got ${String(v)})` };
     case ValueErrorType.IntegerMaximum:
       return { message: `must be <= ${String(s['maximum'])} (got ${String(v)})` };
+    case ValueErrorType.Number:
+      return { message: `expected a number, got ${got}` };
+    case ValueErrorType.NumberMinimum:
+      return { message: `must be >= ${String(s['minimum'])} (got ${String(v)})` };
+    case ValueErrorType.NumberMaximum:
+      return { message: `must be <= ${String(s['maximum'])} (got ${String(v)})` };
     case ValueErrorType.Boolean:
       return { message: `expected true or false, got ${got}` };
     case ValueErrorType.Union: {
@@ -774,10 +782,32 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     const passiveT = sub(p, 'passive', path);
     let passive: PassiveConfig | undefined;
     if (passiveT) {
+      const ppath = [...path, 'passive'];
+      const srT = sub(passiveT, 'success_rate', ppath);
+      const successRate: SuccessRateConfig | undefined = srT && {
+        intervalMs: duration(srT, 'interval', [...ppath, 'success_rate'], DEFAULTS.success_rate.interval, true),
+        minRequests: int(srT, 'min_requests') ?? DEFAULTS.success_rate.min_requests,
+        minHosts: int(srT, 'min_hosts') ?? DEFAULTS.success_rate.min_hosts,
+        stdevFactor: typeof srT['stdev_factor'] === 'number' ? srT['stdev_factor'] : DEFAULTS.success_rate.stdev_factor,
+      };
+      const on5xx = bool(passiveT, 'on_5xx') ?? DEFAULTS.passive.on_5xx;
+      const consecutive5xx = int(passiveT, 'consecutive_5xx') ?? 0;
+      const consecutiveGatewayErrors = int(passiveT, 'consecutive_gateway_errors') ?? 0;
+      const ejectForMs = duration(passiveT, 'eject_for', ppath, DEFAULTS.passive.eject_for, true);
+      const maxEjectForMs = duration(passiveT, 'max_eject_for', ppath, DEFAULTS.passive.max_eject_for, true);
+      if ('max_eject_for' in passiveT && maxEjectForMs > 0 && maxEjectForMs < ejectForMs) {
+        issues.report([...ppath, 'max_eject_for'], `must not be shorter than eject_for (${formatDuration(ejectForMs)})`);
+      }
       passive = {
         maxFailures: int(passiveT, 'max_failures') ?? DEFAULTS.passive.max_failures,
-        ejectForMs: duration(passiveT, 'eject_for', [...path, 'passive'], DEFAULTS.passive.eject_for, true),
-        on5xx: bool(passiveT, 'on_5xx') ?? DEFAULTS.passive.on_5xx,
+        ejectForMs,
+        on5xx,
+        consecutive5xx,
+        consecutiveGatewayErrors,
+        maxEjectionPercent: int(passiveT, 'max_ejection_percent') ?? DEFAULTS.passive.max_ejection_percent,
+        maxEjectForMs: Math.max(maxEjectForMs, ejectForMs),
+        ...(successRate ? { successRate } : {}),
+        report5xx: on5xx || consecutive5xx > 0 || consecutiveGatewayErrors > 0 || successRate !== undefined,
       };
     }
 
@@ -805,6 +835,34 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         minVersion: str(ptlsT, 'min_version') === 'TLSv1.3' ? 'TLSv1.3' : 'TLSv1.2',
       };
     }
+    const connectTimeoutMs = duration(p, 'connect_timeout', path, DEFAULTS.pool.connect_timeout, true);
+    const responseTimeoutMs = duration(p, 'response_timeout', path, DEFAULTS.pool.response_timeout, true);
+    const maxRequests = int(p, 'max_requests') ?? DEFAULTS.breaker.max_requests;
+    const maxQueue = int(p, 'max_queue') ?? DEFAULTS.breaker.max_queue;
+    if (maxQueue > 0 && maxRequests === 0 && backends.every((b) => b.maxConnections === 0)) {
+      issues.report([...path, 'max_queue'], 'has no effect: nothing to wait for (set max_requests, or max_connections on a backend)');
+    }
+    const queueTimeoutMs = 'queue_timeout' in p ? duration(p, 'queue_timeout', path, '0s', true) : connectTimeoutMs;
+    const perTryTimeoutMs = 'per_try_timeout' in p ? duration(p, 'per_try_timeout', path, '0s', true) : 0;
+    if (perTryTimeoutMs > responseTimeoutMs && responseTimeoutMs > 0) {
+      issues.report([...path, 'per_try_timeout'], `must not be longer than response_timeout (${formatDuration(responseTimeoutMs)})`);
+    }
+    const retryOnList = Array.isArray(p['retry_on']) ? (p['retry_on'] as unknown[]).filter((x): x is string => typeof x === 'string') : [...DEFAULTS.breaker.retry_on];
+    const statuses = new Set<number>();
+    for (const r of retryOnList) {
+      if (r === 'gateway-error') [502, 503, 504].forEach((c) => statuses.add(c));
+      else if (/^5\d\d$/.test(r)) statuses.add(Number(r));
+    }
+    const retryOn: RetryOn = {
+      connectFailure: retryOnList.includes('connect-failure'),
+      reset: retryOnList.includes('reset'),
+      statuses: [...statuses].sort(),
+    };
+    const budgetT = sub(p, 'retry_budget', path);
+    const retryBudget = budgetT && {
+      percent: typeof budgetT['percent'] === 'number' ? budgetT['percent'] : DEFAULTS.retry_budget.percent,
+      minRetries: int(budgetT, 'min_retries') ?? DEFAULTS.retry_budget.min_retries,
+    };
 
     const optionsT = sub(p, 'algorithm_options', path);
     if (optionsT && builtIn) reportOptionProblems(issues, [...path, 'algorithm_options'], optionsT, builtIn, true);
@@ -816,11 +874,17 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       ...(hashKey ? { hashKey } : {}),
       ...(optionsT ? { algorithmOptions: optionsT } : {}),
       retries: int(p, 'retries') ?? DEFAULTS.pool.retries,
-      connectTimeoutMs: duration(p, 'connect_timeout', path, DEFAULTS.pool.connect_timeout, true),
-      responseTimeoutMs: duration(p, 'response_timeout', path, DEFAULTS.pool.response_timeout, true),
+      connectTimeoutMs,
+      responseTimeoutMs,
       readTimeoutMs: duration(p, 'read_timeout', path, DEFAULTS.pool.read_timeout, false),
       slowStartMs: duration(p, 'slow_start', path, DEFAULTS.pool.slow_start, false),
       ...(sendProxy === 'v1' || sendProxy === 'v2' ? { sendProxy } : {}),
+      maxRequests,
+      maxQueue,
+      queueTimeoutMs,
+      retryOn,
+      perTryTimeoutMs,
+      ...(retryBudget ? { retryBudget } : {}),
       backends,
       ...(discovery ? { discovery } : {}),
       ...(healthCheck ? { healthCheck } : {}),

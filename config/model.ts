@@ -56,6 +56,33 @@ export interface PassiveConfig {
   ejectForMs: number;
   /** Count 5xx responses as failures (http); default false. */
   on5xx: boolean;
+  /** Consecutive 5xx responses or failures that eject (Envoy consecutive_5xx); 0 = off. */
+  consecutive5xx: number;
+  /** Consecutive 502/503/504 responses or failures that eject (Envoy consecutive_gateway_failure); 0 = off. */
+  consecutiveGatewayErrors: number;
+  /** Share of the pool ejected at once at most, in percent (at least one backend); default 100. */
+  maxEjectionPercent: number;
+  /** Cap on eject_for x ejection count; default 300s. */
+  maxEjectForMs: number;
+  successRate?: SuccessRateConfig;
+  /** Derived: workers report 5xx responses (on_5xx, consecutive_5xx, consecutive_gateway_errors or success_rate). */
+  report5xx: boolean;
+}
+
+export interface SuccessRateConfig {
+  intervalMs: number;
+  minRequests: number;
+  minHosts: number;
+  stdevFactor: number;
+}
+
+/** http retry conditions (`retry_on`); gateway-error sets 502, 503 and 504. */
+export interface RetryOn {
+  connectFailure: boolean;
+  /** Closed, reset or timed out before a response byte. */
+  reset: boolean;
+  /** Response statuses retried (502, 503, 504). */
+  statuses: number[];
 }
 
 /** A pool's `discovery` table: backends from DNS (src/discovery/). Durations in milliseconds. */
@@ -119,6 +146,17 @@ export interface PoolConfig {
   readTimeoutMs: number;
   /** Ramp a backend's weight linearly over this window after it comes up; 0 = off (default). */
   slowStartMs: number;
+  /** In flight over the pool at most, per worker; 0 = no cap (default). */
+  maxRequests: number;
+  /** http: requests that may wait for capacity, per worker; 0 = none (503 at once). */
+  maxQueue: number;
+  /** http: longest wait in the queue (then 503); default connect_timeout. */
+  queueTimeoutMs: number;
+  retryOn: RetryOn;
+  /** http: response-head timeout of each attempt; 0 = response_timeout. */
+  perTryTimeoutMs: number;
+  /** http: retries in flight at most max(minRetries, percent% of requests in flight); per worker. */
+  retryBudget?: { percent: number; minRetries: number };
   /** send_proxy: each backend connection starts with a PROXY protocol header of this version. */
   sendProxy?: 'v1' | 'v2';
   /** The static backends; may be empty when `discovery` is set. */

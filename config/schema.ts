@@ -28,7 +28,10 @@ export const DEFAULTS = {
   backend: { weight: 1, max_connections: 0 },
   discovery: { min_ttl: '1s', max_ttl: '60s', timeout: '2s', hold_empty: '30s', weight: 1, max_connections: 0 },
   health_check: { type: 'http', path: '/', expect_status: '200-399', interval: '2s', timeout: '1s', rise: 2, fall: 3 },
-  passive: { max_failures: 5, eject_for: '30s', on_5xx: false },
+  passive: { max_failures: 5, eject_for: '30s', on_5xx: false, max_ejection_percent: 100, max_eject_for: '300s' },
+  success_rate: { interval: '10s', min_requests: 100, min_hosts: 5, stdev_factor: 1.9 },
+  breaker: { max_requests: 0, max_queue: 0, retry_on: ['connect-failure', 'reset'] },
+  retry_budget: { percent: 20, min_retries: 3 },
   hash_key: 'client-ip',
 } as const;
 
@@ -379,7 +382,8 @@ const BackendSchema = Type.Object(
         minimum: 0,
         description:
           'Requests (http) and connections (tcp, websocket) in flight to this backend at most, per worker process ' +
-          '(NGINX max_conns without a queue): a backend at its cap is not picked; when every backend is, 503. 0 = no cap.',
+          '(NGINX max_conns): a backend at its cap is not picked; when every backend is, the request waits in the ' +
+          "pool's queue (max_queue) or, without one, gets 503. 0 = no cap.",
         default: DEFAULTS.backend.max_connections,
       }),
     ),
@@ -502,6 +506,59 @@ const HealthCheckSchema = Type.Object(
   { ...closed, description: 'Active health checks. Omit the table for none.' },
 );
 
+const SuccessRateSchema = Type.Object(
+  {
+    interval: Type.Optional(duration('How often success rates are compared (Envoy outlier_detection.interval).', DEFAULTS.success_rate.interval)),
+    min_requests: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'Requests a backend needs in an interval to be judged (Envoy success_rate_request_volume).',
+        default: DEFAULTS.success_rate.min_requests,
+      }),
+    ),
+    min_hosts: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'Backends with min_requests needed before any is judged (Envoy success_rate_minimum_hosts).',
+        default: DEFAULTS.success_rate.min_hosts,
+      }),
+    ),
+    stdev_factor: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        description:
+          'A backend whose success rate is below mean - stdev_factor x stdev of the judged backends is ejected ' +
+          '(Envoy success_rate_stdev_factor / 1000).',
+        default: DEFAULTS.success_rate.stdev_factor,
+      }),
+    ),
+  },
+  { ...closed, description: 'http: eject backends whose share of non-5xx answers falls well below the pool\'s (Envoy success_rate outlier detection).' },
+);
+
+const RetryBudgetSchema = Type.Object(
+  {
+    percent: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        maximum: 100,
+        description: "Retries in flight at most this percent of the pool's requests in flight (Envoy retry_budget.budget_percent).",
+        default: DEFAULTS.retry_budget.percent,
+      }),
+    ),
+    min_retries: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'Retries in flight always allowed, whatever the percent (Envoy retry_budget.min_retry_concurrency).',
+        default: DEFAULTS.retry_budget.min_retries,
+      }),
+    ),
+  },
+  { ...closed, description: 'http: caps retries so that they cannot multiply an outage. Counts are per worker. Omit for no budget.' },
+);
+
+export const RETRY_ON = ['connect-failure', 'reset', '502', '503', '504', 'gateway-error'] as const;
+
 const PassiveSchema = Type.Object(
   {
     max_failures: Type.Optional(
@@ -518,6 +575,40 @@ const PassiveSchema = Type.Object(
         default: DEFAULTS.passive.on_5xx,
       }),
     ),
+    consecutive_5xx: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description:
+          'http: eject after this many consecutive 5xx responses or failed requests, summed over workers ' +
+          '(Envoy outlier_detection.consecutive_5xx). Unset: off.',
+      }),
+    ),
+    consecutive_gateway_errors: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description:
+          'http: eject after this many consecutive 502/503/504 responses or failed requests ' +
+          '(Envoy outlier_detection.consecutive_gateway_failure). Unset: off.',
+      }),
+    ),
+    max_ejection_percent: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 100,
+        description:
+          'At most this share of the pool ejected at once; at least one backend may always be ejected ' +
+          '(Envoy max_ejection_percent, whose default is 10; the default here, 100, is no cap, as HAProxy).',
+        default: DEFAULTS.passive.max_ejection_percent,
+      }),
+    ),
+    max_eject_for: Type.Optional(
+      duration(
+        'An ejection lasts eject_for x the number of times the backend was ejected (less one for each eject_for ' +
+          'it then served), at most this (Envoy base_ejection_time and max_ejection_time).',
+        DEFAULTS.passive.max_eject_for,
+      ),
+    ),
+    success_rate: Type.Optional(SuccessRateSchema),
   },
   { ...closed, description: 'Outlier ejection from live traffic. Omit the table for none.' },
 );
@@ -581,6 +672,46 @@ const PoolSchema = Type.Object(
         DEFAULTS.pool.slow_start,
       ),
     ),
+    max_requests: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          "Requests (http) and connections (tcp) in flight over the pool at most, per worker process (HAProxy maxconn, " +
+          'which is per process): for an instance-wide limit L with W workers, set L / W. Past it http requests wait ' +
+          'in the queue (max_queue); tcp connections are closed. 0 = no cap.',
+        default: DEFAULTS.breaker.max_requests,
+      }),
+    ),
+    max_queue: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          'http: requests that may wait, per worker, for max_requests or a backend under max_connections (HAProxy ' +
+          'maxqueue); more get 503 at once. Needs max_requests or a backend max_connections. 0 = no queue: 503 at once.',
+        default: DEFAULTS.breaker.max_queue,
+      }),
+    ),
+    queue_timeout: Type.Optional(
+      duration('http: a queued request waiting longer gets 503 (HAProxy timeout queue). Default: connect_timeout, as HAProxy.'),
+    ),
+    retry_on: Type.Optional(
+      Type.Array(oneOf(RETRY_ON, { description: 'A retry condition.' }), {
+        uniqueItems: true,
+        description:
+          'http: what is retried on another backend, up to `retries` (Envoy x-envoy-retry-on names): connect-failure; ' +
+          'reset (the backend closed, reset or timed out before a response byte); 502, 503, 504; gateway-error ' +
+          '(502, 503 and 504). Only idempotent requests without a body are retried after anything but a connect failure.',
+        default: DEFAULTS.breaker.retry_on,
+      }),
+    ),
+    per_try_timeout: Type.Optional(
+      duration(
+        'http: time allowed for each attempt until its response head (Envoy per_try_timeout); a timed-out attempt ' +
+          'is retried when retry_on has reset, 504 or gateway-error. At most response_timeout, which then bounds ' +
+          'the whole request: no attempt starts after it. Default: response_timeout.',
+      ),
+    ),
+    retry_budget: Type.Optional(RetryBudgetSchema),
     backends: Type.Optional(
       Type.Array(BackendSchema, {
         description:

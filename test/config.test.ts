@@ -151,6 +151,11 @@ t.test('the docs/SPEC.md example', async (t) => {
         responseTimeoutMs: 30_000,
         readTimeoutMs: 60_000,
         slowStartMs: 0,
+        maxRequests: 0,
+        maxQueue: 0,
+        queueTimeoutMs: 2000,
+        retryOn: { connectFailure: true, reset: true, statuses: [] },
+        perTryTimeoutMs: 0,
         backends: [
           { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3, maxConnections: 0 },
           { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1, maxConnections: 0 },
@@ -164,7 +169,16 @@ t.test('the docs/SPEC.md example', async (t) => {
           rise: 2,
           fall: 3,
         },
-        passive: { maxFailures: 5, ejectForMs: 30_000, on5xx: false },
+        passive: {
+          maxFailures: 5,
+          ejectForMs: 30_000,
+          on5xx: false,
+          consecutive5xx: 0,
+          consecutiveGatewayErrors: 0,
+          maxEjectionPercent: 100,
+          maxEjectForMs: 300_000,
+          report5xx: false,
+        },
       },
       api: {
         name: 'api',
@@ -175,6 +189,11 @@ t.test('the docs/SPEC.md example', async (t) => {
         responseTimeoutMs: 30_000,
         readTimeoutMs: 60_000,
         slowStartMs: 0,
+        maxRequests: 0,
+        maxQueue: 0,
+        queueTimeoutMs: 2000,
+        retryOn: { connectFailure: true, reset: true, statuses: [] },
+        perTryTimeoutMs: 0,
         backends: [
           { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1, maxConnections: 0 },
           { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1, maxConnections: 0 },
@@ -188,6 +207,11 @@ t.test('the docs/SPEC.md example', async (t) => {
         responseTimeoutMs: 30_000,
         readTimeoutMs: 60_000,
         slowStartMs: 0,
+        maxRequests: 0,
+        maxQueue: 0,
+        queueTimeoutMs: 2000,
+        retryOn: { connectFailure: true, reset: true, statuses: [] },
+        perTryTimeoutMs: 0,
         backends: [
           { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1, maxConnections: 0 },
         ],
@@ -211,6 +235,11 @@ t.test('defaults of a minimal config', async (t) => {
     responseTimeoutMs: 30_000,
     readTimeoutMs: 60_000,
     slowStartMs: 0,
+    maxRequests: 0,
+    maxQueue: 0,
+    queueTimeoutMs: 2000,
+    retryOn: { connectFailure: true, reset: true, statuses: [] },
+    perTryTimeoutMs: 0,
     backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1, maxConnections: 0 }],
   });
   t.same(c.listeners['web']?.routes, []);
@@ -226,7 +255,16 @@ backends = [ { address = "h:1" } ]
   t.same(full.pools['app']?.healthCheck, {
     type: 'http', path: '/', expectStatus: [[200, 399]], intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3,
   });
-  t.same(full.pools['app']?.passive, { maxFailures: 5, ejectForMs: 30_000, on5xx: false });
+  t.same(full.pools['app']?.passive, {
+          maxFailures: 5,
+          ejectForMs: 30_000,
+          on5xx: false,
+          consecutive5xx: 0,
+          consecutiveGatewayErrors: 0,
+          maxEjectionPercent: 100,
+          maxEjectForMs: 300_000,
+          report5xx: false,
+        });
   t.same(full.pools['hash']?.hashKey, { kind: 'client-ip' }, 'hash algorithms default to client-ip');
 });
 

@@ -42,6 +42,11 @@ function poolCfg(name: string, ports: number[], over: Partial<PoolConfig> = {}):
     responseTimeoutMs: 1000,
     readTimeoutMs: 1000,
     slowStartMs: 0,
+    maxRequests: 0,
+    maxQueue: 0,
+    queueTimeoutMs: 1000,
+    retryOn: { connectFailure: true, reset: true, statuses: [] },
+    perTryTimeoutMs: 0,
     backends: ports.map((p, i) => ({ name: `b${i + 1}`, address: addr(p), weight: 1, maxConnections: 0 })),
     ...over,
   };
@@ -440,7 +445,17 @@ t.test('checkOnce runs one check now and feeds the state machine', async (t) => 
 
 // ---- monitor: passive ejection ------------------------------------------------------------------------
 
-const passive = (over: Partial<PassiveConfig> = {}): PassiveConfig => ({ maxFailures: 3, ejectForMs: 200, on5xx: false, ...over });
+const passive = (over: Partial<PassiveConfig> = {}): PassiveConfig => ({
+  maxFailures: 3,
+  ejectForMs: 200,
+  on5xx: false,
+  consecutive5xx: 0,
+  consecutiveGatewayErrors: 0,
+  maxEjectionPercent: 100,
+  maxEjectForMs: 200,
+  report5xx: false,
+  ...over,
+});
 
 t.test('passive: max_failures consecutive failures eject for eject_for, then re-admit', async (t) => {
   const h = harness(t, lbConfig(poolCfg('app', [1, 2], { passive: passive() })));

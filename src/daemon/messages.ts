@@ -36,7 +36,10 @@ export type FromWorker =
   | { t: 'committed'; id: number; generation: number }
   | { t: 'inflight'; id: number; inflight: InflightReport; connections: number; generation: number }
   | { t: 'metrics'; id: number; metrics: unknown }
-  | { t: 'failure'; pool: string; backend: string; reason: FailureReason }
+  /** `status`: the response status of a '5xx' failure. */
+  | { t: 'failure'; pool: string; backend: string; reason: FailureReason; status?: number }
+  /** Attempts and successes per backend ([name, total, ok]) since the last report (passive.success_rate). */
+  | { t: 'outcomes'; pool: string; counts: Array<[string, number, number]> }
   | { t: 'recovered'; pool: string; backend: string }
   | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
 

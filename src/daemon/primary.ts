@@ -259,7 +259,10 @@ export class Primary {
     }
     switch (msg.t) {
       case 'failure':
-        this.health.failure(msg.pool, msg.backend, msg.reason as FailureReason);
+        this.health.failure(msg.pool, msg.backend, msg.reason as FailureReason, typeof msg.status === 'number' ? msg.status : undefined);
+        break;
+      case 'outcomes':
+        if (Array.isArray(msg.counts)) this.health.outcomes(msg.pool, msg.counts);
         break;
       case 'recovered':
         this.health.recovered(msg.pool, msg.backend);

@@ -11,6 +11,9 @@ import type { DataPlaneEvents, RequestRecord } from '../dataplane/events.js';
 import { isMessage, type FromWorker, type ToWorker } from './messages.js';
 import { WorkerMetrics } from '../metrics/worker.js';
 
+/** How often a worker reports attempt outcomes for success-rate outlier detection. */
+const OUTCOME_REPORT_MS = 1000;
+
 export function runWorker(): void {
   // A send that fails because the primary is gone is dropped: node:cluster ends a worker whose channel
   // closes unexpectedly, and without the callback the failure would be an uncaught 'error' first.
@@ -29,9 +32,9 @@ export function runWorker(): void {
       metrics.done(r);
       if (access) accessLog(logger, r);
     },
-    failure(pool, backend, reason) {
+    failure(pool, backend, reason, status) {
       metrics.failure(pool, backend, reason);
-      send({ t: 'failure', pool, backend, reason });
+      send(status === undefined ? { t: 'failure', pool, backend, reason } : { t: 'failure', pool, backend, reason, status });
     },
     recovered(pool, backend) {
       send({ t: 'recovered', pool, backend });
@@ -44,6 +47,22 @@ export function runWorker(): void {
   };
   const dp = new DataPlane(events);
   let stopping = false;
+  // Success-rate outlier detection: each second, every backend's attempts and successes since the last
+  // report go to the primary, which judges them over passive.success_rate.interval (src/health/outlier.ts).
+  setInterval(() => {
+    for (const pool of dp.pools.values()) {
+      if (!pool.config.passive?.successRate) continue;
+      const counts: Array<[string, number, number]> = [];
+      for (const b of pool.backends) {
+        const o = b.outcomes;
+        if (o === undefined || o.total === 0) continue;
+        counts.push([b.name, o.total, o.ok]);
+        o.total = 0;
+        o.ok = 0;
+      }
+      if (counts.length > 0) send({ t: 'outcomes', pool: pool.name, counts });
+    }
+  }, OUTCOME_REPORT_MS).unref();
 
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return;

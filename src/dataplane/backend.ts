@@ -15,6 +15,7 @@ import { UpstreamPool, type UpstreamOptions } from './upstream.js';
  * keep-alive pool per backend, reused by its later requests and closed with it.
  */
 const privatePools = new WeakMap<net.Socket, Map<Backend, { pool: UpstreamPool; cfg: PoolConfig }>>();
+import type { RequestQueue } from './queue.js';
 
 /** `maint` (lb maint): out of traffic like `drain`, and the primary runs no health checks on it. */
 export type AdminState = 'ready' | 'drain' | 'maint';
@@ -35,10 +36,14 @@ export interface BackendControl {
   fullWeight?: number;
 }
 
-/** The in-flight total of the pool serving a backend, and the pool's Picker.inflightChanged hook. */
+/**
+ * What a pool shares with its backends: its in-flight total, its Picker.inflightChanged hook, and its queue
+ * (max_queue), if any.
+ */
 export interface PoolLoad {
   inflight: number;
   changed: ((b: Backend) => void) | undefined;
+  queue: RequestQueue | undefined;
 }
 
 export class Backend implements Candidate {
@@ -58,11 +63,16 @@ export class Backend implements Candidate {
    */
   ramp = 1;
   /** The in-flight total of the pool serving this backend (PickContext.inflightTotal); set by the pool. */
-  poolLoad: PoolLoad = { inflight: 0, changed: undefined };
+  poolLoad: PoolLoad = { inflight: 0, changed: undefined, queue: undefined };
   /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
   maxConnections: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
   failStreak = 0;
+  /**
+   * Attempts ended and those that succeeded (no failure, status < 500) since the worker last reported them,
+   * for success-rate outlier detection; undefined unless the pool's passive.success_rate is set.
+   */
+  outcomes: { total: number; ok: number } | undefined = undefined;
   /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
   retired = false;
   /** The pool's TLS to backends (pools.NAME.tls); set by the pool, undefined for plain text. */
@@ -146,7 +156,8 @@ export class Backend implements Candidate {
       host: this.address.host,
       port: this.address.port,
       connectTimeoutMs: pool.connectTimeoutMs,
-      responseTimeoutMs: pool.responseTimeoutMs,
+      // per_try_timeout, when set, bounds each attempt's wait for a response head (http-proxy.ts).
+      responseTimeoutMs: pool.perTryTimeoutMs || pool.responseTimeoutMs,
       readTimeoutMs: pool.readTimeoutMs,
       idleTimeoutMs: 4_000,
       // The proxy forwards the backend's head as it is; the parser's limit must not reject it first.
@@ -175,6 +186,7 @@ export class Backend implements Candidate {
       const load = this.poolLoad;
       load.inflight--;
       if (load.changed !== undefined) load.changed(this);
+      if (load.queue !== undefined) load.queue.freed();
     }
   }
 }

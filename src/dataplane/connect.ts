@@ -106,6 +106,13 @@ export function connectUpstream<S>(
     timer = setTimeout(() => fail(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), pool.config.connectTimeoutMs);
   };
 
+  const queue = pool.queue;
+  if (queue !== undefined && !queue.underCap()) {
+    // max_requests: tcp connections do not queue; the client's connection is closed (docs/SPEC.md).
+    pool.queueStats.shedFull++;
+    done({ error: `pool ${pool.name} is at max_requests`, retries: 0 });
+    return () => {};
+  }
   attempt(pool.pick({ key }));
   return () => {
     clearTimeout(timer);

@@ -31,8 +31,11 @@ export interface DataPlaneEvents {
   /** Whether done() uses `client` (the access log); when false, tcp records may leave it empty. */
   readonly needsClient: boolean;
   done(r: RequestRecord): void;
-  /** A backend failed a request or connection (connect error, reset, timeout, 5xx when counted). */
-  failure(pool: string, backend: string, reason: FailureReason): void;
+  /**
+   * A backend failed a request or connection (connect error, reset, timeout, 5xx when counted); `status`
+   * is the response status of a '5xx' failure (outlier ejection tells 502/503/504 apart).
+   */
+  failure(pool: string, backend: string, reason: FailureReason, status?: number): void;
   /** A backend that had failed succeeded again (sent only after a failure, never per request). */
   recovered(pool: string, backend: string): void;
   /**

@@ -2,12 +2,18 @@
 // (upstream.ts), with the body streamed both ways: back-pressure by returning false from onData and
 // calling `resume`; the request body is the client request's body stream, read as the upstream accepts it.
 //
-// Contract with docs/SPEC.md: 503 when the pool has no usable backend, 502 when the backend failed and retries
-// ran out, 504 when no response head arrived within `response_timeout`. Retries go to another backend when
-// connecting failed (for any method: nothing was sent), and for idempotent requests without a body whose
-// backend failed before a response byte.
+// Contract with docs/SPEC.md: 503 when the pool has no usable backend (or its queue is full, or a request
+// waited `queue_timeout`: queue.ts), 502 when the backend failed and retries ran out, 504 when no response
+// head arrived within `response_timeout` (or `per_try_timeout` on the last attempt). Retries go to another
+// backend, up to `retries` and within `retry_budget` (retry-budget.ts), for the conditions in `retry_on`
+// (Envoy's names): connect-failure (any method: nothing was sent), and, for idempotent requests without a
+// body (nothing of them is lost, and sending them twice is allowed: RFC 9110 §9.2.2), reset (failed before a
+// response byte), a timed-out attempt (per_try_timeout; with reset, 504 or gateway-error) and the listed
+// 5xx statuses (the response is discarded and its connection closed, as Envoy does).
 
 import type { Backend } from './backend.js';
+import type { RequestQueue, ShedReason, Waiter } from './queue.js';
+import type { RetryBudget } from './retry-budget.js';
 import type { DataPlaneEvents, FailureReason } from './events.js';
 import type { FrontRequest, FrontResponse } from './http-server.js';
 import type net from 'node:net';
@@ -45,6 +51,8 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
  * body by it, or routes by a Host it then drops, desyncs). A request naming one is refused with 400.
  */
 const CONNECTION_FORBIDDEN = new Set(['content-length', 'transfer-encoding', 'host']);
+/** The abort reason of an attempt whose response status retry_on lists (onHeaders → onError). */
+const RETRY_STATUS = 'RETRY_ON_STATUS';
 /** How many times one request is sent again after landing on a kept-alive connection the backend had closed. */
 const MAX_STALE_RETRIES = 3;
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -226,8 +234,17 @@ export function replyError(res: FrontResponse, status: number, message: string, 
 }
 
 /** One client request on its way through a pool; the upstream handler of its current attempt. */
-export class ProxyCall implements UpstreamHandler {
+export class ProxyCall implements UpstreamHandler, Waiter {
   private backend: Backend | undefined;
+  // Waiter (queue.ts): set only while the request waits in its pool's queue.
+  qPrev: Waiter | undefined = undefined;
+  qNext: Waiter | undefined = undefined;
+  queuedAt = 0;
+  queue: RequestQueue | undefined = undefined;
+  /** The retry-budget slot held by the retry attempt in flight, if any. */
+  private budget: RetryBudget | undefined;
+  /** The backend the next attempt goes to, chosen when a response's status is retried (onHeaders). */
+  private retryTo: Backend | undefined;
   private tried: Backend[] | undefined;
   private readonly t0 = performance.now();
   /** When the current attempt was sent (Picker.done's latency). */
@@ -236,7 +253,7 @@ export class ProxyCall implements UpstreamHandler {
   private readonly bytesReadAtStart: number;
   /** The client connection. */
   private readonly socket: FrontRequest['socket'];
-  private readonly key: string | undefined;
+  readonly key: string | undefined;
   private readonly hasHost: boolean;
   private readonly headers: string[];
   private abortUpstream: ((err?: Error) => void) | undefined;
@@ -257,7 +274,8 @@ export class ProxyCall implements UpstreamHandler {
 
   constructor(
     private readonly listener: ListenerInfo,
-    private readonly pool: BackendPool,
+    /** The pool serving the request; a request waiting in a queue through a reload moves to the new one. */
+    private pool: BackendPool,
     private readonly req: FrontRequest,
     private readonly res: FrontResponse,
     scan: ScannedRequest,
@@ -273,6 +291,14 @@ export class ProxyCall implements UpstreamHandler {
   }
 
   start(): void {
+    const queue = this.pool.queue;
+    if (queue !== undefined) {
+      queue.enter(this);
+      // Queued: a client that closes its side now has given up (HAProxy `option abortonclose`, applied here
+      // to queued requests only: nothing of them was sent). Its request leaves the queue.
+      if (this.queue !== undefined) this.socket.once('end', this.onQueuedEnd);
+      return;
+    }
     const b = this.pool.pick({ key: this.key });
     if (!b) {
       this.status = 503;
@@ -282,6 +308,22 @@ export class ProxyCall implements UpstreamHandler {
       return;
     }
     this.send(b, false);
+  }
+
+  /** Waiter: capacity freed for the request while it waited (or at once). */
+  dispatch(pool: BackendPool, b: Backend): void {
+    this.pool = pool;
+    this.socket.removeListener('end', this.onQueuedEnd);
+    this.send(b, false);
+  }
+
+  /** Waiter: refused by the pool's admission (queue.ts). */
+  shed(reason: ShedReason, why: string): void {
+    this.socket.removeListener('end', this.onQueuedEnd);
+    this.status = 503;
+    this.error = reason === 'no_backend' ? 'no usable backend' : reason;
+    replyError(this.res, 503, why);
+    this.finish();
   }
 
   /** Whether the request can be sent again after a failure with no response byte: nothing of it is lost. */
@@ -369,6 +411,17 @@ export class ProxyCall implements UpstreamHandler {
       this.abortUpstream?.(Object.assign(new Error(`backend sent Transfer-Encoding ${codings} to an HTTP/1.0 client`), { code: UPSTREAM_CODES.badResponse }));
       return false;
     }
+    const retried = this.pool.retryStatuses;
+    if (retried !== undefined && statusCode >= 500 && retried.includes(statusCode) && this.replayable) {
+      const next = this.nextAttempt(String(statusCode), this.backend!);
+      if (next) {
+        // Discarded: the attempt ends in onError (RETRY_STATUS), which sends the request to `next`.
+        this.status = statusCode;
+        this.retryTo = next;
+        this.abortUpstream?.(Object.assign(new Error(`backend answered ${statusCode}`), { code: RETRY_STATUS }));
+        return false;
+      }
+    }
     this.status = statusCode;
     this.resumeUpstream = resume;
     // The backend closes while the request body is still coming (an early 413...): so does lb, and says so.
@@ -382,8 +435,8 @@ export class ProxyCall implements UpstreamHandler {
 
   private noteSuccess(): void {
     const b = this.backend!;
-    if (this.status >= 500 && this.pool.config.passive?.on5xx) {
-      this.noteFailure(b, '5xx');
+    if (this.status >= 500 && this.pool.config.passive?.report5xx) {
+      this.noteFailure(b, '5xx', this.status);
     } else if (b.failStreak > 0) {
       b.failStreak = 0;
       this.listener.events.recovered(this.pool.name, b.name);
@@ -437,6 +490,25 @@ export class ProxyCall implements UpstreamHandler {
     const b = this.backend!;
     b.end();
     const res = this.res;
+    const retryTo = this.retryTo;
+    if (retryTo !== undefined && err.code === RETRY_STATUS) {
+      // A response retry_on lists, discarded (onHeaders): counted against the backend as its status.
+      this.retryTo = undefined;
+      const status = this.status;
+      this.status = 0;
+      if (this.pool.config.passive?.report5xx) this.noteFailure(b, '5xx', status);
+      this.pool.done(b, this.sentAt, false, status);
+      (this.tried ??= []).push(b);
+      if (res.destroyed) {
+        this.backend = undefined;
+        this.status = 499;
+        this.error ??= 'client closed';
+        this.finish(b);
+        return;
+      }
+      this.send(retryTo, false);
+      return;
+    }
     if (this.bodyTimedOut) {
       // The client's fault, not the backend's: no failure is counted, no retry.
       this.backend = undefined;
@@ -474,11 +546,10 @@ export class ProxyCall implements UpstreamHandler {
       this.finish();
       return;
     }
-    const attempts = this.tried ? this.tried.length : 0;
-    if (attempts < this.pool.config.retries && this.retryable(reason)) {
-      (this.tried ??= []).push(b);
-      const next = this.pool.pickRetry({ key: this.key }, this.tried);
+    if (this.retryable(reason)) {
+      const next = this.nextAttempt(reason === 'connect' ? 'connect-failure' : reason, b);
       if (next) {
+        (this.tried ??= []).push(b);
         this.send(next, false);
         return;
       }
@@ -486,7 +557,8 @@ export class ProxyCall implements UpstreamHandler {
     this.backend = undefined;
     if (reason === 'timeout') {
       this.status = 504;
-      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${this.pool.config.responseTimeoutMs}ms`);
+      const cfg = this.pool.config;
+      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${cfg.perTryTimeoutMs || cfg.responseTimeoutMs}ms`);
     } else {
       this.status = 502;
       replyError(res, 502, `502 Bad Gateway: backend ${b.name} failed (${err.code ?? err.message})`);
@@ -494,19 +566,78 @@ export class ProxyCall implements UpstreamHandler {
     this.finish(b);
   }
 
+  /** Whether retry_on (and the idempotency rule) allows another attempt after a failure of this kind. */
   private retryable(reason: FailureReason): boolean {
-    if (reason === 'connect') return !this.req.readableDidRead;
-    if (reason === 'reset') return this.replayable;
+    const cfg = this.pool.config;
+    const on = cfg.retryOn;
+    if (reason === 'connect') return on.connectFailure && !this.req.readableDidRead;
+    if (reason === 'reset') return on.reset && this.replayable;
+    if (reason === 'timeout') {
+      // Only a per-try timeout leaves time for another attempt: response_timeout bounds the whole request.
+      return (
+        cfg.perTryTimeoutMs > 0 &&
+        (on.reset || on.statuses.includes(504)) &&
+        this.replayable &&
+        performance.now() - this.t0 < cfg.responseTimeoutMs
+      );
+    }
     return false;
   }
 
-  private noteFailure(b: Backend, reason: FailureReason): void {
-    b.failStreak++;
-    this.listener.events.failure(this.pool.name, b.name, reason);
+  /**
+   * The backend for one more attempt after `current` (not yet in `tried`), when `retries` and the retry
+   * budget allow one (its slot is then held until that attempt ends); undefined otherwise. Counts the
+   * retry, or the budget's refusal, for /metrics.
+   */
+  private nextAttempt(why: string, current: Backend): Backend | undefined {
+    const pool = this.pool;
+    const tried = this.tried;
+    if ((tried ? tried.length : 0) >= pool.config.retries) return undefined;
+    const budget = pool.retryBudget;
+    if (this.budget) {
+      this.budget.release();
+      this.budget = undefined;
+    }
+    if (budget !== undefined) {
+      if (!budget.acquire(pool.inflight + 1)) {
+        pool.retryStats.budgetExhausted++;
+        return undefined;
+      }
+      this.budget = budget;
+    }
+    const next = pool.pickRetry({ key: this.key }, tried ? [...tried, current] : [current]);
+    if (!next) {
+      this.budget?.release();
+      this.budget = undefined;
+      return undefined;
+    }
+    pool.retryStats.count(why);
+    return next;
   }
+
+  private noteFailure(b: Backend, reason: FailureReason, status?: number): void {
+    b.failStreak++;
+    this.listener.events.failure(this.pool.name, b.name, reason, status);
+  }
+
+  private readonly onQueuedEnd = (): void => {
+    if (this.queue === undefined || this.finished) return;
+    this.onClientClose();
+    this.res.destroy();
+  };
 
   private readonly onClientClose = (): void => {
     if (this.finished || this.tunnel) return;
+    const queue = this.queue;
+    if (queue !== undefined) {
+      // Waiting for capacity: it leaves the queue and nothing is sent.
+      this.socket.removeListener('end', this.onQueuedEnd);
+      queue.remove(this);
+      this.status = 499;
+      this.error = 'client closed while queued';
+      this.finish();
+      return;
+    }
     // Client disconnected before the response completed (a reset, or a close with the response unsent;
     // a half-close after the request is not this): 499 whatever the backend had answered so far.
     this.status = 499;
@@ -519,6 +650,10 @@ export class ProxyCall implements UpstreamHandler {
     if (this.finished) return;
     this.finished = true;
     if (this.bodyTimer) this.stopBodyTimer();
+    if (this.budget !== undefined) {
+      this.budget.release();
+      this.budget = undefined;
+    }
     const b = this.backend;
     if (b) {
       b.end();

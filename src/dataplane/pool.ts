@@ -9,6 +9,8 @@ import type { Algorithm, Picker, PickContext } from '../../algorithms/types.js';
 import type { HashKey, PoolConfig } from '../../config/model.js';
 import { Backend, type BackendControl, type PoolLoad } from './backend.js';
 import { loadBackendTls, type BackendTls } from './backend-tls.js';
+import { QueueStats, RequestQueue } from './queue.js';
+import { RetryBudget, RetryStats } from './retry-budget.js';
 
 export class BackendPool {
   readonly name: string;
@@ -30,7 +32,7 @@ export class BackendPool {
    * this pool serves), for PickContext.inflightTotal: bounded-load hashing reads it in O(1); and the
    * Picker's inflightChanged hook, which begin/end call when it is set.
    */
-  private readonly load: PoolLoad = { inflight: 0, changed: undefined };
+  private readonly load: PoolLoad = { inflight: 0, changed: undefined, queue: undefined };
   /**
    * Slow start by key admission (algorithms/ramp.ts), for algorithms with usesKey: the number of backends
    * ramping (Backend.ramp < 1; 0 keeps pick() on its plain path), and the current request's draw.
@@ -38,6 +40,18 @@ export class BackendPool {
   private ramping = 0;
   private draw = 0;
   private readonly admitted = (b: Backend): boolean => b.available && (b.ramp >= 1 || this.draw < b.ramp);
+  /** max_requests / max_queue: admission with a queue (queue.ts); undefined when neither is set. */
+  readonly queue: RequestQueue | undefined;
+  /** retry_budget (retry-budget.ts); undefined for none. */
+  readonly retryBudget: RetryBudget | undefined;
+  /** retry_on's statuses (http); undefined when none are retried, so the response path checks one field. */
+  readonly retryStatuses: readonly number[] | undefined;
+  /** Counters for /metrics, carried over from the pool this one replaces. */
+  readonly queueStats: QueueStats;
+  readonly retryStats: RetryStats;
+
+  /** The queue of the pool this one replaces; its waiters move here at commit(). */
+  private adopt: RequestQueue | undefined;
 
   /** What commit() changes in backends shared with the pool this one replaces. */
   private pending: Array<() => void> = [];
@@ -55,6 +69,14 @@ export class BackendPool {
     this.hashKey = algorithm.usesKey ? (config.hashKey ?? { kind: 'client-ip' }) : undefined;
     const tls = (this.tls = config.tls ? loadBackendTls(config.name, config.tls, previous?.tls) : undefined);
     const tlsChanged = previous !== undefined && previous.tls !== tls;
+    this.queueStats = previous?.queueStats ?? new QueueStats();
+    this.retryStats = previous?.retryStats ?? new RetryStats();
+    this.queue = config.maxRequests > 0 || config.maxQueue > 0 ? new RequestQueue(this, this.queueStats) : undefined;
+    this.load.queue = this.queue;
+    const budget = config.retryBudget;
+    this.retryBudget = budget ? new RetryBudget(budget.percent, budget.minRetries) : undefined;
+    this.retryStatuses = config.retryOn.statuses.length > 0 ? config.retryOn.statuses : undefined;
+    const countOutcomes = config.passive?.successRate !== undefined;
     for (const bc of config.backends) {
       let b = previous?.byName.get(bc.name);
       if (b) {
@@ -67,18 +89,21 @@ export class BackendPool {
           kept.tls = tls;
           kept.address = bc.address;
           kept.maxConnections = bc.maxConnections;
+          kept.outcomes = countOutcomes ? (kept.outcomes ?? { total: 0, ok: 0 }) : undefined;
           if (reset) kept.resetUpstream();
         });
       } else {
         b = new Backend(bc);
         b.poolLoad = this.load;
         b.tls = tls;
+        if (countOutcomes) b.outcomes = { total: 0, ok: 0 };
       }
       this.backends.push(b);
       this.byName.set(b.name, b);
     }
     if (previous) {
       for (const old of previous.backends) if (!this.byName.has(old.name)) this.pending.push(() => old.retire());
+      this.adopt = previous.queue;
     }
     // Pickers read names, weights and in-flight counts, none of which commit() changes.
     this.setPicker(algorithm.create(this.backends, config.algorithmOptions));
@@ -103,6 +128,23 @@ export class BackendPool {
     } catch {
       // create() succeeded over the same backends in the constructor; keep that picker.
     }
+    // Requests waiting in the old pool's queue keep their place in this one's (or are sent or refused), once
+    // the in-flight total above is right.
+    const adopt = this.adopt;
+    this.adopt = undefined;
+    if (adopt) adopt.handOver(this.queue, this);
+    this.queue?.freed();
+  }
+
+  /** Requests and connections in flight over this pool in this worker. */
+  get inflight(): number {
+    return this.load.inflight;
+  }
+
+  /** Some backend may take traffic (usable), whether or not it is at its max_connections. */
+  anyUsable(): boolean {
+    for (const b of this.backends) if (b.usable) return true;
+    return false;
   }
 
   private setPicker(picker: Picker<Backend>): void {
@@ -126,6 +168,7 @@ export class BackendPool {
     if (!b) return false;
     if (b.control(c, this.algorithm.usesKey)) this.setPicker(this.algorithm.create(this.backends, this.config.algorithmOptions));
     this.countRamping();
+    this.queue?.freed();
     return true;
   }
 
@@ -150,6 +193,11 @@ export class BackendPool {
    * Picker (Picker.done), if it wants to know.
    */
   done(b: Backend, startedAt: number, ok: boolean, status?: number): void {
+    const o = b.outcomes;
+    if (o !== undefined) {
+      o.total++;
+      if (ok) o.ok++;
+    }
     const picker = this.picker;
     if (picker.done) picker.done(b, { latencyMs: performance.now() - startedAt, ok, ...(status ? { status } : {}) });
   }
@@ -171,10 +219,16 @@ export class BackendPool {
 
   /** Closes idle upstream connections of all backends (stop). */
   close(): void {
+    this.queue?.shedAll('no_backend', `503 Service Unavailable: pool ${this.name} was removed`);
     for (const b of this.backends) b.retire();
   }
 }
 
 function timeoutsChanged(a: PoolConfig, b: PoolConfig): boolean {
-  return a.connectTimeoutMs !== b.connectTimeoutMs || a.responseTimeoutMs !== b.responseTimeoutMs || a.readTimeoutMs !== b.readTimeoutMs;
+  return (
+    a.connectTimeoutMs !== b.connectTimeoutMs ||
+    a.responseTimeoutMs !== b.responseTimeoutMs ||
+    a.perTryTimeoutMs !== b.perTryTimeoutMs ||
+    a.readTimeoutMs !== b.readTimeoutMs
+  );
 }

@@ -19,6 +19,10 @@
 //   reason "passive: N consecutive failures (last: reset)". Reports during an ejection are ignored.
 // - When the ejection ends the backend gets the active verdict back (`up` without active checks).
 //   Active checks keep running while it is ejected, but their passes do not re-admit it early.
+// - consecutive_5xx, consecutive_gateway_errors, success_rate, max_ejection_percent and the growing
+//   ejection time follow Envoy's outlier detection; their rules are in outlier.ts. Workers report 5xx
+//   responses (with their status) when any of these or on_5xx is set, and each backend's attempts and
+//   successes every second for success_rate.
 //
 // Slow start (`slow_start`, HAProxy `slowstart`): when a backend goes from `down` to serving,
 // `record.upSince` is set; StateStore.control() ramps the weight from it, and `changed(record,
@@ -56,6 +60,7 @@ import {
 } from './machine.js';
 import { probe } from './probe.js';
 import { loadBackendTls, type BackendTls } from '../dataplane/backend-tls.js';
+import { decayedCount, ejectionCap, ejectionTime, isGatewayError, successRateOutliers } from './outlier.js';
 import { Timers } from './timers.js';
 
 interface Entry {
@@ -77,6 +82,15 @@ interface Entry {
   inflight: AbortController | undefined;
   /** Bumped whenever the check schedule restarts or stops: continuations of older checks drop out. */
   gen: number;
+  /** consecutive_5xx and consecutive_gateway_errors runs, summed over workers. */
+  streak5xx: number;
+  streakGateway: number;
+  /** Ejections so far (decayed: outlier.ts decayedCount) and when the last one ended (Date.now()). */
+  ejections: number;
+  readmittedAt: number;
+  /** success_rate: attempts and successes reported in the current interval. */
+  srTotal: number;
+  srOk: number;
 }
 
 /** A fresh entry, checks not yet scheduled (`check` unset: `apply` sets it and starts them). */
@@ -96,6 +110,12 @@ function newEntry(pool: PoolConfig, b: BackendConfig, key: string): Entry {
     failCount: 0,
     inflight: undefined,
     gen: 0,
+    streak5xx: 0,
+    streakGateway: 0,
+    ejections: 0,
+    readmittedAt: 0,
+    srTotal: 0,
+    srOk: 0,
   };
 }
 
@@ -112,6 +132,10 @@ export class HealthMonitor {
   private readonly tls = new Map<string, BackendTls>();
   private readonly timers: Timers;
   private stopped = false;
+  /** Pools judged by success rate, with their interval. */
+  private readonly srInterval = new Map<string, number>();
+  /** Ejections by entry key, for /metrics. */
+  private readonly ejectionCount = new Map<string, number>();
 
   constructor(
     private readonly state: StateStore,
@@ -166,6 +190,23 @@ export class HealthMonitor {
         if (r?.upSince !== undefined && !(pool.slowStartMs > 0)) this.rampStep(e);
       });
     }
+    // success_rate: one judging timer per pool that has it.
+    const judged = new Set<string>();
+    for (const pool of Object.values(config.pools)) {
+      const sr = pool.passive?.successRate;
+      if (!sr) continue;
+      judged.add(pool.name);
+      const key = `${JSON.stringify(pool.name)}|success-rate`;
+      if (this.srInterval.get(pool.name) !== sr.intervalMs || !this.timers.has(key)) {
+        this.srInterval.set(pool.name, sr.intervalMs);
+        this.scheduleJudging(pool.name, sr.intervalMs);
+      }
+    }
+    for (const name of [...this.srInterval.keys()]) {
+      if (judged.has(name)) continue;
+      this.srInterval.delete(name);
+      this.timers.clear(`${JSON.stringify(name)}|success-rate`);
+    }
     for (const [key, e] of this.entries) {
       if (seen.has(key)) continue;
       this.stopChecks(e);
@@ -194,22 +235,53 @@ export class HealthMonitor {
     }
   }
 
-  /** A worker saw `backend` fail a request or connection. */
-  failure(pool: string, backend: string, reason: FailureReason): void {
+  /** A worker saw `backend` fail a request or connection; `status` for a '5xx' failure. */
+  failure(pool: string, backend: string, reason: FailureReason, status?: number): void {
     if (this.stopped) return;
     const r = this.state.get(pool, backend);
     const e = r && this.entry(pool, backend);
-    if (!e || !r || !e.passive || !countsAsFailure(reason, e.passive.on5xx)) return;
+    const p = e?.passive;
+    if (!e || !r || !p) return;
     if (r.ejectedUntil !== undefined) return;
-    r.passiveStreak++;
-    this.logger().debug({ pool, backend, reason, streak: r.passiveStreak }, 'passive: failure reported');
-    if (r.passiveStreak >= e.passive.maxFailures) this.eject(e, r, reason);
+    let why: string | undefined;
+    if (countsAsFailure(reason, p.on5xx)) {
+      r.passiveStreak++;
+      this.logger().debug({ pool, backend, reason, streak: r.passiveStreak }, 'passive: failure reported');
+      if (r.passiveStreak >= p.maxFailures) why = ejectionReason(r.passiveStreak, reason);
+    }
+    const last = status !== undefined ? String(status) : reason;
+    if (p.consecutive5xx > 0) {
+      e.streak5xx++;
+      if (e.streak5xx >= p.consecutive5xx) why ??= `passive: ${e.streak5xx} consecutive 5xx or failures (last: ${last})`;
+    }
+    if (p.consecutiveGatewayErrors > 0) {
+      if (reason !== '5xx' || isGatewayError(status)) {
+        e.streakGateway++;
+        if (e.streakGateway >= p.consecutiveGatewayErrors) why ??= `passive: ${e.streakGateway} consecutive gateway errors (last: ${last})`;
+      } else {
+        e.streakGateway = 0;
+      }
+    }
+    if (why !== undefined) this.eject(e, r, why);
+  }
+
+  /** A worker's attempt counts since its last report (success_rate); [backend, total, ok]. */
+  outcomes(pool: string, counts: ReadonlyArray<readonly [string, number, number]>): void {
+    if (this.stopped || !this.srInterval.has(pool)) return;
+    for (const [backend, total, ok] of counts) {
+      const e = this.entries.get(JSON.stringify([pool, backend]));
+      if (!e || typeof total !== 'number' || typeof ok !== 'number') continue;
+      e.srTotal += total;
+      e.srOk += ok;
+    }
   }
 
   /** A worker saw `backend` succeed after a failure: the consecutive-failure streak starts over. */
   recovered(pool: string, backend: string): void {
     if (this.stopped) return;
     const r = this.state.get(pool, backend);
+    const e = this.entries.get(JSON.stringify([pool, backend]));
+    if (e) e.streak5xx = e.streakGateway = 0;
     if (!r || r.ejectedUntil !== undefined || r.passiveStreak === 0) return;
     this.logger().debug({ pool, backend, streak: r.passiveStreak }, 'passive: recovered');
     r.passiveStreak = 0;
@@ -264,6 +336,16 @@ export class HealthMonitor {
     e.activeWhy = undefined;
     if (e.check) this.scheduleCheck(e, Date.now());
     this.settle(e, 'maintenance over');
+  }
+
+  /** Ejections so far by backend (monotonic; lb_outlier_ejections_total). */
+  ejectionCounts(): Array<{ pool: string; backend: string; value: number }> {
+    const out: Array<{ pool: string; backend: string; value: number }> = [];
+    for (const e of this.entries.values()) {
+      const value = this.ejectionCount.get(e.key);
+      if (value !== undefined) out.push({ pool: e.pool, backend: e.backend, value });
+    }
+    return out;
   }
 
   /** Active check results so far (monotonic; kept across reloads for surviving backends). */
@@ -356,13 +438,61 @@ export class HealthMonitor {
     }
   }
 
-  private eject(e: Entry, r: BackendRecord, last: FailureReason): void {
-    const ejectFor = e.passive?.ejectForMs ?? 0;
-    const why = ejectionReason(r.passiveStreak, last);
-    r.ejectedUntil = Date.now() + ejectFor;
+  /** success_rate: judges a pool's interval, then starts the next one. */
+  private scheduleJudging(pool: string, intervalMs: number): void {
+    this.timers.set(`${JSON.stringify(pool)}|success-rate`, intervalMs, () => {
+      this.judge(pool);
+      if (!this.stopped && this.srInterval.get(pool) === intervalMs) this.scheduleJudging(pool, intervalMs);
+    });
+  }
+
+  private judge(pool: string): void {
+    const cfg = this.state.pools[pool]?.passive?.successRate;
+    const members = [...this.entries.values()].filter((e) => e.pool === pool);
+    const samples = members
+      .filter((e) => this.state.get(e.pool, e.backend)?.ejectedUntil === undefined)
+      .map((e) => ({ key: e.key, total: e.srTotal, ok: e.srOk }));
+    for (const e of members) e.srTotal = e.srOk = 0;
+    if (!cfg) return;
+    for (const v of successRateOutliers(samples, cfg)) {
+      const e = this.entries.get(v.key);
+      const r = e && this.state.get(e.pool, e.backend);
+      if (!e || !r || r.ejectedUntil !== undefined) continue;
+      const pct = (x: number): string => `${x.toFixed(1)}%`;
+      this.eject(e, r, `passive: success rate ${pct(v.rate)} below ${pct(v.threshold)} (pool mean ${pct(v.mean)}, stdev ${pct(v.stdev)})`);
+    }
+  }
+
+  /** Backends of `pool` ejected now. */
+  private ejectedIn(pool: string): { ejected: number; size: number } {
+    let ejected = 0;
+    let size = 0;
+    for (const e of this.entries.values()) {
+      if (e.pool !== pool) continue;
+      size++;
+      if (this.state.get(e.pool, e.backend)?.ejectedUntil !== undefined) ejected++;
+    }
+    return { ejected, size };
+  }
+
+  private eject(e: Entry, r: BackendRecord, why: string): void {
+    const p = e.passive;
+    if (!p) return;
+    const { ejected, size } = this.ejectedIn(e.pool);
+    const cap = ejectionCap(size, p.maxEjectionPercent);
+    if (ejected >= cap) {
+      this.logger().debug({ pool: e.pool, backend: e.backend, reason: why, ejected, cap }, 'passive: ejection refused by max_ejection_percent');
+      return;
+    }
+    const now = Date.now();
+    e.ejections = decayedCount(e.ejections, now - e.readmittedAt, p.ejectForMs) + 1;
+    const ejectFor = ejectionTime(p.ejectForMs, p.maxEjectForMs, e.ejections);
+    e.streak5xx = e.streakGateway = 0;
+    this.ejectionCount.set(e.key, (this.ejectionCount.get(e.key) ?? 0) + 1);
+    r.ejectedUntil = now + ejectFor;
     this.timers.set(`${e.key}|eject`, ejectFor, () => this.readmit(e, 'ejection over'));
     if (r.health === 'down') {
-      this.logger().info({ pool: e.pool, backend: e.backend, reason: why, ejectForMs: ejectFor }, 'backend ejected while already down');
+      this.logger().info({ pool: e.pool, backend: e.backend, reason: why, ejectForMs: ejectFor, ejections: e.ejections }, 'backend ejected while already down');
       return;
     }
     this.transition(e, r, 'down', why);
@@ -374,6 +504,7 @@ export class HealthMonitor {
     if (!r || r.ejectedUntil === undefined) return;
     r.ejectedUntil = undefined;
     r.passiveStreak = 0;
+    e.readmittedAt = Date.now();
     if (e.active.health === 'down' && e.activeWhy !== undefined) r.reason = e.activeWhy;
     this.settle(e, why);
   }

@@ -169,6 +169,16 @@ export class MetricsServer {
         }
       },
     });
+    new Counter({
+      name: METRICS.outlierEjections.name,
+      help: METRICS.outlierEjections.help,
+      labelNames: [...METRICS.outlierEjections.labels],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of p.health.ejectionCounts()) this.inc({ pool: c.pool, backend: c.backend }, c.value);
+      },
+    });
     // Plain numbers behind the counters: carried synchronously to a successor (metrics.listen moved).
     new Counter({
       name: METRICS.configReloads.name,

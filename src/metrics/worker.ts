@@ -138,6 +138,7 @@ export class WorkerMetrics {
     const verifications: Series[] = [];
     for (const [listener, byResult] of clientCertVerifications) for (const [result, value] of byResult) verifications.push({ labels: { listener, result }, value });
     out.push(series(METRICS.clientCertVerifications, verifications));
+    out.push(...breakerSeries(pools, series));
     return out;
   }
 }
@@ -157,4 +158,39 @@ function flatten3(m: Map<string, Map<string, Map<string, Series>>>): Series[] {
   const out: Series[] = [];
   for (const mb of m.values()) for (const mc of mb.values()) for (const s of mc.values()) out.push({ labels: s.labels, value: s.value });
   return out;
+}
+
+/** Queue, shedding and retry series of every pool (plain numbers kept on the pool: queue.ts, retry-budget.ts). */
+function breakerSeries(pools: ReadonlyMap<string, BackendPool>, series: (m: { name: string; help: string; type: string }, values: Series[]) => Metric): Metric[] {
+  const length: Series[] = [];
+  const shed: Series[] = [];
+  const retries: Series[] = [];
+  const exhausted: Series[] = [];
+  const wait: Array<Series & { metricName: string }> = [];
+  const name = METRICS.queueWait.name;
+  for (const [pool, p] of pools) {
+    const qs = p.queueStats;
+    if (p.queue) length.push({ labels: { pool }, value: p.queue.length });
+    if (qs.shedFull > 0) shed.push({ labels: { pool, reason: 'queue_full' }, value: qs.shedFull });
+    if (qs.shedTimeout > 0) shed.push({ labels: { pool, reason: 'queue_timeout' }, value: qs.shedTimeout });
+    if (qs.waitCount > 0) {
+      let cum = 0;
+      for (let i = 0; i < NB; i++) {
+        cum += qs.wait[i]!;
+        wait.push({ labels: { pool, le: DURATION_BUCKETS[i]! }, value: cum, metricName: `${name}_bucket` });
+      }
+      wait.push({ labels: { pool, le: '+Inf' }, value: qs.waitCount, metricName: `${name}_bucket` });
+      wait.push({ labels: { pool }, value: qs.waitSum, metricName: `${name}_sum` });
+      wait.push({ labels: { pool }, value: qs.waitCount, metricName: `${name}_count` });
+    }
+    for (const [reason, n] of p.retryStats.byReason) retries.push({ labels: { pool, reason }, value: n });
+    if (p.retryBudget || p.retryStats.budgetExhausted > 0) exhausted.push({ labels: { pool }, value: p.retryStats.budgetExhausted });
+  }
+  return [
+    series(METRICS.queueLength, length),
+    series(METRICS.queueWait, wait),
+    series(METRICS.requestsShed, shed),
+    series(METRICS.retries, retries),
+    series(METRICS.retryBudgetExhausted, exhausted),
+  ];
 }
