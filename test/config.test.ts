@@ -150,8 +150,8 @@ t.test('the docs/SPEC.md example', async (t) => {
         readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
-          { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3, maxConnections: 0 },
-          { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1, maxConnections: 0 },
+          { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3, maxConnections: 0, priority: 0 },
+          { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1, maxConnections: 0, priority: 0 },
         ],
         healthCheck: {
           type: 'http',
@@ -174,8 +174,8 @@ t.test('the docs/SPEC.md example', async (t) => {
         readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
-          { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1, maxConnections: 0 },
-          { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1, maxConnections: 0 },
+          { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1, maxConnections: 0, priority: 0 },
+          { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1, maxConnections: 0, priority: 0 },
         ],
       },
       postgres: {
@@ -187,7 +187,7 @@ t.test('the docs/SPEC.md example', async (t) => {
         readTimeoutMs: 60_000,
         slowStartMs: 0,
         backends: [
-          { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1, maxConnections: 0 },
+          { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1, maxConnections: 0, priority: 0 },
         ],
       },
     },
@@ -209,7 +209,7 @@ t.test('defaults of a minimal config', async (t) => {
     responseTimeoutMs: 30_000,
     readTimeoutMs: 60_000,
     slowStartMs: 0,
-    backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1, maxConnections: 0 }],
+    backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1, maxConnections: 0, priority: 0 }],
   });
   t.same(c.listeners['web']?.routes, []);
   t.equal(c.listeners['web']?.tls, undefined);
@@ -301,7 +301,7 @@ backends = [ { address = "10.0.0.9:5432" } ]
   t.same(app?.hashKey, { kind: 'cookie', name: 'SESSION' }, 'module algorithms may take a hash_key');
   t.equal(app?.slowStartMs, 30_000);
   t.equal(app?.readTimeoutMs, 45_000);
-  t.same(app?.backends, [{ name: 'a', address: { host: 'localhost', port: 3000, text: 'localhost:3000' }, weight: 0, maxConnections: 50 }]);
+  t.same(app?.backends, [{ name: 'a', address: { host: 'localhost', port: 3000, text: 'localhost:3000' }, weight: 0, maxConnections: 50, priority: 0 }]);
   t.equal(app?.healthCheck?.host, 'health.internal');
   t.same(app?.healthCheck?.expectStatus, [[200, 200], [204, 204], [300, 399]]);
   t.equal(app?.passive?.on5xx, true);

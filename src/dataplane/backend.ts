@@ -33,9 +33,11 @@ export class Backend implements Candidate {
   poolLoad: { inflight: number } = { inflight: 0 };
   /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
   maxConnections: number;
+  /** Priority tier (lower preferred); the pool groups its backends by it. */
+  priority: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
   failStreak = 0;
-  /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
+  /** True once the pool has dropped this backend (reload, runtime removal): no new traffic, in-flight finishes. */
   retired = false;
   private http?: UpstreamPool;
 
@@ -44,6 +46,7 @@ export class Backend implements Candidate {
     this.address = cfg.address;
     this.weight = cfg.weight;
     this.maxConnections = cfg.maxConnections;
+    this.priority = cfg.priority;
     this.refresh();
   }
 

@@ -33,6 +33,11 @@
 // Every change of `record.health` calls `changed(record, why)` exactly once, with the reason, and sets
 // `record.reason` to it.
 //
+// Runtime membership (src/daemon/membership.ts) calls `apply` again with the new backend list: an added
+// backend is a new entry (with active checks it waits `down`, StateStore.applyPool, and is checked at once;
+// the first pass makes it `up`, with slow start when configured; without checks it is `up` at once and slow
+// start ramps it from its addition), a removed one stops like a backend removed by reload.
+//
 // Reload (`apply` again): backends that survive (same pool and name) keep their state, counters, streaks
 // and history; their checks keep their schedule unless the check config changed (then they restart on a
 // new offset). Removed backends stop; new ones start. `stop()` clears every timer and aborts in-flight
@@ -134,7 +139,9 @@ export class HealthMonitor {
           e.check = hc;
           e.checkSig = sig;
           this.entries.set(key, e);
-          if (hc) this.scheduleCheck(e, Date.now() + offset);
+          // A runtime backend (membership.ts) waits `down` for its first check: that one runs at once.
+          if (hc) this.scheduleCheck(e, Date.now() + (b.source !== undefined ? 0 : offset));
+          if (this.state.get(pool.name, b.name)?.upSince !== undefined) this.scheduleRamp(e);
           return;
         }
         e.address = b.address;
