@@ -774,6 +774,11 @@ export class Primary {
     config = merged.config;
     this.membership.adopt(merged.dropped);
     for (const d of merged.dropped) this.logger.warn({ pool: d.pool, backend: d.name, source: d.source, reason: d.why }, 'runtime backend dropped by reload');
+    // A runtime backend replaced by a config backend of the same name: the config's starts fresh.
+    for (const d of merged.dropped) {
+      this.state.forget(d.pool, d.name);
+      this.health.forget(d.pool, d.name);
+    }
     this.config = config;
     this.generation = generation;
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });

@@ -108,6 +108,11 @@ export class StateStore {
     return m;
   }
 
+  /** Drops one backend's record: the next apply creates it afresh (a runtime backend replaced by the config's). */
+  forget(pool: string, backend: string): void {
+    this.records.get(pool)?.delete(backend);
+  }
+
   get(pool: string, backend: string): BackendRecord | undefined {
     return this.records.get(pool)?.get(backend);
   }

@@ -173,6 +173,20 @@ export class HealthMonitor {
     }
   }
 
+  /**
+   * Forgets one backend (its checks stop, its timers clear): a runtime backend replaced at reload by a
+   * config backend of the same name, which then starts as a new backend does at the next `apply`.
+   */
+  forget(pool: string, backend: string): void {
+    const key = JSON.stringify([pool, backend]);
+    const e = this.entries.get(key);
+    if (!e) return;
+    this.stopChecks(e);
+    this.timers.clear(`${key}|eject`);
+    this.timers.clear(`${key}|ramp`);
+    this.entries.delete(key);
+  }
+
   /** A worker saw `backend` fail a request or connection. */
   failure(pool: string, backend: string, reason: FailureReason): void {
     if (this.stopped) return;
@@ -226,6 +240,9 @@ export class HealthMonitor {
       if (r.ejectedUntil !== undefined) {
         this.logger().info({ pool, backend, active: t.to, reason: t.why, ejectedUntil: new Date(r.ejectedUntil).toISOString() }, 'active check verdict changed; backend stays ejected');
       } else {
+        // A runtime backend waiting `down` for its first pass (StateStore.applyPool) stays down on failures:
+        // the reason says so.
+        if (t.to === 'down' && r.health === 'down') r.reason = t.why;
         this.settle(e, t.why);
       }
     }
