@@ -72,15 +72,15 @@ t.test('add and remove --drain under load: 0 failed requests, surviving backends
   const b = await counted('b', 2);
   // The added backend answers slowly, so that requests are in flight when it is removed.
   const c = await counted('c', 40);
+  t.teardown(async () => {
+    for (const u of [a, b, c]) await u.close();
+  });
   const port = await freePort();
   const lb = await startLb(
     httpConfig(port, `[pools.app]\nalgorithm = "round-robin"\nbackends = [ { name = "a", address = "127.0.0.1:${a.port}" }, { name = "b", address = "127.0.0.1:${b.port}" } ]\n`, 2),
     [port],
   );
-  t.teardown(async () => {
-    await lb.stop();
-    for (const u of [a, b, c]) await u.close();
-  });
+  t.teardown(() => lb.stop());
   const sock = ['-s', lb.socket];
   const load = startLoad(port, { concurrency: 8, keepAlive: true, limitMs: 120_000 });
   t.teardown(() => load.stop());

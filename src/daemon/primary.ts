@@ -97,8 +97,10 @@ export class Primary {
   private metrics: MetricsServer | undefined;
   /** Runtime membership (`lb add`/`lb remove`, discovery modules): see membership.ts. */
   readonly membership: Membership;
-  /** Set once health checks run: membership changes before that (state file restore) only build state. */
+  /** Set once health checks run: before that, membership changes leave the checks to start(). */
   private serving = false;
+  /** While the state file's members are added back at start: nothing to write back. */
+  private restoring = false;
   /** Polls the in-flight counts of backends being removed with --drain (one timer for all). */
   private removalTimer: NodeJS.Timeout | undefined;
   private removalBusy = false;
@@ -133,7 +135,9 @@ export class Primary {
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
     const saved = readStateFile(config.daemon.stateFile);
+    this.restoring = true;
     this.restoreMembers(saved);
+    this.restoring = false;
     await this.restoreState(saved);
 
     this.admin = new AdminServer(config.admin.socket, (req, ctx) => this.command(req, ctx));
@@ -471,7 +475,7 @@ export class Primary {
     const msg = { t: 'members' as const, pool, backends: p.backends, controls: this.state.poolControls(pool) };
     for (const s of this.slots.values()) send(s.worker, msg);
     for (const name of removed) this.metrics?.forget(pool, name);
-    if (this.serving) this.saveState();
+    if (!this.restoring) this.saveState();
     this.logger.info({ pool, backends: p.backends.map((b) => b.name), removed }, 'pool membership changed');
   }
 
