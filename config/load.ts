@@ -727,6 +727,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         address: backendAddress ?? noAddress,
         weight: int(b, 'weight') ?? DEFAULTS.backend.weight,
         maxConnections: int(b, 'max_connections') ?? DEFAULTS.backend.max_connections,
+        priority: int(b, 'priority') ?? DEFAULTS.backend.priority,
       });
     });
 

@@ -27,6 +27,16 @@ export interface BackendConfig {
   weight: number;
   /** In flight at most, per worker process; 0 (default) = no cap. */
   maxConnections: number;
+  /**
+   * Priority tier, integer >= 0, default 0; lower is preferred (DNS SRV semantics): a pool uses only the
+   * lowest tier with a usable backend.
+   */
+  priority: number;
+  /**
+   * Where the backend came from when not from the config file: "admin" (`lb add`), "dns" (discovery), ...
+   * Undefined for the config file's backends (source "config"). See src/daemon/membership.ts.
+   */
+  source?: string;
 }
 
 export interface HealthCheckConfig {

@@ -25,7 +25,7 @@ export const DEFAULTS = {
   backend_tls: { verify: true, min_version: 'TLSv1.2' },
   client_auth: { mode: 'required' },
   pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
-  backend: { weight: 1, max_connections: 0 },
+  backend: { weight: 1, max_connections: 0, priority: 0 },
   discovery: { min_ttl: '1s', max_ttl: '60s', timeout: '2s', hold_empty: '30s', weight: 1, max_connections: 0 },
   health_check: { type: 'http', path: '/', expect_status: '200-399', interval: '2s', timeout: '1s', rise: 2, fall: 3 },
   passive: { max_failures: 5, eject_for: '30s', on_5xx: false, max_ejection_percent: 100, max_eject_for: '300s' },
@@ -375,6 +375,17 @@ const BackendSchema = Type.Object(
         maximum: 1000,
         description: 'Relative share of traffic for algorithms that honour weights; 0 = no new traffic.',
         default: DEFAULTS.backend.weight,
+      }),
+    ),
+    priority: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 65535,
+        description:
+          'Priority tier, lower = preferred (as in DNS SRV records): a pool sends traffic only to the lowest tier ' +
+          'that has a usable backend; the next tier is used only when the better one has none (HAProxy `backup` is ' +
+          'the two-tier case: priority = 1).',
+        default: DEFAULTS.backend.priority,
       }),
     ),
     max_connections: Type.Optional(

@@ -138,6 +138,11 @@ function failWith(res: AdminResponse): never {
   process.exit(1);
 }
 
+function cliInt(flag: string, text: string, max: number): number {
+  if (!/^\d+$/.test(text) || Number(text) > max) throw new CommanderError(2, 'lb.int', `error: ${flag} must be an integer from 0 to ${max}, got "${text}"`);
+  return Number(text);
+}
+
 function target(spec: string): { pool: string; backend: string } {
   const slash = spec.indexOf('/');
   if (slash <= 0 || slash === spec.length - 1) {
@@ -246,6 +251,71 @@ export function buildProgram(): Command {
         inflight = report.inflight[t.pool]?.[t.backend] ?? 0;
       }
       process.stdout.write(`${spec}: drained, nothing in flight\n`);
+    });
+
+  program
+    .command('add')
+    .description('add a backend to a pool at runtime (HAProxy "add server"); kept across reloads and restarts')
+    .argument('<pool>', 'the pool')
+    .argument('<name>', 'the new backend\'s name (unique in the pool)')
+    .argument('<address>', 'host:port ([::1]:8080 for IPv6)')
+    .option('--weight <n>', 'weight, an integer from 0 to 1000', '1')
+    .option('--priority <n>', 'priority tier, an integer from 0 to 65535 (lower is preferred)', '0')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (pool: string, name: string, address: string, opts: { weight: string; priority: string; config: string; socket?: string }) => {
+      const weight = cliInt('--weight', opts.weight, 1000);
+      const priority = cliInt('--priority', opts.priority, 65535);
+      const res = await call(opts, { cmd: 'add', pool, backend: name, address, weight, priority });
+      if (!res.ok) failWith(res);
+      const r = res.result as { state: string; reason: string | null };
+      process.stdout.write(`${pool}/${name}: added (${address}, weight ${weight}, priority ${priority}; ${r.state}${r.reason ? `: ${r.reason}` : ''})\n`);
+    });
+
+  program
+    .command('remove')
+    .description('remove a backend added at runtime (HAProxy "del server"); in-flight work finishes')
+    .argument('<pool/backend>', 'the backend, as POOL/BACKEND')
+    .option('--drain', 'first send it no new traffic; it is removed once nothing is in flight (summed over all workers)')
+    .option('--wait [duration]', 'with --drain: block until it is removed (default up to 5m; exit 1 when the time passes)')
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (spec: string, opts: { drain?: boolean; wait?: string | boolean; config: string; socket?: string }) => {
+      const t = target(spec);
+      if (opts.wait !== undefined && !opts.drain) throw new CommanderError(2, 'lb.remove', 'error: --wait needs --drain (without it the backend is removed at once)');
+      let waitMs: number | undefined;
+      if (opts.wait !== undefined) {
+        try {
+          waitMs = opts.wait === true ? 300_000 : parseDuration(String(opts.wait));
+        } catch (err) {
+          throw new CommanderError(2, 'lb.duration', `error: --wait: ${(err as Error).message}`);
+        }
+      }
+      const res = await call(opts, { cmd: 'remove', ...t, ...(opts.drain ? { drain: true } : {}) });
+      if (!res.ok) failWith(res);
+      let r = res.result as { removed: boolean; inflight: number };
+      if (r.removed) {
+        process.stdout.write(`${spec}: removed${opts.drain ? ', nothing in flight' : ' (in-flight work finishes)'}\n`);
+        return;
+      }
+      if (waitMs === undefined) {
+        process.stdout.write(`${spec}: draining (${r.inflight} in flight); removed when nothing is in flight\n`);
+        return;
+      }
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        if (Date.now() >= deadline) {
+          process.stderr.write(`lb: ${spec}: still ${r.inflight} in flight after ${opts.wait === true ? '5m' : opts.wait}; it is removed when that reaches 0\n`);
+          process.exit(1);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const q = await call(opts, { cmd: 'status' });
+        if (!q.ok) failWith(q);
+        const b = (q.result as StatusResult).pools.find((p) => p.name === t.pool)?.backends.find((x) => x.name === t.backend);
+        if (!b) break;
+        r = { removed: false, inflight: b.inflight };
+      }
+      process.stdout.write(`${spec}: drained and removed\n`);
     });
 
   program

@@ -6,6 +6,10 @@ export interface StatusBackend {
   state: string;
   weight: number;
   configWeight: number;
+  /** Priority tier and where the backend came from ("config", "admin", "dns"); absent from older daemons. */
+  priority?: number;
+  source?: string;
+  removing?: boolean;
   inflight: number;
   reason: string | null;
   lastCheck: { ok: boolean; detail: string; ageMs: number; ms: number } | null;
@@ -29,13 +33,14 @@ export interface StatusResult {
 }
 
 export function renderStatus(s: StatusResult): string {
-  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'STATE', 'WEIGHT', 'INFLIGHT', 'REQUESTS', 'ERRORS', 'CHANGED', 'LAST CHECK']];
+  const rows: string[][] = [['POOL', 'BACKEND', 'ADDRESS', 'SOURCE', 'STATE', 'WEIGHT', 'PRIO', 'INFLIGHT', 'REQUESTS', 'ERRORS', 'CHANGED', 'LAST CHECK']];
   for (const p of s.pools) {
     for (const b of p.backends) {
       const weight = b.weight === b.configWeight ? String(b.weight) : `${b.weight} (config ${b.configWeight})`;
       const check = b.lastCheck ? `${b.lastCheck.ok ? 'pass' : 'fail'} ${b.lastCheck.detail}, ${formatAge(b.lastCheck.ageMs)} ago` : p.healthCheck ? 'pending' : '-';
       const changed = b.lastChangeAgeMs === undefined ? '-' : `${formatAge(b.lastChangeAgeMs)} ago`;
-      rows.push([p.name, b.name, b.address, b.state, weight, String(b.inflight), String(b.requests ?? '-'), String(b.errors ?? '-'), changed, check]);
+      const state = b.removing ? `${b.state} (removing)` : b.state;
+      rows.push([p.name, b.name, b.address, b.source ?? 'config', state, weight, String(b.priority ?? 0), String(b.inflight), String(b.requests ?? '-'), String(b.errors ?? '-'), changed, check]);
     }
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

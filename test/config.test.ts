@@ -157,8 +157,8 @@ t.test('the docs/SPEC.md example', async (t) => {
         retryOn: { connectFailure: true, reset: true, statuses: [] },
         perTryTimeoutMs: 0,
         backends: [
-          { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3, maxConnections: 0 },
-          { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1, maxConnections: 0 },
+          { name: 'app-1', address: { host: '10.0.0.11', port: 3000, text: '10.0.0.11:3000' }, weight: 3, maxConnections: 0, priority: 0 },
+          { name: 'app-2', address: { host: '10.0.0.12', port: 3000, text: '10.0.0.12:3000' }, weight: 1, maxConnections: 0, priority: 0 },
         ],
         healthCheck: {
           type: 'http',
@@ -195,8 +195,8 @@ t.test('the docs/SPEC.md example', async (t) => {
         retryOn: { connectFailure: true, reset: true, statuses: [] },
         perTryTimeoutMs: 0,
         backends: [
-          { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1, maxConnections: 0 },
-          { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1, maxConnections: 0 },
+          { name: '10.0.0.21:4000', address: { host: '10.0.0.21', port: 4000, text: '10.0.0.21:4000' }, weight: 1, maxConnections: 0, priority: 0 },
+          { name: '10.0.0.22:4000', address: { host: '10.0.0.22', port: 4000, text: '10.0.0.22:4000' }, weight: 1, maxConnections: 0, priority: 0 },
         ],
       },
       postgres: {
@@ -213,7 +213,7 @@ t.test('the docs/SPEC.md example', async (t) => {
         retryOn: { connectFailure: true, reset: true, statuses: [] },
         perTryTimeoutMs: 0,
         backends: [
-          { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1, maxConnections: 0 },
+          { name: '10.0.0.31:5432', address: { host: '10.0.0.31', port: 5432, text: '10.0.0.31:5432' }, weight: 1, maxConnections: 0, priority: 0 },
         ],
       },
     },
@@ -240,7 +240,7 @@ t.test('defaults of a minimal config', async (t) => {
     queueTimeoutMs: 2000,
     retryOn: { connectFailure: true, reset: true, statuses: [] },
     perTryTimeoutMs: 0,
-    backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1, maxConnections: 0 }],
+    backends: [{ name: '10.0.0.1:3000', address: { host: '10.0.0.1', port: 3000, text: '10.0.0.1:3000' }, weight: 1, maxConnections: 0, priority: 0 }],
   });
   t.same(c.listeners['web']?.routes, []);
   t.equal(c.listeners['web']?.tls, undefined);
@@ -353,7 +353,7 @@ health_check = { type = "tcp" }
   t.same(app?.hashKey, { kind: 'cookie', name: 'SESSION' }, 'module algorithms may take a hash_key');
   t.equal(app?.slowStartMs, 30_000);
   t.equal(app?.readTimeoutMs, 45_000);
-  t.same(app?.backends, [{ name: 'a', address: { host: 'localhost', port: 3000, text: 'localhost:3000' }, weight: 0, maxConnections: 50 }]);
+  t.same(app?.backends, [{ name: 'a', address: { host: 'localhost', port: 3000, text: 'localhost:3000' }, weight: 0, maxConnections: 50, priority: 0 }]);
   t.equal(app?.healthCheck?.host, 'health.internal');
   t.same(app?.healthCheck?.expectStatus, [[200, 200], [204, 204], [300, 399]]);
   t.equal(app?.passive?.on5xx, true);

@@ -315,8 +315,8 @@ t.test('lb weight and lb drain survive lb reload', async (t) => {
   t.equal(a.configWeight, 1);
   t.equal(b.state, 'drain', 'drain kept');
   const table = (await cli(['status', '-s', lb.socket])).stdout;
-  t.match(table, /app\s+a\s+127\.0\.0\.1:\d+\s+up\s+5 \(config 1\)/, 'the table shows the runtime weight');
-  t.match(table, /app\s+b\s+127\.0\.0\.1:\d+\s+drain/);
+  t.match(table, /app\s+a\s+127\.0\.0\.1:\d+\s+config\s+up\s+5 \(config 1\)/, 'the table shows the runtime weight');
+  t.match(table, /app\s+b\s+127\.0\.0\.1:\d+\s+config\s+drain/);
 });
 
 t.test('SIGTERM with a slow request in flight: it completes, then the daemon exits 0', async (t) => {

@@ -47,7 +47,7 @@ function poolCfg(name: string, ports: number[], over: Partial<PoolConfig> = {}):
     queueTimeoutMs: 1000,
     retryOn: { connectFailure: true, reset: true, statuses: [] },
     perTryTimeoutMs: 0,
-    backends: ports.map((p, i) => ({ name: `b${i + 1}`, address: addr(p), weight: 1, maxConnections: 0 })),
+    backends: ports.map((p, i) => ({ name: `b${i + 1}`, address: addr(p), weight: 1, maxConnections: 0, priority: 0 })),
     ...over,
   };
 }
@@ -597,7 +597,7 @@ t.test('reload: surviving backends keep state, counters and schedule; removed st
   // b2 removed, b3 added; b1 keeps an identical check config.
   const next = lbConfig({
     ...pool,
-    backends: [pool.backends[0]!, { name: 'b3', address: addr(c.port), weight: 1, maxConnections: 0 }],
+    backends: [pool.backends[0]!, { name: 'b3', address: addr(c.port), weight: 1, maxConnections: 0, priority: 0 }],
     healthCheck: { ...check },
     passive: passive({ maxFailures: 100, ejectForMs: 10_000 }),
   });

@@ -85,7 +85,7 @@ t.test('drain, weight and maint survive SIGTERM and a new `lb run`, and are appl
   t.same(ups.map((u, i) => u.hits - before[i]!), [0, 12, 0]);
 
   const table = await cli(['status', '-s', second.socket]);
-  t.match(table.stdout, /^app\s+c\s+\S+\s+maint\s/m, 'lb status shows maint');
+  t.match(table.stdout, /^app\s+c\s+\S+\s+config\s+maint\s/m, 'lb status shows maint');
 
   // Leaving both: `lb ready` ends drain and maintenance; --reset drops the runtime weight.
   t.equal((await cli(['ready', 'app/a', '-s', second.socket])).code, 0);
@@ -291,6 +291,6 @@ t.test('lb --version and lb status: versions, per-backend requests, errors and l
   t.equal((await cli(['drain', 'app/a', '-s', lb.socket])).code, 0);
   const table = await cli(['status', '-s', lb.socket]);
   t.match(table.stdout, new RegExp(`^lb ${v.stdout.trim()} \\(node ${process.version.replaceAll('.', '\\.')}\\) pid ${lb.proc.pid}`));
-  t.match(table.stdout, /^POOL\s+BACKEND\s+ADDRESS\s+STATE\s+WEIGHT\s+INFLIGHT\s+REQUESTS\s+ERRORS\s+CHANGED\s+LAST CHECK$/m);
-  t.match(table.stdout, /^app\s+a\s+\S+\s+drain\s+1\s+0\s+3\s+1\s+\d+(ms|s) ago\s+-$/m, table.stdout);
+  t.match(table.stdout, /^POOL\s+BACKEND\s+ADDRESS\s+SOURCE\s+STATE\s+WEIGHT\s+PRIO\s+INFLIGHT\s+REQUESTS\s+ERRORS\s+CHANGED\s+LAST CHECK$/m);
+  t.match(table.stdout, /^app\s+a\s+\S+\s+config\s+drain\s+1\s+0\s+0\s+3\s+1\s+\d+(ms|s) ago\s+-$/m, table.stdout);
 });

@@ -2,7 +2,7 @@
 // object with a `t` tag; requests that expect an answer carry an `id` the answer echoes.
 
 import type { Worker } from 'node:cluster';
-import type { LbConfig } from '../../config/model.js';
+import type { BackendConfig, LbConfig } from '../../config/model.js';
 import type { BackendControl } from '../dataplane/backend.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
@@ -20,6 +20,11 @@ export type ToWorker =
   | { t: 'commit'; id: number; generation: number; controls: Controls }
   | { t: 'abort'; id: number; generation: number }
   | { t: 'control'; pool: string; backend: string; control: BackendControl }
+  /**
+   * Runtime membership (membership.ts): `pool`'s backends are now `backends`, in that order; `controls` holds
+   * the decision for each of them. Backends not listed leave the pool (retired: in-flight work finishes).
+   */
+  | { t: 'members'; pool: string; backends: BackendConfig[]; controls: Record<string, BackendControl> }
   | { t: 'inflight'; id: number }
   | { t: 'metrics'; id: number }
   | { t: 'stop'; graceMs: number }

@@ -26,13 +26,14 @@ import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
 import { isMessage, sendToWorker as send, type FromWorker, type ToWorker } from './messages.js';
 import { honoursWeights, savedState, StateStore, stateOf, type BackendRecord } from './state.js';
-import { readStateFile, writeStateFile } from './state-file.js';
+import { readStateFile, writeStateFile, type ReadResult } from './state-file.js';
+import { ADMIN_SOURCE, Membership, MembershipError, type Member } from './membership.js';
+import { tryParseAddress } from '../../config/address.js';
 import { describeChanges, type WeightsInEffect } from './changes.js';
 import { LB_VERSION } from '../version.js';
 import type { AdminState } from '../dataplane/backend.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { DiscoveryManager } from '../discovery/manager.js';
-import type { Member } from '../discovery/types.js';
 import { MetricsServer } from '../metrics/primary.js';
 import { nodeInternals, nodeInternalsLog } from '../node-internals/report.js';
 
@@ -96,6 +97,15 @@ export class Primary {
   readonly health: HealthMonitor;
   readonly discovery: DiscoveryManager;
   private metrics: MetricsServer | undefined;
+  /** Runtime membership (`lb add`/`lb remove`, discovery modules): see membership.ts. */
+  readonly membership: Membership;
+  /** Set once health checks run: before that, membership changes leave the checks to start(). */
+  private serving = false;
+  /** While the state file's members are added back at start: nothing to write back. */
+  private restoring = false;
+  /** Polls the in-flight counts of backends being removed with --drain (one timer for all). */
+  private removalTimer: NodeJS.Timeout | undefined;
+  private removalBusy = false;
 
   constructor(private readonly configFile: string) {
     this.logger = createLogger('info', { role: 'primary' });
@@ -104,6 +114,14 @@ export class Primary {
       (pool, members) => this.applyDiscovered(pool, members),
       (level, msg, fields) => this.logger[level](fields, msg),
     );
+    const self = this;
+    this.membership = new Membership({
+      get config() {
+        return self.config;
+      },
+      poolChanged: (pool, removed) => this.poolChanged(pool, removed),
+      skipped: (pool, source, name, why) => this.logger.warn({ pool, source, backend: name, reason: why }, 'membership: member skipped'),
+    });
   }
 
   /** Starts everything; resolves when the daemon serves, or exits the process (see the head of this file). */
@@ -122,7 +140,11 @@ export class Primary {
     this.generation = 1;
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
-    await this.restoreState();
+    const saved = readStateFile(config.daemon.stateFile);
+    this.restoring = true;
+    this.restoreMembers(saved);
+    this.restoring = false;
+    await this.restoreState(saved);
 
     this.admin = new AdminServer(config.admin.socket, (req, ctx) => this.command(req, ctx));
     try {
@@ -154,8 +176,9 @@ export class Primary {
         this.fatal(`metrics: cannot listen on ${config.metrics.listen.text}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EX_CONFIG);
       }
     }
-    this.health.apply(config);
-    this.discovery.update(config);
+    this.health.apply(this.config);
+    this.serving = true;
+    this.discovery.update(this.config);
 
     process.on('SIGHUP', () => {
       this.reload('SIGHUP').catch(() => {});
@@ -360,6 +383,11 @@ export class Primary {
       case 'maint': {
         const r = this.backend(req);
         const peer = ctx.peer();
+        // `lb ready` on a backend being removed with --drain calls the removal off.
+        if (req.cmd === 'ready' && r.removing) {
+          r.removing = undefined;
+          this.saveState();
+        }
         const changed = this.setAdmin(r, req.cmd);
         const { inflight } = await this.inflight();
         this.logger.info({ pool: r.pool, backend: r.name, admin: r.admin, changed, by: who(await peer) }, `admin: ${req.cmd}`);
@@ -367,6 +395,10 @@ export class Primary {
       }
       case 'weight':
         return this.setWeight(req, ctx);
+      case 'add':
+        return this.addBackend(req, ctx);
+      case 'remove':
+        return this.removeBackend(req, ctx);
       case 'inflight':
         return this.inflight();
       case 'test-throw': {
@@ -387,7 +419,7 @@ export class Primary {
         return { worker: w?.id, ms };
       }
     }
-    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, maint, weight`);
+    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, maint, weight, add, remove`);
   }
 
   /** Sets a backend's admin state; true when it changed. Maintenance stops and restarts its health checks. */
@@ -440,20 +472,156 @@ export class Primary {
     return { pool: r.pool, backend: r.name, weight, before, configWeight: r.configWeight, reset };
   }
 
+  /**
+   * A pool's backend list changed at runtime (membership.ts; the new list is in this.config): the state
+   * store keeps the records of backends that stay and makes new ones, health checks start and stop, every
+   * worker gets the list (one `members` message: only the pool's Picker is rebuilt), and the series of
+   * departed backends leave /metrics.
+   */
+  private poolChanged(pool: string, removed: string[]): void {
+    const p = this.config.pools[pool]!;
+    this.state.applyPool(p);
+    if (this.serving) this.health.apply(this.config);
+    const msg = { t: 'members' as const, pool, backends: p.backends, controls: this.state.poolControls(pool) };
+    for (const s of this.slots.values()) send(s.worker, msg);
+    for (const name of removed) this.metrics?.forget(pool, name);
+    if (!this.restoring) this.saveState();
+    this.logger.info({ pool, backends: p.backends.map((b) => b.name), removed }, 'pool membership changed');
+  }
+
+  /** `add`: a backend added to a pool at runtime (HAProxy `add server`); answers once every worker has it. */
+  private async addBackend(req: AdminRequest, ctx: AdminContext): Promise<unknown> {
+    const pool = str(req, 'pool');
+    const name = str(req, 'backend');
+    const parsed = tryParseAddress(str(req, 'address'));
+    if (!parsed.ok) throw new AdminError('INVALID_ADDRESS', parsed.error);
+    const weight = intField(req, 'weight', 1000, 1);
+    const priority = intField(req, 'priority', 65535, 0);
+    const p = this.config.pools[pool];
+    if (p && weight !== 0 && weight !== 1 && !(await honoursWeights(p, this.config.file))) {
+      throw new AdminError('WEIGHT_UNSUPPORTED', `pool ${pool} uses ${p.algorithm}, which ignores weights: weight ${weight} would change nothing (0 or 1 work)`, { algorithm: p.algorithm });
+    }
+    const member: Member = { name, address: parsed.address, weight, priority };
+    const peer = ctx.peer();
+    try {
+      this.membership.add(pool, member);
+    } catch (err) {
+      throw adminError(err);
+    }
+    // An answer proves the worker applied the change (IPC is ordered).
+    await this.inflight();
+    const r = this.state.get(pool, name)!;
+    this.logger.info({ pool, backend: name, address: parsed.address.text, weight, priority, by: who(await peer) }, 'admin: add');
+    return { pool, backend: name, address: r.address, weight, priority, source: ADMIN_SOURCE, state: stateOf(r), reason: r.reason ?? null };
+  }
+
+  /**
+   * `remove`: takes a runtime backend out of its pool (HAProxy `del server`). Without "drain" at once: no
+   * new traffic from the answer on, in-flight work finishes, then its idle connections close. With "drain":
+   * drained first (no new traffic), removed when its in-flight count over all workers is 0; the answer says
+   * whether that already happened (`removed`). Backends of the config file are refused (NOT_RUNTIME).
+   */
+  private async removeBackend(req: AdminRequest, ctx: AdminContext): Promise<unknown> {
+    const pool = str(req, 'pool');
+    const name = str(req, 'backend');
+    if (req.drain !== undefined && typeof req.drain !== 'boolean') throw new AdminError('INVALID_FIELD', '"drain" must be true or false');
+    const peer = ctx.peer();
+    let source: string;
+    try {
+      source = this.membership.removable(pool, name);
+    } catch (err) {
+      throw adminError(err);
+    }
+    const r = this.state.get(pool, name)!;
+    if (req.drain !== true) {
+      this.membership.remove(pool, name);
+      await this.inflight();
+      this.logger.info({ pool, backend: name, source, by: who(await peer) }, 'admin: remove');
+      return { pool, backend: name, removed: true, inflight: 0 };
+    }
+    if (!r.removing) {
+      r.removing = true;
+      if (!this.setAdmin(r, 'drain')) this.saveState();
+    }
+    const { inflight, answered, asked } = await this.inflight();
+    const n = inflight[pool]?.[name] ?? 0;
+    this.logger.info({ pool, backend: name, source, inflight: n, by: who(await peer) }, 'admin: remove --drain');
+    if (n === 0 && answered === asked && this.state.get(pool, name) === r && r.removing) {
+      this.finishRemoval(r);
+      await this.inflight();
+      return { pool, backend: name, removed: true, inflight: 0 };
+    }
+    this.watchRemovals();
+    return { pool, backend: name, removed: false, draining: true, inflight: n };
+  }
+
+  private finishRemoval(r: BackendRecord): void {
+    try {
+      this.membership.remove(r.pool, r.name);
+      this.logger.info({ pool: r.pool, backend: r.name }, 'backend removed after draining');
+    } catch (err) {
+      this.logger.warn({ pool: r.pool, backend: r.name, err: (err as Error).message }, 'drained backend could not be removed');
+    }
+  }
+
+  /** Removes each draining backend once every worker reports nothing in flight for it. */
+  private watchRemovals(): void {
+    if (this.removalTimer) return;
+    this.removalTimer = setInterval(() => {
+      if (this.removalBusy) return;
+      this.removalBusy = true;
+      this.checkRemovals().finally(() => (this.removalBusy = false));
+    }, 100);
+  }
+
+  private async checkRemovals(): Promise<void> {
+    const pending = this.state.all().filter((r) => r.removing);
+    if (pending.length === 0 || this.stopping) {
+      clearInterval(this.removalTimer);
+      this.removalTimer = undefined;
+      return;
+    }
+    const { inflight, answered, asked } = await this.inflight();
+    if (answered !== asked) return;
+    for (const r of pending) {
+      if (this.state.get(r.pool, r.name) === r && r.removing && (inflight[r.pool]?.[r.name] ?? 0) === 0) this.finishRemoval(r);
+    }
+  }
+
+  /** At start: backends added with `lb add` before the restart (daemon.state_file "members"). */
+  private restoreMembers({ members }: ReadResult): void {
+    const file = this.config.daemon.stateFile;
+    const restored: string[] = [];
+    for (const m of members) {
+      const parsed = tryParseAddress(m.address);
+      try {
+        if (!parsed.ok) throw new MembershipError('INVALID_ADDRESS', parsed.error);
+        this.membership.add(m.pool, { name: m.name, address: parsed.address, weight: m.weight, priority: m.priority });
+        restored.push(`${m.pool}/${m.name} ${m.address}`);
+      } catch (err) {
+        this.logger.warn({ stateFile: file, pool: m.pool, backend: m.name, err: (err as Error).message }, 'state file: runtime backend not restored');
+      }
+    }
+    if (restored.length > 0) this.logger.info({ stateFile: file, backends: restored }, 'runtime backends restored from the state file');
+  }
+
   /** Writes daemon.state_file; a failure is logged and the change stays in effect. */
   private saveState(): void {
     const file = this.config.daemon.stateFile;
     try {
-      writeStateFile(file, savedState(this.state.all()));
+      const members = this.membership
+        .list(ADMIN_SOURCE)
+        .filter(({ pool, backend }) => !this.state.get(pool, backend.name)?.removing)
+        .map(({ pool, backend: b }) => ({ pool, name: b.name, address: b.address.text, weight: b.weight, priority: b.priority }));
+      writeStateFile(file, savedState(this.state.all()), members);
     } catch (err) {
       this.logger.error({ stateFile: file, err: (err as NodeJS.ErrnoException).code ?? (err as Error).message }, 'state file could not be written; the change applies until the next restart');
     }
   }
 
   /** At start: applies daemon.state_file to the backends that still exist; a bad file is logged and ignored. */
-  private async restoreState(): Promise<void> {
+  private async restoreState({ entries, error, skipped }: ReadResult): Promise<void> {
     const file = this.config.daemon.stateFile;
-    const { entries, error, skipped } = readStateFile(file);
     if (error) this.logger.warn({ stateFile: file, error }, 'state file ignored: lb starts with the config as written');
     for (const why of skipped) this.logger.warn({ stateFile: file, entry: why }, 'state file entry ignored');
     const applied: string[] = [];
@@ -539,6 +707,11 @@ export class Primary {
             weight: c.weight,
             ...(c.ramp !== undefined ? { ramp: Math.round(c.ramp * 1000) / 1000 } : {}),
             configWeight: r.configWeight,
+            priority: r.priority,
+            // Where the backend came from: "config" (the file), "admin" (`lb add`), "dns", ...
+            source: r.source ?? 'config',
+            runtime: r.source !== undefined,
+            removing: r.removing === true,
             inflight: inflight[p.name]?.[r.name] ?? 0,
             reason: r.reason ?? null,
             lastCheck: r.lastCheck ? { ok: r.lastCheck.ok, detail: r.lastCheck.detail, ageMs: now - r.lastCheck.at, ms: r.lastCheck.ms } : null,
@@ -572,8 +745,11 @@ export class Primary {
   private async doReload(source: string, peer?: Promise<Peer | undefined>): Promise<unknown> {
     const by = peer ? who(await peer) : undefined;
     // 1. Everything the primary can check, before any worker is asked.
-    const { config, issues, text } = await loadAndCheckConfigFile(this.configFile);
-    if (!config) this.refuse(source, by, 'CONFIG_INVALID', 'config invalid', issues.map(formatIssue));
+    const { config: fileConfig, issues, text } = await loadAndCheckConfigFile(this.configFile);
+    if (!fileConfig) this.refuse(source, by, 'CONFIG_INVALID', 'config invalid', issues.map(formatIssue));
+    // Runtime backends survive a reload (membership.ts); workers prepare the merged config.
+    const prepared = this.membership.merge(fileConfig).config;
+    let config = prepared;
     const old = this.config;
     const bindIssues = await this.checkNewAddresses(old, config, text ?? '');
     let metrics: MetricsServer | undefined;
@@ -606,8 +782,18 @@ export class Primary {
       this.refuse(source, by, 'RELOAD_FAILED', 'a worker could not prepare the new config', [...failures]);
     }
 
-    // 3. Commit: from here on nothing is refused.
+    // 3. Commit: from here on nothing is refused. Membership may have changed while workers prepared: merge
+    // again, and bring the pools that differ from what was prepared up to date after the commit.
     const before = this.weightsInEffect();
+    const merged = this.membership.merge(fileConfig);
+    config = merged.config;
+    this.membership.adopt(merged.dropped);
+    for (const d of merged.dropped) this.logger.warn({ pool: d.pool, backend: d.name, source: d.source, reason: d.why }, 'runtime backend dropped by reload');
+    // A runtime backend replaced by a config backend of the same name: the config's starts fresh.
+    for (const d of merged.dropped) {
+      this.state.forget(d.pool, d.name);
+      this.health.forget(d.pool, d.name);
+    }
     this.config = config;
     this.generation = generation;
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
@@ -622,6 +808,12 @@ export class Primary {
       // A worker that prepared and then died is respawned with this generation (onExit).
       if (a?.t !== 'committed' || a.generation !== generation) this.logger.warn({ worker: workers[i]!.id, generation }, 'worker did not confirm the commit');
     });
+    for (const [name, p] of Object.entries(config.pools)) {
+      if (JSON.stringify(prepared.pools[name]?.backends) === JSON.stringify(p.backends)) continue;
+      const msg = { t: 'members' as const, pool: name, backends: p.backends, controls: this.state.poolControls(name) };
+      for (const w of workers) send(w, msg);
+    }
+    for (const d of merged.dropped) this.metrics?.forget(d.pool, d.name);
     this.health.apply(config);
     this.discovery.update(config);
     if (metricsMoved) {
@@ -667,12 +859,25 @@ export class Primary {
    * the pools yet: that needs runtime membership (adding and removing backends in every worker without a
    * reload), which is not built. Until then the set is only logged.
    */
+  /**
+   * A pool's DNS discovery answered with a new set (src/discovery/): it replaces the pool's "dns" members
+   * (membership.ts), each with the pool's discovery max_connections. A pool that no longer exists (a reload
+   * removed it while the answer was on its way) is logged and ignored.
+   */
   private applyDiscovered(pool: string, members: Member[]): void {
-    this.logger.info(
-      { pool, members: members.map((m) => ({ name: m.name, address: m.address.text, weight: m.weight, priority: m.priority })) },
-      'dns discovery: set not applied to the pool (runtime membership is not built yet)',
-    );
+    const maxConnections = this.config.pools[pool]?.discovery?.maxConnections ?? 0;
+    try {
+      const { added, removed } = this.membership.setSource(
+        pool,
+        'dns',
+        members.map((m) => ({ ...m, maxConnections })),
+      );
+      if (added.length > 0 || removed.length > 0) this.logger.info({ pool, added, removed }, 'dns discovery: pool members changed');
+    } catch (err) {
+      this.logger.warn({ pool, err: (err as Error).message }, 'dns discovery: set not applied');
+    }
   }
+
 
   /** Graceful stop; a second signal stops at once. */
   stop(signal: string): void {
@@ -691,6 +896,7 @@ export class Primary {
     this.logger.info({ signal, gracePeriodMs: grace }, 'stopping: no new connections; in-flight work finishes');
     this.health.stop();
     this.discovery.stop();
+    if (this.removalTimer) clearInterval(this.removalTimer);
     for (const s of this.slots.values()) {
       s.retiring = true;
       send(s.worker, { t: 'stop', graceMs: grace });
@@ -726,6 +932,18 @@ export interface WorkerInfo {
   pid: number | null;
   /** The config generation the worker serves; null when it did not answer. */
   generation: number | null;
+}
+
+/** An optional integer field from 0 to `max`; `dflt` when absent. */
+function intField(req: AdminRequest, field: string, max: number, dflt: number): number {
+  const v = req[field];
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new AdminError('INVALID_FIELD', `"${field}" must be an integer from 0 to ${max}, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function adminError(err: unknown): Error {
+  return err instanceof MembershipError ? new AdminError(err.code, err.message) : (err as Error);
 }
 
 function addressKey(a: Address): string {

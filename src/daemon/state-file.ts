@@ -11,9 +11,14 @@
 //   cannot be read or parsed is reported to the caller (logged as a warning) and ignored; entries that are
 //   malformed are skipped one by one, each reported.
 //
-// Format (version 1):
+// - Backends added with `lb add` (membership.ts, source "admin") are kept in "members" and added back at
+//   start, before the "backends" entries (which may name them) apply. A member whose pool is gone, or whose
+//   name the config now gives a backend of that pool, is dropped with a log line.
+//
+// Format (version 1; "members" is optional, so files written before it existed still read):
 //   {"version":1,"written":"2025-01-01T00:00:00.000Z",
-//    "backends":[{"pool":"app","backend":"app-1","admin":"drain","weight":5}]}
+//    "backends":[{"pool":"app","backend":"app-1","admin":"drain","weight":5}],
+//    "members":[{"pool":"app","name":"app-9","address":"10.0.0.19:3000","weight":1,"priority":0}]}
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,8 +33,18 @@ export interface SavedBackend {
   weight?: number;
 }
 
+/** A backend added at runtime (`lb add`). */
+export interface SavedMember {
+  pool: string;
+  name: string;
+  address: string;
+  weight: number;
+  priority: number;
+}
+
 export interface ReadResult {
   entries: SavedBackend[];
+  members: SavedMember[];
   /** Why the file as a whole was ignored (unreadable, not JSON, wrong shape); undefined when it was read. */
   error?: string;
   /** Entries skipped, each with the reason. */
@@ -43,18 +58,18 @@ export function readStateFile(file: string): ReadResult {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { entries: [], skipped: [] };
-    return { entries: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
+    if (code === 'ENOENT') return { entries: [], members: [], skipped: [] };
+    return { entries: [], members: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
   }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    return { entries: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
+    return { entries: [], members: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
   }
-  const d = doc as { version?: unknown; backends?: unknown };
+  const d = doc as { version?: unknown; backends?: unknown; members?: unknown };
   if (typeof doc !== 'object' || doc === null || d.version !== STATE_FILE_VERSION || !Array.isArray(d.backends)) {
-    return { entries: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
+    return { entries: [], members: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
   }
   const entries: SavedBackend[] = [];
   const skipped: string[] = [];
@@ -74,15 +89,27 @@ export function readStateFile(file: string): ReadResult {
       ...(e.weight !== undefined ? { weight: e.weight as number } : {}),
     });
   });
-  return { entries, skipped };
+  const members: SavedMember[] = [];
+  if (d.members !== undefined && !Array.isArray(d.members)) skipped.push('members: not an array');
+  (Array.isArray(d.members) ? d.members : []).forEach((raw: unknown, i: number) => {
+    const e = raw as Record<string, unknown>;
+    const bad = (why: string): void => void skipped.push(`members[${i}]: ${why}`);
+    if (typeof raw !== 'object' || raw === null) return bad('not an object');
+    if (typeof e.pool !== 'string' || typeof e.name !== 'string' || typeof e.address !== 'string') return bad('needs "pool", "name" and "address" strings');
+    const intIn = (v: unknown, max: number): boolean => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+    if (!intIn(e.weight, 1000)) return bad(`"weight" must be an integer from 0 to 1000, got ${JSON.stringify(e.weight)}`);
+    if (!intIn(e.priority, 65535)) return bad(`"priority" must be an integer from 0 to 65535, got ${JSON.stringify(e.priority)}`);
+    members.push({ pool: e.pool, name: e.name, address: e.address, weight: e.weight as number, priority: e.priority as number });
+  });
+  return { entries, members, skipped };
 }
 
 /** Writes the state file atomically (see the contract above); throws on failure (the caller logs it). */
-export function writeStateFile(file: string, entries: SavedBackend[]): void {
+export function writeStateFile(file: string, entries: SavedBackend[], members: SavedMember[] = []): void {
   const dir = path.dirname(file);
   fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
   const tmp = `${file}.tmp-${process.pid}`;
-  const body = JSON.stringify({ version: STATE_FILE_VERSION, written: new Date().toISOString(), backends: entries }, null, 1) + '\n';
+  const body = JSON.stringify({ version: STATE_FILE_VERSION, written: new Date().toISOString(), backends: entries, ...(members.length > 0 ? { members } : {}) }, null, 1) + '\n';
   const fd = fs.openSync(tmp, 'w', 0o640);
   try {
     fs.writeSync(fd, body);

@@ -37,6 +37,12 @@ export interface BackendRecord {
   upSince?: number;
   /** When the state users see (stateOf) last changed, or the record was created (ms since the epoch). */
   changedAt: number;
+  /** Priority tier (lower preferred). */
+  priority: number;
+  /** Where a runtime backend came from ("admin", "dns"); undefined for the config file's. */
+  source?: string;
+  /** `lb remove --drain`: drained, and removed once nothing is in flight. */
+  removing?: boolean;
 }
 
 export class StateStore {
@@ -49,33 +55,62 @@ export class StateStore {
    */
   apply(config: LbConfig): void {
     const next = new Map<string, Map<string, BackendRecord>>();
-    for (const pool of Object.values(config.pools)) {
-      const old = this.records.get(pool.name);
-      const m = new Map<string, BackendRecord>();
-      for (const b of pool.backends) {
-        const prev = old?.get(b.name);
-        if (prev) {
-          prev.address = b.address.text;
-          prev.configWeight = b.weight;
-          if (!pool.healthCheck && prev.health === 'unchecked') prev.health = 'up';
-          m.set(b.name, prev);
-        } else {
-          m.set(b.name, {
-            pool: pool.name,
-            name: b.name,
-            address: b.address.text,
-            configWeight: b.weight,
-            admin: 'ready',
-            health: pool.healthCheck ? 'unchecked' : 'up',
-            passiveStreak: 0,
-            changedAt: Date.now(),
-          });
-        }
-      }
-      next.set(pool.name, m);
-    }
+    for (const pool of Object.values(config.pools)) next.set(pool.name, this.poolRecords(pool));
     this.records = next;
     this.pools = config.pools;
+  }
+
+  /** Takes one pool's new backend list (runtime membership, membership.ts), as apply does for all. */
+  applyPool(pool: PoolConfig): void {
+    this.records.set(pool.name, this.poolRecords(pool));
+    this.pools[pool.name] = pool;
+  }
+
+  /**
+   * Records of `pool`'s backends: kept (same name) with their runtime state, or new. A new runtime backend
+   * (BackendConfig.source) of a pool with active checks starts `down` until its first check passes, so that
+   * an address nobody has checked gets no traffic; a config-file backend starts `unchecked` and serves.
+   */
+  private poolRecords(pool: PoolConfig): Map<string, BackendRecord> {
+    const old = this.records.get(pool.name);
+    const m = new Map<string, BackendRecord>();
+    for (const b of pool.backends) {
+      const prev = old?.get(b.name);
+      if (prev) {
+        prev.address = b.address.text;
+        prev.configWeight = b.weight;
+        prev.priority = b.priority;
+        if (b.source !== undefined) prev.source = b.source;
+        else delete prev.source;
+        if (!pool.healthCheck && prev.health === 'unchecked') prev.health = 'up';
+        m.set(b.name, prev);
+        continue;
+      }
+      const waits = !!pool.healthCheck && b.source !== undefined;
+      const now = Date.now();
+      m.set(b.name, {
+        pool: pool.name,
+        name: b.name,
+        address: b.address.text,
+        configWeight: b.weight,
+        admin: 'ready',
+        health: waits ? 'down' : pool.healthCheck ? 'unchecked' : 'up',
+        ...(waits ? { reason: 'added: no traffic until the first health check passes' } : {}),
+        passiveStreak: 0,
+        changedAt: now,
+        priority: b.priority,
+        ...(b.source !== undefined ? { source: b.source } : {}),
+        // Slow start ramps an added backend that serves at once (no active checks) from now; one with checks
+        // ramps from its first pass (the monitor's down -> up transition).
+        ...(b.source !== undefined && !pool.healthCheck && pool.slowStartMs > 0 ? { upSince: now } : {}),
+      });
+    }
+    return m;
+  }
+
+  /** Drops one backend's record: the next apply creates it afresh (a runtime backend replaced by the config's). */
+  forget(pool: string, backend: string): void {
+    this.records.get(pool)?.delete(backend);
   }
 
   get(pool: string, backend: string): BackendRecord | undefined {
@@ -117,11 +152,15 @@ export class StateStore {
 
   controls(now = Date.now()): Controls {
     const out: Controls = {};
-    for (const [pool, m] of this.records) {
-      const p: Record<string, BackendControl> = (out[pool] = {});
-      for (const r of m.values()) p[r.name] = this.control(r, now);
-    }
+    for (const pool of this.records.keys()) out[pool] = this.poolControls(pool, now);
     return out;
+  }
+
+  /** What workers must do with each backend of one pool now. */
+  poolControls(pool: string, now = Date.now()): Record<string, BackendControl> {
+    const p: Record<string, BackendControl> = {};
+    for (const r of this.records.get(pool)?.values() ?? []) p[r.name] = this.control(r, now);
+    return p;
   }
 }
 
@@ -134,7 +173,7 @@ export function stateOf(r: BackendRecord): 'up' | 'down' | 'drain' | 'maint' | '
 export function savedState(records: BackendRecord[]): SavedBackend[] {
   const out: SavedBackend[] = [];
   for (const r of records) {
-    if (r.admin === 'ready' && r.weightOverride === undefined) continue;
+    if ((r.admin === 'ready' && r.weightOverride === undefined) || r.removing) continue;
     out.push({
       pool: r.pool,
       backend: r.name,

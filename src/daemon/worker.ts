@@ -63,6 +63,8 @@ export function runWorker(): void {
       if (counts.length > 0) send({ t: 'outcomes', pool: pool.name, counts });
     }
   }, OUTCOME_REPORT_MS).unref();
+  /** Set while the first config is being applied: `control` and `members` messages wait for it. */
+  let starting: Promise<void> | undefined;
 
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return;
@@ -76,7 +78,16 @@ export function runWorker(): void {
         const messages = (errors: Error[]): string[] => errors.map((e) => e.message);
         const failed = (err: Error): string[] => [err.stack ?? err.message];
         if (msg.t === 'config') {
-          dp.apply(msg.config, msg.generation, msg.controls).then(
+          const applying = dp.apply(msg.config, msg.generation, msg.controls);
+          starting = applying.then(
+            () => {
+              starting = undefined;
+            },
+            () => {
+              starting = undefined;
+            },
+          );
+          applying.then(
             (r) => {
               metrics.setPools(dp.pools);
               send({ t: 'applied', id: msg.id, errors: messages(r.errors) });
@@ -101,8 +112,23 @@ export function runWorker(): void {
         send({ t: 'committed', id: msg.id, generation: dp.generation });
         break;
       case 'control':
-        dp.control(msg.pool, msg.backend, msg.control);
+        // Before the first config is applied there is no pool to control: wait for it (IPC order kept).
+        if (starting) void starting.then(() => dp.control(msg.pool, msg.backend, msg.control));
+        else dp.control(msg.pool, msg.backend, msg.control);
         break;
+      case 'members': {
+        const apply = (): void => {
+          try {
+            const removed = dp.members(msg.pool, msg.backends, msg.controls);
+            if (removed) metrics.membersChanged(msg.pool, removed, msg.backends);
+          } catch (err) {
+            send({ t: 'log', level: 'error', msg: 'membership change not applied: the algorithm cannot build a picker', fields: { pool: msg.pool, err: (err as Error).message } });
+          }
+        };
+        if (starting) void starting.then(apply);
+        else apply();
+        break;
+      }
       case 'inflight':
         send({ t: 'inflight', id: msg.id, inflight: dp.inflight(), connections: dp.connections(), generation: dp.generation });
         break;

@@ -66,6 +66,8 @@ export class Backend implements Candidate {
   poolLoad: PoolLoad = { inflight: 0, changed: undefined, queue: undefined };
   /** max_connections: `inflight` at most (0 = no cap); a backend at its cap is not picked. */
   maxConnections: number;
+  /** Priority tier (lower preferred); the pool groups its backends by it. */
+  priority: number;
   /** Consecutive failures seen by this process since the last success (passive checks report these). */
   failStreak = 0;
   /**
@@ -73,7 +75,7 @@ export class Backend implements Candidate {
    * for success-rate outlier detection; undefined unless the pool's passive.success_rate is set.
    */
   outcomes: { total: number; ok: number } | undefined = undefined;
-  /** True once the pool has dropped this backend (reload): no new traffic, in-flight finishes. */
+  /** True once the pool has dropped this backend (reload, runtime removal): no new traffic, in-flight finishes. */
   retired = false;
   /** The pool's TLS to backends (pools.NAME.tls); set by the pool, undefined for plain text. */
   tls: BackendTls | undefined;
@@ -84,6 +86,7 @@ export class Backend implements Candidate {
     this.address = cfg.address;
     this.weight = cfg.weight;
     this.maxConnections = cfg.maxConnections;
+    this.priority = cfg.priority;
     this.refresh();
   }
 

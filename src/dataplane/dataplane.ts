@@ -5,8 +5,8 @@
 
 import path from 'node:path';
 import { loadAlgorithm } from '../../algorithms/registry.js';
-import type { LbConfig, ListenerConfig } from '../../config/model.js';
-import type { BackendControl } from './backend.js';
+import type { BackendConfig, LbConfig, ListenerConfig } from '../../config/model.js';
+import type { Backend, BackendControl } from './backend.js';
 import type { Controls } from '../daemon/messages.js';
 import type { DataPlaneEvents } from './events.js';
 import { HttpListener } from './http-listener.js';
@@ -145,6 +145,16 @@ export class DataPlane {
   control(pool: string, backend: string, c: BackendControl): boolean {
     // A pool only the staged generation has gets its controls with the commit.
     return this.pools.get(pool)?.control(backend, c) ?? false;
+  }
+
+  /**
+   * Runtime membership of a serving pool (BackendPool.setMembers). Returns the backends that left it, or
+   * undefined when the pool is unknown. A generation being prepared is brought up to date by the primary
+   * after its commit (another `members` message). Throws, changing nothing, when the algorithm cannot
+   * build a picker over the new list.
+   */
+  members(pool: string, backends: readonly BackendConfig[], controls: Record<string, BackendControl>): Backend[] | undefined {
+    return this.pools.get(pool)?.setMembers(backends, controls);
   }
 
   inflight(): InflightReport {

@@ -37,6 +37,11 @@
 // Every change of `record.health` calls `changed(record, why)` exactly once, with the reason, and sets
 // `record.reason` to it.
 //
+// Runtime membership (src/daemon/membership.ts) calls `apply` again with the new backend list: an added
+// backend is a new entry (with active checks it waits `down`, StateStore.applyPool, and is checked at once;
+// the first pass makes it `up`, with slow start when configured; without checks it is `up` at once and slow
+// start ramps it from its addition), a removed one stops like a backend removed by reload.
+//
 // Reload (`apply` again): backends that survive (same pool and name) keep their state, counters, streaks
 // and history; their checks keep their schedule unless the check config changed (then they restart on a
 // new offset). Removed backends stop; new ones start. `stop()` clears every timer and aborts in-flight
@@ -166,7 +171,9 @@ export class HealthMonitor {
           e.checkSig = sig;
           e.tls = tls;
           this.entries.set(key, e);
-          if (hc) this.scheduleCheck(e, Date.now() + offset);
+          // A runtime backend (membership.ts) waits `down` for its first check: that one runs at once.
+          if (hc) this.scheduleCheck(e, Date.now() + (b.source !== undefined ? 0 : offset));
+          if (this.state.get(pool.name, b.name)?.upSince !== undefined) this.scheduleRamp(e);
           return;
         }
         e.address = b.address;
@@ -233,6 +240,20 @@ export class HealthMonitor {
       this.logger().error({ pool: pool.name, err: (err as Error).message }, 'health checks: cannot load the pool\'s TLS files; keeping the previous ones');
       return this.tls.get(pool.name);
     }
+  }
+
+  /**
+   * Forgets one backend (its checks stop, its timers clear): a runtime backend replaced at reload by a
+   * config backend of the same name, which then starts as a new backend does at the next `apply`.
+   */
+  forget(pool: string, backend: string): void {
+    const key = JSON.stringify([pool, backend]);
+    const e = this.entries.get(key);
+    if (!e) return;
+    this.stopChecks(e);
+    this.timers.clear(`${key}|eject`);
+    this.timers.clear(`${key}|ramp`);
+    this.entries.delete(key);
   }
 
   /** A worker saw `backend` fail a request or connection; `status` for a '5xx' failure. */
@@ -319,6 +340,9 @@ export class HealthMonitor {
       if (r.ejectedUntil !== undefined) {
         this.logger().info({ pool, backend, active: t.to, reason: t.why, ejectedUntil: new Date(r.ejectedUntil).toISOString() }, 'active check verdict changed; backend stays ejected');
       } else {
+        // A runtime backend waiting `down` for its first pass (StateStore.applyPool) stays down on failures:
+        // the reason says so.
+        if (t.to === 'down' && r.health === 'down') r.reason = t.why;
         this.settle(e, t.why);
       }
     }

@@ -240,6 +240,20 @@ export class MetricsServer {
     this.departed = sumSync(this.departed.length > 0 ? [this.departed, monotonic(snap)] : [monotonic(snap)]);
   }
 
+  /**
+   * A backend left its pool at runtime: its series go from the last answers kept here and from the exited
+   * workers' sums (the workers drop theirs, metrics/worker.ts), so labels stay bounded.
+   */
+  forget(pool: string, backend: string): void {
+    const keep = (s: Snapshot): Snapshot =>
+      s.map((m) => {
+        const values = m.values.filter((v) => !(v.labels.pool === pool && v.labels.backend === backend));
+        return values.length === m.values.length ? m : ({ ...m, values } as Metric);
+      });
+    for (const [id, snap] of this.last) this.last.set(id, keep(snap));
+    this.departed = keep(this.departed);
+  }
+
   /** Workers to ask: the primary's live ones, plus retiring ones that answered before and still listen. */
   private targets(): Worker[] {
     const out = new Map<number, Worker>();

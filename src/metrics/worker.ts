@@ -95,6 +95,36 @@ export class WorkerMetrics {
     else m.set(reason, { labels: { listener, reason }, value: 1 });
   }
 
+  /**
+   * Backends that left their pool at runtime (membership.ts), by pool then name: their series are dropped
+   * at the next snapshot, so metric labels stay bounded while members come and go. An entry stays until
+   * the retired backend's in-flight work is over (a request that ends later would recreate a series).
+   */
+  private readonly gone = new Map<string, Map<string, { inflight: number }>>();
+
+  /** Membership of `pool` changed: `removed` left it, `present` are its backends now. */
+  membersChanged(pool: string, removed: ReadonlyArray<{ name: string; inflight: number }>, present: ReadonlyArray<{ name: string }>): void {
+    let g = this.gone.get(pool);
+    for (const b of removed) {
+      if (!g) this.gone.set(pool, (g = new Map()));
+      g.set(b.name, b);
+    }
+    if (g) for (const b of present) g.delete(b.name);
+  }
+
+  /** Drops the series of departed backends (see `gone`); scrape time only. */
+  private prune(): void {
+    for (const [pool, g] of this.gone) {
+      for (const [name, b] of g) {
+        for (const byPool of this.http.values()) byPool.get(pool)?.byBackend.delete(name);
+        for (const byPool of this.conns.values()) byPool.get(pool)?.delete(name);
+        this.failures.get(pool)?.delete(name);
+        if (b.inflight === 0) g.delete(name);
+      }
+      if (g.size === 0) this.gone.delete(pool);
+    }
+  }
+
   /** The pools whose backends' in-flight gauges a snapshot reports (set after every config apply). */
   setPools(pools: ReadonlyMap<string, BackendPool>): void {
     this.pools = pools;
@@ -102,6 +132,7 @@ export class WorkerMetrics {
 
   /** prom-client metrics JSON of this process: default process metrics and lb's traffic series. */
   async snapshot(pools: ReadonlyMap<string, BackendPool> = this.pools): Promise<Metric[]> {
+    this.prune();
     const out = (await this.registry.getMetricsAsJSON()) as Metric[];
     const series = (m: { name: string; help: string; type: string }, values: Series[]): Metric =>
       ({ name: m.name, help: m.help, type: m.type, values, aggregator: 'sum' }) as unknown as Metric;
