@@ -13,7 +13,10 @@
 //
 // Format (version 1):
 //   {"version":1,"written":"2025-01-01T00:00:00.000Z",
-//    "backends":[{"pool":"app","backend":"app-1","admin":"drain","weight":5}]}
+//    "backends":[{"pool":"app","backend":"app-1","admin":"drain","weight":5}],
+//    "splits":[{"listener":"web","route":"canary","weights":{"app-canary":10}}]}
+//   `splits` (runtime split weights, `lb split`) is written only when there are some; a file without it
+//   has none.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,8 +31,16 @@ export interface SavedBackend {
   weight?: number;
 }
 
+/** A route's runtime split weights: only the pools whose weight differs from the config's. */
+export interface SavedSplit {
+  listener: string;
+  route: string;
+  weights: Record<string, number>;
+}
+
 export interface ReadResult {
   entries: SavedBackend[];
+  splits: SavedSplit[];
   /** Why the file as a whole was ignored (unreadable, not JSON, wrong shape); undefined when it was read. */
   error?: string;
   /** Entries skipped, each with the reason. */
@@ -43,18 +54,18 @@ export function readStateFile(file: string): ReadResult {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { entries: [], skipped: [] };
-    return { entries: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
+    if (code === 'ENOENT') return { entries: [], splits: [], skipped: [] };
+    return { entries: [], splits: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
   }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    return { entries: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
+    return { entries: [], splits: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
   }
-  const d = doc as { version?: unknown; backends?: unknown };
+  const d = doc as { version?: unknown; backends?: unknown; splits?: unknown };
   if (typeof doc !== 'object' || doc === null || d.version !== STATE_FILE_VERSION || !Array.isArray(d.backends)) {
-    return { entries: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
+    return { entries: [], splits: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
   }
   const entries: SavedBackend[] = [];
   const skipped: string[] = [];
@@ -74,15 +85,31 @@ export function readStateFile(file: string): ReadResult {
       ...(e.weight !== undefined ? { weight: e.weight as number } : {}),
     });
   });
-  return { entries, skipped };
+  const splits: SavedSplit[] = [];
+  const rawSplits = d.splits === undefined ? [] : Array.isArray(d.splits) ? (d.splits as unknown[]) : null;
+  if (rawSplits === null) skipped.push('splits: not an array');
+  (rawSplits ?? []).forEach((raw: unknown, i: number) => {
+    const e = raw as Record<string, unknown>;
+    const bad = (why: string): void => void skipped.push(`splits[${i}]: ${why}`);
+    if (typeof raw !== 'object' || raw === null) return bad('not an object');
+    if (typeof e.listener !== 'string' || typeof e.route !== 'string') return bad('needs "listener" and "route" strings');
+    const w = e.weights as Record<string, unknown>;
+    if (typeof w !== 'object' || w === null || Array.isArray(w)) return bad('"weights" must be an object');
+    for (const [pool, n] of Object.entries(w)) {
+      if (!(typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 10000)) return bad(`weight of ${pool} must be an integer from 0 to 10000, got ${JSON.stringify(n)}`);
+    }
+    splits.push({ listener: e.listener, route: e.route, weights: w as Record<string, number> });
+  });
+  return { entries, splits, skipped };
 }
 
 /** Writes the state file atomically (see the contract above); throws on failure (the caller logs it). */
-export function writeStateFile(file: string, entries: SavedBackend[]): void {
+export function writeStateFile(file: string, entries: SavedBackend[], splits: SavedSplit[] = []): void {
   const dir = path.dirname(file);
   fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
   const tmp = `${file}.tmp-${process.pid}`;
-  const body = JSON.stringify({ version: STATE_FILE_VERSION, written: new Date().toISOString(), backends: entries }, null, 1) + '\n';
+  const doc = { version: STATE_FILE_VERSION, written: new Date().toISOString(), backends: entries, ...(splits.length > 0 ? { splits } : {}) };
+  const body = JSON.stringify(doc, null, 1) + '\n';
   const fd = fs.openSync(tmp, 'w', 0o640);
   try {
     fs.writeSync(fd, body);

@@ -52,6 +52,7 @@ export function runWorker(): void {
         const messages = (errors: Error[]): string[] => errors.map((e) => e.message);
         const failed = (err: Error): string[] => [err.stack ?? err.message];
         if (msg.t === 'config') {
+          if (msg.splits) dp.setSplits(msg.splits);
           dp.apply(msg.config, msg.generation, msg.controls).then(
             (r) => {
               metrics.setPools(dp.pools);
@@ -70,11 +71,15 @@ export function runWorker(): void {
       }
       case 'commit':
         if (dp.commit(msg.generation, msg.controls)) metrics.setPools(dp.pools);
+        if (msg.splits) dp.setSplits(msg.splits);
         send({ t: 'committed', id: msg.id, generation: dp.generation });
         break;
       case 'abort':
         dp.abort();
         send({ t: 'committed', id: msg.id, generation: dp.generation });
+        break;
+      case 'splits':
+        dp.setSplits(msg.splits);
         break;
       case 'control':
         dp.control(msg.pool, msg.backend, msg.control);

@@ -21,6 +21,8 @@ export interface RequestRecord {
   /** Backends tried before the one that answered (retries). */
   readonly retries: number;
   readonly error?: string;
+  /** http: the name of the route that matched; undefined when none did (the listener's pool served). */
+  readonly route?: string;
 }
 
 export interface DataPlaneEvents {

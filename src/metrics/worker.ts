@@ -40,6 +40,8 @@ export class WorkerMetrics {
   private readonly http = new Map<string, Map<string, PoolCounters>>();
   /** listener -> pool -> backend -> connections (tcp and websocket). */
   private readonly conns = new Map<string, Map<string, Map<string, Series>>>();
+  /** listener -> route -> pool -> requests that matched the route. */
+  private readonly routes = new Map<string, Map<string, Map<string, Series>>>();
   /** pool -> backend -> reason -> failures. */
   private readonly failures = new Map<string, Map<string, Map<string, Series>>>();
   private readonly registry = new Registry();
@@ -51,6 +53,7 @@ export class WorkerMetrics {
 
   /** Hot path: one finished request or connection. Must stay cheap and must not throw. */
   done(r: RequestRecord): void {
+    if (r.route !== undefined) bump3(this.routes, r.listener, r.route, r.pool, () => ({ listener: r.listener, route: r.route!, pool: r.pool }));
     if (r.kind === 'http') {
       let byPool = this.http.get(r.listener);
       if (byPool === undefined) this.http.set(r.listener, (byPool = new Map()));
@@ -111,6 +114,7 @@ export class WorkerMetrics {
     out.push(series(METRICS.requests, requests));
     out.push(series(METRICS.connections, flatten3(this.conns)));
     out.push(series(METRICS.backendFailures, flatten3(this.failures)));
+    out.push(series(METRICS.routeRequests, flatten3(this.routes)));
     const inflight: Series[] = [];
     for (const [pool, p] of pools) for (const b of p.backends) inflight.push({ labels: { pool, backend: b.name }, value: b.inflight });
     out.push(series(METRICS.backendInflight, inflight));
