@@ -26,7 +26,7 @@ import { routeName } from '../../config/model.js';
 import { murmur3_32 } from '../../algorithms/hash.js';
 import type { FrontRequest } from './http-server.js';
 import type { BackendPool } from './pool.js';
-import { cookieValue, queryValue, requestKey } from './request-key.js';
+import { cookieValue, requestKey } from './request-key.js';
 import { compileRespond, compileRewrite, type CompiledRespond, type CompiledRewrite } from './rewrite.js';
 import type { RedirectConfig } from '../../config/model.js';
 
@@ -97,16 +97,50 @@ function valueTest(m: ValueMatch): Test | undefined {
   return undefined;
 }
 
-/** Header value as conditions see it (see the head of this file); undefined when absent. */
-function headerValue(req: FrontRequest, name: string): string | undefined {
-  const h = req.headers;
-  const v = h[name];
-  if (v === undefined) return undefined;
-  const conn = h['connection'];
-  if (conn !== undefined && conn.length > 5) {
-    for (const token of conn.toLowerCase().split(',')) if (token.trim() === name) return undefined;
+/**
+ * Header value as conditions see it (see the head of this file); undefined when absent. Scans the raw list
+ * (no map of every header is built): names are compared lower-cased only when their length fits.
+ */
+export function headerValue(req: FrontRequest, name: string, joiner = ', '): string | undefined {
+  const raw = req.rawHeaders;
+  const len = name.length;
+  let v: string | undefined;
+  let conn: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === len && n.toLowerCase() === name) v = v === undefined ? raw[i + 1]! : `${v}${joiner}${raw[i + 1]!}`;
+    else if (n.length === 10 && n.toLowerCase() === 'connection') conn = conn === undefined ? raw[i + 1]! : `${conn},${raw[i + 1]!}`;
   }
+  if (v === undefined || conn === undefined || conn.length <= 5) return v;
+  for (const token of conn.toLowerCase().split(',')) if (token.trim() === name) return undefined;
   return v;
+}
+
+/**
+ * The first query parameter named `name`, decoded as application/x-www-form-urlencoded ("+" is a space,
+ * %XX a byte; the same value URLSearchParams.get gives, without building one); undefined when absent.
+ */
+export function firstQueryValue(url: string, name: string): string | undefined {
+  const q = url.indexOf('?');
+  if (q === -1) return undefined;
+  let start = q + 1;
+  while (start <= url.length) {
+    let end = url.indexOf('&', start);
+    if (end === -1) end = url.length;
+    const eq = url.indexOf('=', start);
+    const keyEnd = eq !== -1 && eq < end ? eq : end;
+    const key = url.slice(start, keyEnd);
+    if (key === name || ((key.includes('%') || key.includes('+')) && formDecode(key) === name)) {
+      return keyEnd === end ? '' : formDecode(url.slice(keyEnd + 1, end));
+    }
+    start = end + 1;
+  }
+  return undefined;
+}
+
+function formDecode(s: string): string {
+  if (!s.includes('%') && !s.includes('+')) return s;
+  return new URLSearchParams(`a=${s}`).get('a') ?? '';
 }
 
 type Predicate = (req: FrontRequest) => boolean;
@@ -124,8 +158,8 @@ function condition(m: ValueMatch, read: (req: FrontRequest, name: string) => str
   };
 }
 
-const readCookie = (req: FrontRequest, name: string): string | undefined => cookieValue(headerValue(req, 'cookie'), name);
-const readQuery = (req: FrontRequest, name: string): string | undefined => queryValue(req.url, name);
+const readCookie = (req: FrontRequest, name: string): string | undefined => cookieValue(headerValue(req, 'cookie', '; '), name);
+const readQuery = (req: FrontRequest, name: string): string | undefined => firstQueryValue(req.url, name);
 
 /**
  * A weighted split across pools. Not sticky (or no key in the request): NGINX's smooth weighted round robin
@@ -182,7 +216,7 @@ export class Split {
 
   pick(req: FrontRequest): BackendPool {
     if (this.sticky !== undefined) {
-      const key = requestKey(this.sticky, req);
+      const key = stickyKey(this.sticky, req);
       if (key !== undefined) {
         const point = murmur3_32(key) / 4294967296;
         const b = this.bounds;
@@ -200,6 +234,20 @@ export class Split {
     }
     current[best] = current[best]! - total;
     return this.pools[best]!;
+  }
+}
+
+/** A sticky key read as route conditions read fields (hash_key's syntax and meaning, without building req.headers). */
+function stickyKey(k: HashKey, req: FrontRequest): string | undefined {
+  switch (k.kind) {
+    case 'header':
+      return headerValue(req, k.name);
+    case 'cookie':
+      return cookieValue(headerValue(req, 'cookie', '; '), k.name);
+    case 'query':
+      return firstQueryValue(req.url, k.name);
+    default:
+      return requestKey(k, req);
   }
 }
 
