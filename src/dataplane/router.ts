@@ -7,7 +7,7 @@
 import type { ListenerConfig } from '../../config/model.js';
 import type { FrontRequest } from './http-server.js';
 import type { BackendPool } from './pool.js';
-import { compileRoute, type CompiledRoute, type SplitOverrides } from './route-match.js';
+import { CompiledRoute, type SplitOverrides } from './route-match.js';
 import { stripPort } from './rewrite.js';
 
 export class Router {
@@ -21,7 +21,7 @@ export class Router {
       return p;
     };
     this.fallback = pool(cfg.pool);
-    this.routes = cfg.routes.map((r, i) => compileRoute(cfg, i, r, pool));
+    this.routes = cfg.routes.map((r, i) => new CompiledRoute(cfg, i, r, pool));
     this.applySplits(splits?.[cfg.name]);
   }
 
