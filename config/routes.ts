@@ -180,7 +180,11 @@ export function buildRoute(r: Table, path: PathSegment[], ctx: RouteContext): Ro
         else headers.push([n, v]);
       }
     }
-    const rc: RespondConfig = { status: typeof resp['status'] === 'number' ? resp['status'] : 200, body, contentType, headers };
+    const status = typeof resp['status'] === 'number' ? resp['status'] : 200;
+    if ((status === 204 || status === 304) && body !== '') {
+      ctx.report([...rpath, resp['body_file'] !== undefined ? 'body_file' : 'body'], `a ${status} response has no body (RFC 9110 §15.3.5, §15.4.5)`);
+    }
+    const rc: RespondConfig = { status, body, contentType, headers };
     out.respond = rc;
   }
   return out;

@@ -277,6 +277,12 @@ split = [{ pool = "app", weight = 0 }]
 sticky = "header:"
 [[listeners.web.routes]]
 respond = { status = 503, headers = { "Retry-After" = "1\\r\\nSet-Cookie: x=1" } }
+[[listeners.web.routes]]
+respond = { status = 204, body = "x" }
+[[listeners.web.routes]]
+pool = "app"
+strip_prefix = "/a"
+name = "web#0"
 [pools.app]
 backends = [{ address = "127.0.0.1:1" }]
 `,
@@ -297,6 +303,8 @@ backends = [{ address = "127.0.0.1:1" }]
     /lb\.toml:\d+:\d+: listeners\.web\.routes\[2\]\.split: the weights must not all be 0/,
     /lb\.toml:\d+:\d+: listeners\.web\.routes\[2\]\.sticky: invalid/,
     /lb\.toml:\d+:\d+: listeners\.web\.routes\[3\]\.respond\.headers\.Retry-After: header value .* holds a control character/,
+    /lb\.toml:\d+:\d+: listeners\.web\.routes\[4\]\.respond\.body: a 204 response has no body/,
+    /lb\.toml:\d+:\d+: listeners\.web\.routes\[5\]\.name: invalid name "web#0": use letters/,
   ]) {
     t.match(lines, want);
   }

@@ -215,7 +215,8 @@ export interface CompiledRespond {
 
 export function compileRespond(r: RespondConfig): CompiledRespond {
   const body = Buffer.from(r.body);
-  const headers = ['Content-Type', r.contentType, 'Content-Length', String(body.length)];
+  // 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6); load refuses a body for them.
+  const headers = r.status === 204 || r.status === 304 ? [] : ['Content-Type', r.contentType, 'Content-Length', String(body.length)];
   for (const [n, v] of r.headers) headers.push(n, v);
   return { status: r.status, headers, body };
 }
