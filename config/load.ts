@@ -21,6 +21,7 @@ import { loadBackendTls, BackendTlsFileError } from '../src/dataplane/backend-tl
 import { ADDRESS_PATTERN, tryParseAddress } from './address.js';
 import { DURATION_PATTERN, formatDuration, tryParseDuration } from './duration.js';
 import { createLocator, type Locator, type PathSegment } from './locate.js';
+import { buildRoute } from './routes.js';
 import type {
   Address,
   BackendConfig,
@@ -40,11 +41,14 @@ import type {
   RouteConfig,
   TlsConfig,
 } from './model.js';
+import { routeName } from './model.js';
 import {
   ConfigSchema,
   DEFAULTS,
   EXPECT_STATUS_PATTERN,
   HASH_KEY_PATTERN,
+  METHOD_PATTERN,
+  NAME_PATTERN,
   MODULE_PATH_PATTERN,
   PATH_PREFIX_PATTERN,
   ROUTE_HOST_PATTERN,
@@ -324,6 +328,8 @@ const PATTERN_MESSAGES: ReadonlyMap<string, (value: string) => string> = new Map
   [MODULE_PATH_PATTERN, (v: string) => `invalid module path ${JSON.stringify(v)}`],
   [DNS_NAME_PATTERN, (v: string) => `invalid DNS name ${JSON.stringify(v)}: use labels of letters, digits, "-" and "_" separated by ".", e.g. "_http._tcp.app.service.consul"`],
   [RESOLVER_PATTERN, (v: string) => errorOf(tryParseResolver(v)) ?? `invalid resolver ${JSON.stringify(v)}`],
+  [METHOD_PATTERN, (v: string) => `invalid method ${JSON.stringify(v)}: write it in upper case, e.g. "GET"`],
+  [NAME_PATTERN, (v: string) => `invalid name ${JSON.stringify(v)}: ${NAME_HINT}`],
 ]);
 
 function errorOf(r: { ok: true } | { ok: false; error: string }): string | undefined {
@@ -414,6 +420,9 @@ function schemaMessage(e: ValueError, at: PathSegment[]): { message: string; dis
       const owner = parent[parent.length - 1];
       if (s['patternProperties'] && !s['properties'] && typeof owner === 'string' && ENTITY[owner]) {
         return { message: `invalid ${ENTITY[owner]} name ${JSON.stringify(key)}: ${NAME_HINT}` };
+      }
+      if (s['patternProperties'] && !s['properties']) {
+        return { message: `invalid header name ${JSON.stringify(key)}: use an HTTP token (RFC 9110 §5.6.2)` };
       }
       const known = Object.keys((s['properties'] ?? {}) as Record<string, unknown>);
       const hint = didYouMean(key, known) || (known.length > 0 ? `allowed: ${known.join(', ')}` : '');
@@ -939,15 +948,16 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     if (protocol === 'tcp' && routeList.length > 0) {
       issues.report([...path, 'routes'], 'routes apply to http listeners only (this one has protocol = "tcp")');
     } else {
+      const routeNames = new Map<string, number>();
+      const ctx = { report: (at: PathSegment[], m: string) => issues.report(at, m), checkPool, parseHashKey, dir };
       routeList.forEach((r, i) => {
         if (!isTable(r)) return;
-        const host = str(r, 'host');
-        const pathPrefix = str(r, 'path_prefix');
-        routes.push({
-          ...(host !== undefined ? { host: host.toLowerCase().replace(/\.$/, '') } : {}),
-          ...(pathPrefix !== undefined ? { pathPrefix } : {}),
-          pool: checkPool(r, [...path, 'routes', i]),
-        });
+        const route = buildRoute(r, [...path, 'routes', i], ctx);
+        const rname = routeName(name, i, route);
+        const first = routeNames.get(rname);
+        if (first !== undefined) issues.report([...path, 'routes', i, 'name'], `duplicate route name ${JSON.stringify(rname)} (also ${formatPath([...path, 'routes', first])})`);
+        else routeNames.set(rname, i);
+        routes.push(route);
       });
     }
 

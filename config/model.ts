@@ -178,11 +178,81 @@ export interface PoolConfig {
   tls?: BackendTlsConfig;
 }
 
+/** One condition on a request header, cookie or query parameter (route `headers`, `cookies`, `query`). */
+export interface ValueMatch {
+  /** Header names lower-cased; cookie and query names as written (case-sensitive). */
+  name: string;
+  exact?: string;
+  prefix?: string;
+  /** JavaScript regular expression source, unanchored (a search); checked at load (route-match.ts). */
+  regex?: string;
+  /** true: the field must be there (any value); false: it must be absent. */
+  present?: boolean;
+}
+
+export interface SplitEntry {
+  pool: string;
+  /** Integer >= 0; the route's weights sum to more than 0. */
+  weight: number;
+}
+
+/** Header rewrites in the order applied: remove, then set (replaces every field of that name), then add. */
+export interface HeaderRewrite {
+  remove: string[];
+  /** [name, value template]; templates may hold ${variable} (rewrite.ts). */
+  set: Array<[string, string]>;
+  add: Array<[string, string]>;
+}
+
+export interface RedirectConfig {
+  /** Default: the request's scheme. */
+  scheme?: 'http' | 'https';
+  /** Default: the request's host (its port dropped when `scheme` or `port` is given). */
+  host?: string;
+  port?: number;
+  /** Replaces the request's path (the query is kept unless stripQuery). */
+  path?: string;
+  stripQuery: boolean;
+  code: 301 | 302 | 303 | 307 | 308;
+}
+
+export interface RespondConfig {
+  status: number;
+  /** The body (from `body`, or read from `body_file` at load). */
+  body: string;
+  contentType: string;
+  headers: Array<[string, string]>;
+}
+
 export interface RouteConfig {
+  /** As written; routeName() gives the default ("LISTENER#INDEX"). */
+  name?: string;
   /** Exact host ("api.example.com") or a leading wildcard ("*.example.com"); lower-cased, no port. */
   host?: string;
   pathPrefix?: string;
-  pool: string;
+  /** Upper-case method names; any of them matches. */
+  methods?: string[];
+  headers?: ValueMatch[];
+  cookies?: ValueMatch[];
+  query?: ValueMatch[];
+  /** Where matching requests go: exactly one of pool, split, redirect, respond is set. */
+  pool?: string;
+  split?: SplitEntry[];
+  /** Split stickiness: the request key whose hash places a client on one side (same syntax as hash_key). */
+  sticky?: HashKey;
+  requestHeaders?: HeaderRewrite;
+  responseHeaders?: HeaderRewrite;
+  /** Removed from the front of the forwarded path when the path starts with it. */
+  stripPrefix?: string;
+  /** Put in front of the forwarded path (after strip_prefix). */
+  addPrefix?: string;
+  redirect?: RedirectConfig;
+  respond?: RespondConfig;
+}
+
+/** A route's name: its `name`, else "LISTENER#INDEX" (0-based, as in the config's routes array). */
+export function routeName(listener: string, index: number, r: RouteConfig): string {
+  return r.name ?? `${listener}#${index}`;
 }
 
 export interface TlsConfig {

@@ -41,6 +41,8 @@ export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]*$';
 export const BACKEND_NAME_PATTERN = '^[^\\s/]+$';
 /** HTTP token characters (RFC 9110 section 5.6.2), for header and cookie names. */
 const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+/** A method: an upper-case token. */
+export const METHOD_PATTERN = "^[A-Z][A-Z0-9_-]*$";
 export const HASH_KEY_PATTERN = `^(?:client-ip|path|header:${TOKEN}|cookie:${TOKEN}|query:[^\\s&=#]+)$`;
 const STATUS = '[1-5][0-9]{2}(?:\\s*-\\s*[1-5][0-9]{2})?';
 export const EXPECT_STATUS_PATTERN = `^\\s*${STATUS}(?:\\s*,\\s*${STATUS})*\\s*$`;
@@ -174,10 +176,119 @@ const RouteSchema = Type.Object(
         description: 'Match request paths starting with this prefix, e.g. "/v1/". Omit to match any path.',
       }),
     ),
-    pool: Type.String({ minLength: 1, description: 'Pool that serves the matching requests.' }),
+    name: Type.Optional(
+      Type.String({
+        pattern: NAME_PATTERN,
+        description: 'Route name for `lb split`, logs and metrics; unique within the listener. Default "LISTENER#INDEX".',
+      }),
+    ),
+    methods: Type.Optional(
+      Type.Array(Type.String({ pattern: METHOD_PATTERN }), {
+        minItems: 1,
+        description: 'Match these request methods (upper case), e.g. ["GET", "HEAD"].',
+      }),
+    ),
+    headers: Type.Optional(Type.Array(valueMatch('header'), { description: 'Header conditions, all of which must hold.' })),
+    cookies: Type.Optional(Type.Array(valueMatch('cookie'), { description: 'Cookie conditions, all of which must hold.' })),
+    query: Type.Optional(Type.Array(valueMatch('query parameter'), { description: 'Query parameter conditions, all of which must hold.' })),
+    pool: Type.Optional(Type.String({ minLength: 1, description: 'Pool that serves the matching requests.' })),
+    split: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            pool: Type.String({ minLength: 1, description: 'A pool.' }),
+            weight: Type.Integer({ minimum: 0, maximum: 10000, description: 'Share of the traffic: weight / sum of weights.' }),
+          },
+          closed,
+        ),
+        { minItems: 1, description: 'Instead of `pool`: traffic split by weight across pools, e.g. [{ pool = "app", weight = 95 }, { pool = "app-canary", weight = 5 }].' },
+      ),
+    ),
+    sticky: Type.Optional(
+      Type.String({
+        pattern: HASH_KEY_PATTERN,
+        description: 'With `split`: the client key (as hash_key: client-ip, header:NAME, cookie:NAME, query:NAME, path) that keeps a client on one side of the split.',
+      }),
+    ),
+    request_headers: Type.Optional(headerRewrite('Request header rewrites, before forwarding.')),
+    response_headers: Type.Optional(headerRewrite('Response header rewrites, before answering the client.')),
+    strip_prefix: Type.Optional(
+      Type.String({ pattern: PATH_PREFIX_PATTERN, description: 'Removed from the front of the forwarded path, e.g. "/api".' }),
+    ),
+    add_prefix: Type.Optional(
+      Type.String({ pattern: PATH_PREFIX_PATTERN, description: 'Put in front of the forwarded path (after strip_prefix): strip + add replaces a prefix.' }),
+    ),
+    redirect: Type.Optional(
+      Type.Object(
+        {
+          scheme: Type.Optional(oneOf(['http', 'https'] as const, { description: "Default: the request's." })),
+          host: Type.Optional(Type.String({ pattern: ROUTE_HOST_PATTERN, description: "Default: the request's Host." })),
+          port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'Default: none (the scheme\'s).' })),
+          path: Type.Optional(Type.String({ pattern: PATH_PREFIX_PATTERN, description: "Replaces the request's path. Default: kept." })),
+          strip_query: Type.Optional(Type.Boolean({ description: 'Drop the query string.', default: false })),
+          code: Type.Optional(
+            Type.Union([301, 302, 303, 307, 308].map((c) => Type.Literal(c)), { description: 'Status code.', default: 302 }),
+          ),
+        },
+        { ...closed, description: 'Answer with a redirect instead of forwarding.' },
+      ),
+    ),
+    respond: Type.Optional(
+      Type.Object(
+        {
+          status: Type.Integer({ minimum: 200, maximum: 599, description: 'Status code.' }),
+          body: Type.Optional(Type.String({ description: 'Response body.' })),
+          body_file: Type.Optional(Type.String({ minLength: 1, description: "Body read from this file at load; relative to the config file's directory." })),
+          content_type: Type.Optional(Type.String({ description: 'Content-Type.', default: 'text/plain; charset=utf-8' })),
+          headers: Type.Optional(
+            Type.Record(Type.String({ pattern: `^${TOKEN}$` }), Type.String(), { description: 'Extra response headers, e.g. { "Retry-After" = "120" }.' }),
+          ),
+        },
+        { ...closed, description: 'Answer with this fixed response instead of forwarding (maintenance page).' },
+      ),
+    ),
   },
-  { ...closed, description: 'A route: requests matching every given condition go to `pool`.' },
+  {
+    ...closed,
+    description:
+      'A route: requests matching every given condition go to `pool` (or `split`), or are answered with `redirect` or `respond`.',
+  },
 );
+
+/** A header, cookie or query condition: name plus exactly one of exact, prefix, regex, present. */
+function valueMatch(what: string) {
+  return Type.Object(
+    {
+      name: Type.String({ minLength: 1, description: `The ${what} name.` }),
+      exact: Type.Optional(Type.String({ description: 'The value equals this.' })),
+      prefix: Type.Optional(Type.String({ description: 'The value starts with this.' })),
+      regex: Type.Optional(
+        Type.String({
+          minLength: 1,
+          description:
+            'The value contains a match of this JavaScript regular expression (anchor with ^ and $). Backreferences, ' +
+            'lookarounds and quantified groups that hold a quantifier or "|" are refused (catastrophic backtracking).',
+        }),
+      ),
+      present: Type.Optional(Type.Boolean({ description: 'true: the field must be there; false: it must be absent.' })),
+    },
+    { ...closed, description: `A ${what} condition: name and one of exact, prefix, regex, present.` },
+  );
+}
+
+function headerRewrite(description: string) {
+  const values = Type.Record(Type.String({ pattern: `^${TOKEN}$` }), Type.String(), {
+    description: 'name = value; values may use ${client_ip}, ${host}, ${path}, ${method}, ${scheme}, ${route}, ${request_id} ($$ for "$").',
+  });
+  return Type.Object(
+    {
+      remove: Type.Optional(Type.Array(Type.String({ pattern: `^${TOKEN}$` }), { description: 'Header names to remove.' })),
+      set: Type.Optional(values),
+      add: Type.Optional(values),
+    },
+    { ...closed, description: `${description} Applied as remove, then set (replaces), then add (appends).` },
+  );
+}
 
 const SniSchema = Type.Object(
   {

@@ -350,6 +350,33 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('split')
+    .description("set a route's split weights at runtime, in every worker, kept across reloads and restarts (e.g. a canary ramp)")
+    .argument('<listener/route>', 'the route, as LISTENER/ROUTE (ROUTE: its name, or LISTENER#INDEX)')
+    .argument('[weights...]', 'POOL=WEIGHT for each pool to change; pools not named keep their weight')
+    .option('--reset', "drop the runtime weights: back to the config's")
+    .addOption(configOpt())
+    .addOption(socketOpt())
+    .action(async (spec: string, args: string[], opts: { reset?: boolean; config: string; socket?: string }) => {
+      const slash = spec.indexOf('/');
+      if (slash <= 0 || slash === spec.length - 1) throw new CommanderError(2, 'lb.target', `error: expected LISTENER/ROUTE, got "${spec}"`);
+      const where = { listener: spec.slice(0, slash), route: spec.slice(slash + 1) };
+      if (opts.reset && args.length > 0) throw new CommanderError(2, 'lb.split', 'error: give either weights or --reset, not both');
+      if (!opts.reset && args.length === 0) throw new CommanderError(2, 'lb.split', 'error: missing POOL=WEIGHT arguments (or --reset)');
+      const weights: Record<string, number> = {};
+      for (const a of args) {
+        const m = /^(.+)=(\d+)$/.exec(a);
+        if (!m) throw new CommanderError(2, 'lb.split', `error: expected POOL=WEIGHT (an integer), got "${a}"`);
+        weights[m[1]!] = Number(m[2]);
+      }
+      const res = await call(opts, opts.reset ? { cmd: 'split', ...where, reset: true } : { cmd: 'split', ...where, weights });
+      if (!res.ok) failWith(res);
+      const r = res.result as { before: Array<{ pool: string; weight: number }>; weights: Array<{ pool: string; weight: number; configWeight: number }> };
+      const text = (l: Array<{ pool: string; weight: number }>): string => l.map((e) => `${e.pool}=${e.weight}`).join(' ');
+      process.stdout.write(`${spec}: ${text(r.before)} -> ${text(r.weights)}${opts.reset ? " (the config's)" : ''}\n`);
+    });
+
+  program
     .command('maint')
     .description('maintenance: no traffic and no health checks for a backend until `lb ready` (HAProxy "set server state maint")')
     .argument('<pool/backend>', 'the backend, as POOL/BACKEND')

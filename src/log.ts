@@ -73,6 +73,7 @@ export function accessLog(logger: Logger, r: RequestRecord): void {
     ',"bytes_out":' + num(r.bytesOut) +
     ',"duration_ms":' + num(Math.round(r.seconds * 1e6) / 1e3) +
     ',"retries":' + num(r.retries);
+  if (r.route !== undefined) s += ',"route":' + q(r.route);
   if (r.error !== undefined) s += ',"error":' + q(r.error);
   const cc = r.clientCert;
   if (cc !== undefined) {

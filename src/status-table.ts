@@ -30,6 +30,8 @@ export interface StatusResult {
   generation: number;
   workers: { configured: number; answered: number; asked: number; list: Array<{ pid: number | null; generation: number | null }> };
   pools: Array<{ name: string; algorithm: string; healthCheck: string | null; backends: StatusBackend[] }>;
+  /** Routes per listener; `split` routes list each pool's weight in effect and the config's. */
+  listeners?: Array<{ name: string; routes?: Array<{ name: string; split?: Array<{ pool: string; weight: number; configWeight: number }>; sticky?: string | null }> }>;
 }
 
 export function renderStatus(s: StatusResult): string {
@@ -50,7 +52,17 @@ export function renderStatus(s: StatusResult): string {
   const behind = s.workers.list.filter((w) => w.generation !== null && w.generation !== s.generation).map((w) => `pid ${w.pid} at ${w.generation}`);
   const head = `lb ${s.version ?? ''} (node ${s.node ?? '?'}) pid ${s.pid}, up ${formatAge(s.uptimeSeconds * 1000)}, ${s.workers.asked} workers${missing ? ` (${missing} did not answer: in-flight counts partial)` : ''}, config ${s.config} generation ${s.generation}${behind.length ? ` (workers ${behind.join(', ')})` : ''}`;
   const internals = s.nodeInternals?.length ? `node internals: ${s.nodeInternals.map((i) => (i.reason ? `${i.name} ${i.mode} (${i.reason})` : `${i.name} ${i.mode}`)).join(', ')}\n` : '';
-  return `${head}\n${internals}${lines.join('\n')}\n`;
+  const splits: string[] = [];
+  for (const l of s.listeners ?? []) {
+    for (const r of l.routes ?? []) {
+      if (!r.split) continue;
+      const total = r.split.reduce((a, e) => a + e.weight, 0);
+      const parts = r.split.map((e) => `${e.pool}=${e.weight}${e.weight !== e.configWeight ? ` (config ${e.configWeight})` : ''} ${total > 0 ? ((100 * e.weight) / total).toFixed(1) : '0.0'}%`);
+      splits.push(`split ${l.name}/${r.name}: ${parts.join(', ')}${r.sticky ? `, sticky ${r.sticky}` : ''}`);
+    }
+  }
+  const splitText = splits.length ? `${splits.join('\n')}\n` : '';
+  return `${head}\n${internals}${lines.join('\n')}\n${splitText}`;
 }
 
 function formatAge(ms: number): string {

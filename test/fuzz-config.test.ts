@@ -43,7 +43,7 @@ function check(text: string, limitMs = 1000): boolean {
 
 function consistent(c: LbConfig): void {
   for (const l of Object.values(c.listeners)) {
-    for (const p of [l.pool, ...l.routes.map((r) => r.pool)]) if (!c.pools[p]) throw new Error(`listener ${l.name} refers to missing pool ${p}`);
+    for (const p of [l.pool, ...l.routes.flatMap((r) => [r.pool, ...(r.split ?? []).map((e) => e.pool)].filter((x) => x !== undefined))]) if (!c.pools[p]) throw new Error(`listener ${l.name} refers to missing pool ${p}`);
     if (!(l.listen.port >= 0 && l.listen.port <= 65535)) throw new Error(`listener ${l.name} port ${l.listen.port}`);
   }
   for (const p of Object.values(c.pools)) {

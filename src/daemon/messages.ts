@@ -6,6 +6,7 @@ import type { BackendConfig, LbConfig } from '../../config/model.js';
 import type { BackendControl } from '../dataplane/backend.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
+import type { SplitOverrides } from '../dataplane/route-match.js';
 
 export type Controls = Record<string, Record<string, BackendControl>>;
 
@@ -15,9 +16,11 @@ export type Controls = Record<string, Record<string, BackendControl>>;
  * `prepare` to every worker, then `commit` to every worker when all prepared, else `abort` to every one.
  */
 export type ToWorker =
-  | { t: 'config'; id: number; generation: number; config: LbConfig; controls: Controls }
+  | { t: 'config'; id: number; generation: number; config: LbConfig; controls: Controls; splits?: SplitOverrides }
   | { t: 'prepare'; id: number; generation: number; config: LbConfig }
-  | { t: 'commit'; id: number; generation: number; controls: Controls }
+  | { t: 'commit'; id: number; generation: number; controls: Controls; splits?: SplitOverrides }
+  /** Runtime split weights (`lb split`): the whole set, replacing the one before. */
+  | { t: 'splits'; splits: SplitOverrides }
   | { t: 'abort'; id: number; generation: number }
   | { t: 'control'; pool: string; backend: string; control: BackendControl }
   /**

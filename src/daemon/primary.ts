@@ -18,7 +18,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { issueAt, loadAndCheckConfigFile } from '../../config/load.js';
-import { formatIssue, type Address, type LbConfig } from '../../config/model.js';
+import { formatIssue, type Address, type LbConfig, type RouteConfig } from '../../config/model.js';
 import { AdminError, AdminServer, str, type AdminContext, type AdminRequest } from '../admin/server.js';
 import type { Peer } from '../admin/peer.js';
 import { createLogger, who, type Logger } from '../log.js';
@@ -29,6 +29,9 @@ import { honoursWeights, savedState, StateStore, stateOf, type BackendRecord } f
 import { readStateFile, writeStateFile, type ReadResult } from './state-file.js';
 import { ADMIN_SOURCE, Membership, MembershipError, type Member } from './membership.js';
 import { tryParseAddress } from '../../config/address.js';
+import { applySplitCommand, effectiveWeights, fromSaved, keepFitting, toSaved } from './splits.js';
+import type { SplitOverrides } from '../dataplane/route-match.js';
+import { routeName } from '../../config/model.js';
 import { describeChanges, type WeightsInEffect } from './changes.js';
 import { LB_VERSION } from '../version.js';
 import type { AdminState } from '../dataplane/backend.js';
@@ -106,6 +109,8 @@ export class Primary {
   /** Polls the in-flight counts of backends being removed with --drain (one timer for all). */
   private removalTimer: NodeJS.Timeout | undefined;
   private removalBusy = false;
+  /** Runtime split weights (`lb split`), pushed to every worker and kept in the state file. */
+  private splits: SplitOverrides = {};
 
   constructor(private readonly configFile: string) {
     this.logger = createLogger('info', { role: 'primary' });
@@ -236,7 +241,7 @@ export class Primary {
     });
     if (!hello) return { started: false, errors: [`worker ${worker.id} exited during start`] };
     const generation = this.generation;
-    const answer = await this.request(worker, { t: 'config', id: 0, generation, config: this.config, controls: this.state.controls() }, PREPARE_TIMEOUT_MS);
+    const answer = await this.request(worker, { t: 'config', id: 0, generation, config: this.config, controls: this.state.controls(), splits: this.splits }, PREPARE_TIMEOUT_MS);
     if (!answer || answer.t !== 'applied') return { started: false, errors: [`worker ${worker.id} did not start`] };
     slot.ready = true;
     this.logger.info({ worker: worker.id, workerPid: worker.process.pid, generation }, 'worker started');
@@ -399,6 +404,8 @@ export class Primary {
         return this.addBackend(req, ctx);
       case 'remove':
         return this.removeBackend(req, ctx);
+      case 'split':
+        return this.setSplit(req, ctx);
       case 'inflight':
         return this.inflight();
       case 'test-throw': {
@@ -419,7 +426,7 @@ export class Primary {
         return { worker: w?.id, ms };
       }
     }
-    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, maint, weight, add, remove`);
+    throw new AdminError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(req.cmd)}; commands: status, reload, drain, ready, maint, weight, add, remove, split`);
   }
 
   /** Sets a backend's admin state; true when it changed. Maintenance stops and restarts its health checks. */
@@ -605,6 +612,22 @@ export class Primary {
     if (restored.length > 0) this.logger.info({ stateFile: file, backends: restored }, 'runtime backends restored from the state file');
   }
 
+  /**
+   * `split`: sets (or with "reset": true, drops) a route's runtime split weights, in every worker; returns
+   * once every live worker has applied them (the ordered channel: an answer to `inflight` sent after the
+   * `splits` message proves it).
+   */
+  private async setSplit(req: AdminRequest, ctx: AdminContext): Promise<unknown> {
+    const { next, listener, route, before, after } = applySplitCommand(this.config, this.splits, req);
+    const peer = ctx.peer();
+    this.splits = next;
+    for (const s of this.slots.values()) send(s.worker, { t: 'splits', splits: next });
+    this.saveState();
+    await this.inflight();
+    this.logger.info({ listener, route, before, after, reset: req.reset === true, by: who(await peer) }, 'admin: split');
+    return { listener, route, before, weights: after, reset: req.reset === true };
+  }
+
   /** Writes daemon.state_file; a failure is logged and the change stays in effect. */
   private saveState(): void {
     const file = this.config.daemon.stateFile;
@@ -613,17 +636,21 @@ export class Primary {
         .list(ADMIN_SOURCE)
         .filter(({ pool, backend }) => !this.state.get(pool, backend.name)?.removing)
         .map(({ pool, backend: b }) => ({ pool, name: b.name, address: b.address.text, weight: b.weight, priority: b.priority }));
-      writeStateFile(file, savedState(this.state.all()), members);
+      writeStateFile(file, savedState(this.state.all()), members, toSaved(this.splits));
     } catch (err) {
       this.logger.error({ stateFile: file, err: (err as NodeJS.ErrnoException).code ?? (err as Error).message }, 'state file could not be written; the change applies until the next restart');
     }
   }
 
   /** At start: applies daemon.state_file to the backends that still exist; a bad file is logged and ignored. */
-  private async restoreState({ entries, error, skipped }: ReadResult): Promise<void> {
+  private async restoreState({ entries, splits, error, skipped }: ReadResult): Promise<void> {
     const file = this.config.daemon.stateFile;
     if (error) this.logger.warn({ stateFile: file, error }, 'state file ignored: lb starts with the config as written');
     for (const why of skipped) this.logger.warn({ stateFile: file, entry: why }, 'state file entry ignored');
+    const { kept, dropped } = keepFitting(this.config, fromSaved(splits));
+    this.splits = kept;
+    for (const why of dropped) this.logger.info({ stateFile: file, reason: why }, 'state file: split weights ignored');
+    if (splits.length > dropped.length) this.logger.info({ stateFile: file, splits: toSaved(kept) }, 'runtime split weights restored from the state file');
     const applied: string[] = [];
     for (const e of entries) {
       const r = this.state.get(e.pool, e.backend);
@@ -690,7 +717,18 @@ export class Primary {
       generation: this.generation,
       // list: each worker's pid and the config generation it serves (null: it did not answer in time).
       workers: { configured: this.config.daemon.workers, answered, asked, pids: workers.map((w) => w.pid), list: workers },
-      listeners: Object.values(this.config.listeners).map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.text, pool: l.pool, tls: !!l.tls })),
+      listeners: Object.values(this.config.listeners).map((l) => ({
+        name: l.name,
+        protocol: l.protocol,
+        listen: l.listen.text,
+        pool: l.pool,
+        tls: !!l.tls,
+        routes: l.routes.map((r, i) => {
+          const name = routeName(l.name, i, r);
+          const action = r.pool !== undefined ? { pool: r.pool } : r.split ? { split: effectiveWeights(r, this.splits[l.name]?.[name]), sticky: r.sticky ? stickyText(r.sticky) : null } : r.redirect ? { redirect: r.redirect.code } : { respond: r.respond?.status ?? 0 };
+          return { name, ...action };
+        }),
+      })),
       pools: Object.values(this.config.pools).map((p) => ({
         name: p.name,
         algorithm: p.algorithm,
@@ -799,11 +837,14 @@ export class Primary {
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
     const ignoring = await this.dropIgnoredWeights();
+    const { kept: splits, dropped: splitsDropped } = keepFitting(config, this.splits);
+    this.splits = splits;
+    for (const why of splitsDropped) this.logger.warn({ reason: why }, 'runtime split weights dropped by the reload');
     const changes = describeChanges(old, config, { before, after: this.weightsInEffect(), ignoring } satisfies WeightsInEffect);
     // Entries of removed backends leave the file (one re-added later under the same name starts fresh).
-    if (savedState(this.state.all()).length > 0 || fs.existsSync(config.daemon.stateFile)) this.saveState();
+    if (savedState(this.state.all()).length > 0 || splitsDropped.length > 0 || fs.existsSync(config.daemon.stateFile)) this.saveState();
     const controls = this.state.controls();
-    const committed = await Promise.all(workers.map((w) => this.request(w, { t: 'commit', id: 0, generation, controls }, PREPARE_TIMEOUT_MS)));
+    const committed = await Promise.all(workers.map((w) => this.request(w, { t: 'commit', id: 0, generation, controls, splits }, PREPARE_TIMEOUT_MS)));
     committed.forEach((a, i) => {
       // A worker that prepared and then died is respawned with this generation (onExit).
       if (a?.t !== 'committed' || a.generation !== generation) this.logger.warn({ worker: workers[i]!.id, generation }, 'worker did not confirm the commit');
@@ -944,6 +985,10 @@ function intField(req: AdminRequest, field: string, max: number, dflt: number): 
 
 function adminError(err: unknown): Error {
   return err instanceof MembershipError ? new AdminError(err.code, err.message) : (err as Error);
+}
+
+function stickyText(k: NonNullable<RouteConfig['sticky']>): string {
+  return k.kind === 'client-ip' || k.kind === 'path' ? k.kind : `${k.kind}:${k.name}`;
 }
 
 function addressKey(a: Address): string {

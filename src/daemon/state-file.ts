@@ -18,7 +18,10 @@
 // Format (version 1; "members" is optional, so files written before it existed still read):
 //   {"version":1,"written":"2025-01-01T00:00:00.000Z",
 //    "backends":[{"pool":"app","backend":"app-1","admin":"drain","weight":5}],
-//    "members":[{"pool":"app","name":"app-9","address":"10.0.0.19:3000","weight":1,"priority":0}]}
+//    "members":[{"pool":"app","name":"app-9","address":"10.0.0.19:3000","weight":1,"priority":0}],
+//    "splits":[{"listener":"web","route":"canary","weights":{"app-canary":10}}]}
+//   `splits` (runtime split weights, `lb split`) is written only when there are some; a file without it
+//   has none.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,9 +45,17 @@ export interface SavedMember {
   priority: number;
 }
 
+/** A route's runtime split weights: only the pools whose weight differs from the config's. */
+export interface SavedSplit {
+  listener: string;
+  route: string;
+  weights: Record<string, number>;
+}
+
 export interface ReadResult {
   entries: SavedBackend[];
   members: SavedMember[];
+  splits: SavedSplit[];
   /** Why the file as a whole was ignored (unreadable, not JSON, wrong shape); undefined when it was read. */
   error?: string;
   /** Entries skipped, each with the reason. */
@@ -58,18 +69,18 @@ export function readStateFile(file: string): ReadResult {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { entries: [], members: [], skipped: [] };
-    return { entries: [], members: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
+    if (code === 'ENOENT') return { entries: [], members: [], splits: [], skipped: [] };
+    return { entries: [], members: [], splits: [], skipped: [], error: `cannot read ${file}: ${code ?? (err as Error).message}` };
   }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    return { entries: [], members: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
+    return { entries: [], members: [], splits: [], skipped: [], error: `${file} is not valid JSON: ${(err as Error).message}` };
   }
-  const d = doc as { version?: unknown; backends?: unknown; members?: unknown };
+  const d = doc as { version?: unknown; backends?: unknown; members?: unknown; splits?: unknown };
   if (typeof doc !== 'object' || doc === null || d.version !== STATE_FILE_VERSION || !Array.isArray(d.backends)) {
-    return { entries: [], members: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
+    return { entries: [], members: [], splits: [], skipped: [], error: `${file} is not an lb state file (expected {"version":${STATE_FILE_VERSION},"backends":[...]})` };
   }
   const entries: SavedBackend[] = [];
   const skipped: string[] = [];
@@ -101,15 +112,37 @@ export function readStateFile(file: string): ReadResult {
     if (!intIn(e.priority, 65535)) return bad(`"priority" must be an integer from 0 to 65535, got ${JSON.stringify(e.priority)}`);
     members.push({ pool: e.pool, name: e.name, address: e.address, weight: e.weight as number, priority: e.priority as number });
   });
-  return { entries, members, skipped };
+  const splits: SavedSplit[] = [];
+  const rawSplits = d.splits === undefined ? [] : Array.isArray(d.splits) ? (d.splits as unknown[]) : null;
+  if (rawSplits === null) skipped.push('splits: not an array');
+  (rawSplits ?? []).forEach((raw: unknown, i: number) => {
+    const e = raw as Record<string, unknown>;
+    const bad = (why: string): void => void skipped.push(`splits[${i}]: ${why}`);
+    if (typeof raw !== 'object' || raw === null) return bad('not an object');
+    if (typeof e.listener !== 'string' || typeof e.route !== 'string') return bad('needs "listener" and "route" strings');
+    const w = e.weights as Record<string, unknown>;
+    if (typeof w !== 'object' || w === null || Array.isArray(w)) return bad('"weights" must be an object');
+    for (const [pool, n] of Object.entries(w)) {
+      if (!(typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 10000)) return bad(`weight of ${pool} must be an integer from 0 to 10000, got ${JSON.stringify(n)}`);
+    }
+    splits.push({ listener: e.listener, route: e.route, weights: w as Record<string, number> });
+  });
+  return { entries, members, splits, skipped };
 }
 
 /** Writes the state file atomically (see the contract above); throws on failure (the caller logs it). */
-export function writeStateFile(file: string, entries: SavedBackend[], members: SavedMember[] = []): void {
+export function writeStateFile(file: string, entries: SavedBackend[], members: SavedMember[] = [], splits: SavedSplit[] = []): void {
   const dir = path.dirname(file);
   fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
   const tmp = `${file}.tmp-${process.pid}`;
-  const body = JSON.stringify({ version: STATE_FILE_VERSION, written: new Date().toISOString(), backends: entries, ...(members.length > 0 ? { members } : {}) }, null, 1) + '\n';
+  const doc = {
+    version: STATE_FILE_VERSION,
+    written: new Date().toISOString(),
+    backends: entries,
+    ...(members.length > 0 ? { members } : {}),
+    ...(splits.length > 0 ? { splits } : {}),
+  };
+  const body = JSON.stringify(doc, null, 1) + '\n';
   const fd = fs.openSync(tmp, 'w', 0o640);
   try {
     fs.writeSync(fd, body);

@@ -78,6 +78,7 @@ export function runWorker(): void {
         const messages = (errors: Error[]): string[] => errors.map((e) => e.message);
         const failed = (err: Error): string[] => [err.stack ?? err.message];
         if (msg.t === 'config') {
+          if (msg.splits) dp.setSplits(msg.splits);
           const applying = dp.apply(msg.config, msg.generation, msg.controls);
           starting = applying.then(
             () => {
@@ -105,11 +106,15 @@ export function runWorker(): void {
       }
       case 'commit':
         if (dp.commit(msg.generation, msg.controls)) metrics.setPools(dp.pools);
+        if (msg.splits) dp.setSplits(msg.splits);
         send({ t: 'committed', id: msg.id, generation: dp.generation });
         break;
       case 'abort':
         dp.abort();
         send({ t: 'committed', id: msg.id, generation: dp.generation });
+        break;
+      case 'splits':
+        dp.setSplits(msg.splits);
         break;
       case 'control':
         // Before the first config is applied there is no pool to control: wait for it (IPC order kept).

@@ -10,6 +10,7 @@ import type { Backend, BackendControl } from './backend.js';
 import type { Controls } from '../daemon/messages.js';
 import type { DataPlaneEvents } from './events.js';
 import { HttpListener } from './http-listener.js';
+import type { SplitOverrides } from './route-match.js';
 import { ListenError, type Listener } from './listener.js';
 import { BackendPool } from './pool.js';
 import { TcpListener } from './tcp-listener.js';
@@ -39,6 +40,8 @@ export class DataPlane {
   private staged: Staged | undefined;
   /** The config generation this process serves (primary.ts numbers them; 0 before the first). */
   generation = 0;
+  /** Runtime split weights from the primary (`lb split`); routers built later start from them. */
+  private splits: SplitOverrides = {};
 
   constructor(private readonly events: DataPlaneEvents) {}
 
@@ -73,7 +76,7 @@ export class DataPlane {
       const kept = byAddress.get(listenerKey(cfg));
       if (kept && !kept.cfg.tls === !cfg.tls && kept.cfg.proxyProtocol === cfg.proxyProtocol) {
         try {
-          staged.updates.push(kept.prepareUpdate(cfg, staged.pools));
+          staged.updates.push(kept.prepareUpdate(cfg, staged.pools, this.splits));
           byAddress.delete(listenerKey(cfg));
           staged.listeners.set(cfg.name, kept);
         } catch (err) {
@@ -84,7 +87,7 @@ export class DataPlane {
       let l: Listener;
       try {
         const material = cfg.tls ? buildTls(cfg.tls) : undefined;
-        l = cfg.protocol === 'http' ? new HttpListener(cfg, staged.pools, this.events, material) : new TcpListener(cfg, staged.pools, this.events, material);
+        l = cfg.protocol === 'http' ? new HttpListener(cfg, staged.pools, this.events, material, this.splits) : new TcpListener(cfg, staged.pools, this.events, material);
       } catch (err) {
         errors.push(tlsError(cfg, err as Error));
         continue;
@@ -139,6 +142,12 @@ export class DataPlane {
   private retire(l: Listener): void {
     this.retiring.add(l);
     l.stop().then(() => this.retiring.delete(l));
+  }
+
+  /** Runtime split weights for every route (the whole set: routes left out take their config weights). */
+  setSplits(splits: SplitOverrides): void {
+    this.splits = splits;
+    for (const l of this.listeners.values()) if (l instanceof HttpListener) l.applySplits(splits);
   }
 
   /** Applies the control plane's decision for one backend; false when the pool or backend is unknown. */

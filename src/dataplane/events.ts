@@ -25,6 +25,8 @@ export interface RequestRecord {
   readonly error?: string;
   /** The client certificate's verification, on listeners with client_auth (client-cert.ts). */
   readonly clientCert?: ClientCert | undefined;
+  /** http: the name of the route that matched; undefined when none did (the listener's pool served). */
+  readonly route?: string;
 }
 
 export interface DataPlaneEvents {

@@ -13,6 +13,8 @@ import { validHost } from './fields.js';
 import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
 import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
+import type { CompiledRoute, SplitOverrides } from './route-match.js';
+import { applyRewrite, redirectLocation, rewritePath, writeRedirect, writeRespond, type RewriteContext } from './rewrite.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import { adoptFromParent, readProxyHeader } from './proxy-protocol.js';
@@ -44,12 +46,13 @@ export class HttpListener implements Listener, ListenerInfo {
     pools: ReadonlyMap<string, BackendPool>,
     readonly events: DataPlaneEvents,
     tls?: TlsMaterial,
+    splits?: SplitOverrides,
   ) {
     this.name = cfg.name;
     this.cfg = cfg;
     this.tls = !!tls;
     this.material = tls;
-    this.router = new Router(cfg, pools);
+    this.router = new Router(cfg, pools, splits);
     this.front = new FrontServer(
       { maxHeaderSize: cfg.maxHeaderSize, headersTimeoutMs: cfg.clientHeaderTimeoutMs, keepAliveTimeoutMs: cfg.idleTimeoutMs },
       {
@@ -135,8 +138,8 @@ export class HttpListener implements Listener, ListenerInfo {
   }
 
   /** A reloaded listener config (routes, default pool, timeouts, re-read certificates), applied in place. */
-  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): () => void {
-    const router = new Router(cfg, pools);
+  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>, splits?: SplitOverrides): () => void {
+    const router = new Router(cfg, pools, splits);
     const certificates = this.material && cfg.tls ? this.material.prepare(cfg.tls) : undefined;
     return () => {
       this.cfg = cfg;
@@ -146,6 +149,11 @@ export class HttpListener implements Listener, ListenerInfo {
       this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
       certificates?.();
     };
+  }
+
+  /** Runtime split weights (`lb split`), for this listener's routes. */
+  applySplits(splits: SplitOverrides): void {
+    this.router.applySplits(splits[this.name]);
   }
 
   async listen(accept?: AcceptMode): Promise<void> {
@@ -185,7 +193,7 @@ export class HttpListener implements Listener, ListenerInfo {
     }
     // req.body: a stream when the head announces a body (Content-Length > 0 or Transfer-Encoding).
     if (!req.body) {
-      new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
+      this.dispatch(req, res, scan, target);
       return;
     }
     // The request is handed over from inside the parser, before it has parsed the body bytes that came in
@@ -194,21 +202,55 @@ export class HttpListener implements Listener, ListenerInfo {
     // arrive later cut the upstream request before it is complete.
     setImmediate(() => {
       if (res.ended || res.destroyed || !req.socket.writable) return;
-      new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
+      this.dispatch(req, res, scan, target);
     });
   };
 
+  /** Routes one request: the listener's pool, a plain route's pool, or what a route with more asks for. */
+  private dispatch(req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string): void {
+    const route = this.router.route(scan.host, target, req);
+    if (route === undefined) new ProxyCall(this, this.router.fallback, req, res, scan, target).start();
+    else if (route.plain) new ProxyCall(this, route.pool!, req, res, scan, target, route).start();
+    else this.dispatchRoute(route, req, res, scan, target);
+  }
+
+  private dispatchRoute(route: CompiledRoute, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string): void {
+    if (route.redirect) {
+      const location = redirectLocation(route.redirect, target, scan.host, this.tls);
+      if (location === undefined) {
+        this.refuse(req, res, 400, `route ${route.name} redirects to the request's host, and the request has none`, route.name);
+        return;
+      }
+      writeRedirect(res, route.redirect.code, location, req.body !== null);
+      this.local(route.redirect.code, undefined, req, undefined, route.name);
+      return;
+    }
+    if (route.respond) {
+      writeRespond(res, route.respond, req.body !== null);
+      this.local(route.respond.status, undefined, req, undefined, route.name);
+      return;
+    }
+    const pool = route.split ? route.split.pick(req) : route.pool!;
+    const path = route.stripPrefix !== undefined || route.addPrefix !== undefined ? rewritePath(target, route.stripPrefix, route.addPrefix) : target;
+    let ctx: RewriteContext | undefined;
+    if (route.requestRewrite || route.responseRewrite) {
+      ctx = { req, headers: scan.headers, host: scan.host, tls: this.tls, route: route.name };
+      if (route.requestRewrite) scan.headers = applyRewrite(scan.headers, route.requestRewrite, ctx);
+    }
+    new ProxyCall(this, pool, req, res, scan, path, route, ctx).start();
+  }
+
   /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
-  private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string): void {
+  private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string, route?: string): void {
     replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true);
-    this.local(status, reason, req);
+    this.local(status, reason, req, undefined, route);
   }
 
   /**
    * Counts and logs a response lb produced itself (no pool, no backend): refusals, malformed requests,
    * timeouts. `req` is undefined when no request head could be parsed.
    */
-  private local(status: number, reason: string, req: FrontRequest | undefined, socket?: net.Socket): void {
+  private local(status: number, reason: string | undefined, req: FrontRequest | undefined, socket?: net.Socket, route?: string): void {
     this.events.done({
       kind: 'http',
       listener: this.name,
@@ -223,6 +265,7 @@ export class HttpListener implements Listener, ListenerInfo {
       seconds: 0,
       retries: 0,
       error: reason,
+      route,
     });
   }
 

@@ -23,6 +23,8 @@ import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
 import { passFin, splice } from './connect.js';
 import { forwardableTrailers, validHost } from './fields.js';
 import { CLIENT_CERT_FIELDS, knownClientCert } from './client-cert.js';
+import { applyRewrite, type RewriteContext } from './rewrite.js';
+import type { CompiledRoute } from './route-match.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), the framing ones (lb frames what it forwards from what its parser
@@ -281,6 +283,9 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     scan: ScannedRequest,
     /** origin-form target sent upstream (absolute-form targets are reduced to it) */
     private readonly target: string = req.url,
+    /** The route that matched (undefined: the listener's pool), and the context of its rewrites. */
+    private readonly route?: CompiledRoute,
+    private readonly rewriteContext?: RewriteContext,
   ) {
     this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
@@ -405,7 +410,9 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       this.abortUpstream?.(new Error('client closed'));
       return false;
     }
-    const { headers, codings } = responseHeaders(rawHeaders);
+    const { headers: fromBackend, codings } = responseHeaders(rawHeaders);
+    const rw = this.route?.responseRewrite;
+    const headers = rw === undefined ? fromBackend : applyRewrite(fromBackend, rw, this.rewriteContext!);
     if (codings !== undefined && this.req.httpVersionMinor === 0 && this.req.method !== 'HEAD' && statusCode !== 204 && statusCode !== 304) {
       // An HTTP/1.0 client cannot be told of a transfer coding (RFC 9112 §6.1): the body cannot reach it as is.
       this.abortUpstream?.(Object.assign(new Error(`backend sent Transfer-Encoding ${codings} to an HTTP/1.0 client`), { code: UPSTREAM_CODES.badResponse }));
@@ -678,6 +685,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       retries,
       error: this.error,
       clientCert: knownClientCert(this.socket),
+      route: this.route?.name,
     });
   }
 }

@@ -1,5 +1,6 @@
 // What the data plane needs of a listener of either protocol, and binding with errors that name the address.
 
+import type { SplitOverrides } from './route-match.js';
 import type net from 'node:net';
 import type https from 'node:https';
 import type tls from 'node:tls';
@@ -20,7 +21,7 @@ export interface Listener {
    * without changing anything; throws when it cannot be used. The function returned applies it in place
    * and cannot fail: the commit of a reload.
    */
-  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): () => void;
+  prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>, splits?: SplitOverrides): () => void;
   /** Stops accepting new connections; resolves when every connection has closed. */
   stop(): Promise<void>;
   /** Ends every open connection now. */

@@ -1,57 +1,48 @@
 // Route matching for http listeners: routes are checked in order, first match wins, else the listener's
 // default pool. Host matching is exact or a leading "*." wildcard ("*.example.com" matches
-// "a.example.com" and "a.b.example.com", not "example.com"), case-insensitive, port ignored.
+// "a.example.com" and "a.b.example.com", not "example.com"), case-insensitive, port ignored. Conditions
+// beyond host and path prefix, splits and rewrites are compiled by route-match.ts; a route without them
+// costs what it did before (one undefined check).
 
 import type { ListenerConfig } from '../../config/model.js';
+import type { FrontRequest } from './http-server.js';
 import type { BackendPool } from './pool.js';
-
-interface CompiledRoute {
-  host?: string;
-  hostSuffix?: string;
-  pathPrefix?: string;
-  pool: BackendPool;
-}
+import { CompiledRoute, type SplitOverrides } from './route-match.js';
+import { stripPort } from './rewrite.js';
 
 export class Router {
-  private readonly routes: CompiledRoute[];
+  readonly routes: CompiledRoute[];
   readonly fallback: BackendPool;
 
-  constructor(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>) {
+  constructor(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>, splits?: SplitOverrides) {
     const pool = (name: string): BackendPool => {
       const p = pools.get(name);
       if (!p) throw new Error(`listener ${cfg.name}: pool ${name} does not exist`);
       return p;
     };
     this.fallback = pool(cfg.pool);
-    this.routes = cfg.routes.map((r) => {
-      const c: CompiledRoute = { pool: pool(r.pool) };
-      if (r.host?.startsWith('*.')) c.hostSuffix = r.host.slice(1).toLowerCase();
-      else if (r.host) c.host = r.host.toLowerCase();
-      if (r.pathPrefix) c.pathPrefix = r.pathPrefix;
-      return c;
-    });
+    this.routes = cfg.routes.map((r, i) => new CompiledRoute(cfg, i, r, pool));
+    this.applySplits(splits?.[cfg.name]);
   }
 
-  route(hostHeader: string | undefined, url: string): BackendPool {
+  /** Runtime split weights for this listener's routes (route name -> pool -> weight); absent routes: the config's. */
+  applySplits(byRoute: Readonly<Record<string, Record<string, number>>> | undefined): void {
+    for (const r of this.routes) r.split?.setWeights(byRoute?.[r.name]);
+  }
+
+  /** The first route that matches, or undefined (the listener's pool serves). */
+  route(hostHeader: string | undefined, url: string, req: FrontRequest): CompiledRoute | undefined {
     const routes = this.routes;
-    if (routes.length === 0) return this.fallback;
+    if (routes.length === 0) return undefined;
     const host = hostHeader ? stripPort(hostHeader).toLowerCase() : '';
     for (let i = 0; i < routes.length; i++) {
       const r = routes[i]!;
       if (r.host !== undefined && r.host !== host) continue;
       if (r.hostSuffix !== undefined && !(host.endsWith(r.hostSuffix) && host.length > r.hostSuffix.length)) continue;
       if (r.pathPrefix !== undefined && !url.startsWith(r.pathPrefix)) continue;
-      return r.pool;
+      if (r.match !== undefined && !r.match(req)) continue;
+      return r;
     }
-    return this.fallback;
+    return undefined;
   }
-}
-
-function stripPort(host: string): string {
-  if (host.startsWith('[')) {
-    const end = host.indexOf(']');
-    return end === -1 ? host : host.slice(0, end + 1);
-  }
-  const colon = host.indexOf(':');
-  return colon === -1 ? host : host.slice(0, colon);
 }

@@ -23,6 +23,13 @@ export const METRICS = {
     labels: ['listener', 'pool', 'backend'],
     where: 'worker',
   },
+  routeRequests: {
+    name: 'lb_route_requests_total',
+    type: 'counter',
+    help: 'HTTP requests that matched a route, by listener, route and the pool it sent them to (a split target; "" for a redirect or fixed response).',
+    labels: ['listener', 'route', 'pool'],
+    where: 'worker',
+  },
   backendInflight: {
     name: 'lb_backend_inflight',
     type: 'gauge',

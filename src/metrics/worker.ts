@@ -42,6 +42,8 @@ export class WorkerMetrics {
   private readonly http = new Map<string, Map<string, PoolCounters>>();
   /** listener -> pool -> backend -> connections (tcp and websocket). */
   private readonly conns = new Map<string, Map<string, Map<string, Series>>>();
+  /** listener -> route -> pool -> requests that matched the route. */
+  private readonly routes = new Map<string, Map<string, Map<string, Series>>>();
   /** pool -> backend -> reason -> failures. */
   private readonly failures = new Map<string, Map<string, Map<string, Series>>>();
   /** listener -> reason -> connections refused for their PROXY header. */
@@ -55,6 +57,7 @@ export class WorkerMetrics {
 
   /** Hot path: one finished request or connection. Must stay cheap and must not throw. */
   done(r: RequestRecord): void {
+    if (r.route !== undefined) bump3(this.routes, r.listener, r.route, r.pool, () => ({ listener: r.listener, route: r.route!, pool: r.pool }));
     if (r.kind === 'http') {
       let byPool = this.http.get(r.listener);
       if (byPool === undefined) this.http.set(r.listener, (byPool = new Map()));
@@ -158,6 +161,7 @@ export class WorkerMetrics {
     const refusals: Series[] = [];
     for (const m of this.proxyRefusals.values()) for (const s of m.values()) refusals.push({ labels: s.labels, value: s.value });
     out.push(series(METRICS.proxyProtocolErrors, refusals));
+    out.push(series(METRICS.routeRequests, flatten3(this.routes)));
     const inflight: Series[] = [];
     for (const [pool, p] of pools) for (const b of p.backends) inflight.push({ labels: { pool, backend: b.name }, value: b.inflight });
     out.push(series(METRICS.backendInflight, inflight));
