@@ -1,15 +1,15 @@
 // DNS discovery in the running daemon, against dnsmasq: the primary resolves each pool's discovery name at
 // start, logs the set it found and counts it in /metrics, keeps it when dnsmasq stops, restarts a pool's
 // discovery when its settings change on reload and drops it (and its series) when they are removed.
-// The set is not applied to the pool yet (runtime membership is not built): the pool serves its static
-// backends, which this checks too.
+// Each set becomes the pool's "dns" members next to its static backends (traffic to discovered backends is
+// tested in discovery-e2e.test.ts; the addresses here are not served).
 
 import fs from 'node:fs';
 import t from 'tap';
 import { startDnsmasq } from './helpers/dnsmasq.js';
-import { cli, freePort, get, startLb, startUpstream, waitFor } from './helpers/lb.js';
+import { admin, cli, freePort, get, startLb, startUpstream, waitFor } from './helpers/lb.js';
 
-const SET = 'dns discovery: set not applied to the pool (runtime membership is not built yet)';
+const SET = 'pool membership changed';
 
 t.test('the primary runs discovery per pool: start, failure, reload, removal', async (t) => {
   const d = await startDnsmasq({ hosts: '10.0.0.1 app.test\n10.0.0.2 app.test\n' });
@@ -39,11 +39,15 @@ discovery = { dns = "app.test", type = "A", port = 9000, resolvers = ["${d.addre
 `;
   const lb = await startLb(config(`discovery = { dns = "app.test", type = "A", port = 8080, resolvers = ["${d.address}"], min_ttl = "100ms", max_ttl = "200ms" }`), [port]);
   t.teardown(() => lb.stop());
-  const sets = (pool: string) => lb.logs().filter((l) => l['msg'] === SET && l['pool'] === pool).map((l) => (l['members'] as Array<{ name: string }>).map((m) => m.name));
+  // Each applied set, as the discovered backends of the pool afterwards (the static one left out).
+  const sets = (pool: string) =>
+    lb.logs().filter((l) => l['msg'] === SET && l['pool'] === pool).map((l) => (l['backends'] as string[]).filter((n) => n !== 'static'));
   await waitFor(() => sets('app').length === 1 && sets('only-dns').length === 1, 20_000, 'both pools discovered');
   t.same(sets('app')[0], ['10.0.0.1:8080', '10.0.0.2:8080']);
   t.same(sets('only-dns')[0], ['10.0.0.1:9000', '10.0.0.2:9000']);
-  t.equal((await get(port)).body, 'static', 'the static backend serves');
+  const status = await admin(lb.socket, { cmd: 'status' });
+  const app = (status.result.pools as Array<{ name: string; backends: Array<{ name: string; source: string }> }>).find((p) => p.name === 'app')!;
+  t.same(app.backends.map((b) => [b.name, b.source]), [['static', 'config'], ['10.0.0.1:8080', 'dns'], ['10.0.0.2:8080', 'dns']], 'the set is applied');
 
   const metric = async (line: RegExp): Promise<number | undefined> => {
     const text = (await get(metricsPort, '/metrics')).body;

@@ -535,7 +535,9 @@ export class Primary {
     const peer = ctx.peer();
     let source: string;
     try {
-      source = this.membership.removable(pool, name);
+      // Only `lb add` members: a "dns" one would stay out until the DNS answer changed (its runner still
+      // lists it) and come back then; docs/SPEC.md gives NOT_RUNTIME for it ("change it there").
+      source = this.membership.removable(pool, name, ADMIN_SOURCE);
     } catch (err) {
       throw adminError(err);
     }
@@ -895,11 +897,6 @@ export class Primary {
     return out;
   }
 
-  /**
-   * A pool's discovered backends (the full set; [] when its discovery is removed). They are not applied to
-   * the pools yet: that needs runtime membership (adding and removing backends in every worker without a
-   * reload), which is not built. Until then the set is only logged.
-   */
   /**
    * A pool's DNS discovery answered with a new set (src/discovery/): it replaces the pool's "dns" members
    * (membership.ts), each with the pool's discovery max_connections. A pool that no longer exists (a reload
