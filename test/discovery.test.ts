@@ -25,7 +25,7 @@ function cfg(d: Dnsmasq, over: Partial<DiscoveryConfig>): DiscoveryConfig {
 }
 
 /** Runs discovery with hooks that record every call; stopped in teardown. */
-function run(tt: Test, pool: string, c: DiscoveryConfig) {
+function run(tt: Test, pool: string, c: DiscoveryConfig, initial: Member[] = []) {
   const sets: Member[][] = [];
   const events: Array<{ event: DiscoveryEvent; at: number }> = [];
   const logs: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
@@ -33,7 +33,7 @@ function run(tt: Test, pool: string, c: DiscoveryConfig) {
     onMembers: (m) => sets.push(m),
     log: (level, msg, fields) => logs.push({ level, msg, fields }),
     count: (event) => events.push({ event, at: performance.now() }),
-  });
+  }, initial);
   tt.teardown(() => h.stop());
   const n = (e: DiscoveryEvent) => events.filter((x) => x.event === e).length;
   const names = () => (sets.length ? sets[sets.length - 1]!.map((m) => m.name) : []);
@@ -175,6 +175,20 @@ t.test('a forwarded zone that never answers (timeout) and REFUSED keep the last 
   t.same(dead.names(), ['10.0.0.1:8080']);
   t.match(dead.logs.find((l) => l.level === 'warn')?.fields, { kind: 'timeout' });
   t.match(refused.logs.find((l) => l.level === 'warn')?.fields, { kind: 'REFUSED' });
+});
+
+t.test('a restarted runner (reload) compares its answers with the set in effect', async (t) => {
+  const d = await startDnsmasq({ hosts: hosts('10.0.0.1 app.test') });
+  t.teardown(() => d.close());
+  const inEffect: Member[] = [{ name: '10.0.0.1:8080', address: { host: '10.0.0.1', port: 8080, text: '10.0.0.1:8080' }, weight: 1, priority: 0 }];
+  const same = run(t, 'same', cfg(d, {}), inEffect);
+  // The new settings name nothing (NXDOMAIN): an empty first answer, held for hold_empty as any other, then applied.
+  const gone = run(t, 'gone', cfg(d, { dns: 'gone.test', holdEmptyMs: 300 }), inEffect);
+  await waitFor(() => same.n('refresh') >= 2, 10_000, 'two answers for the unchanged name');
+  t.equal(same.sets.length, 0, 'the same set as in effect: onMembers not called');
+  await waitFor(() => gone.sets.length === 1, 10_000, 'the empty set applied after hold_empty');
+  t.same(gone.sets[0], []);
+  t.ok(gone.n('stale') >= 1, 'held (stale) before it was applied');
 });
 
 t.test('NXDOMAIN and empty answers: applied after hold_empty, at once with "0s"', async (t) => {

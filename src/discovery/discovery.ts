@@ -181,13 +181,15 @@ export function retryDelay(cfg: DiscoveryConfig, failures: number): number {
 
 /**
  * Starts resolving `cfg.dns` for `pool` at once and then on the TTL, until stop(). `hooks.onMembers` gets
- * the full set each time it changes (never an empty set because of a DNS failure).
+ * the full set each time it changes (never an empty set because of a DNS failure). `initial` is the set in
+ * effect now (a runner restarted by a reload): answers are compared with it, so an empty first answer is held
+ * for hold_empty like any other, and an unchanged one changes nothing.
  */
-export function startDiscovery(pool: string, cfg: DiscoveryConfig, hooks: DiscoveryHooks): DiscoveryHandle {
+export function startDiscovery(pool: string, cfg: DiscoveryConfig, hooks: DiscoveryHooks, initial: Member[] = []): DiscoveryHandle {
   const resolvers = cfg.resolvers.length > 0 ? cfg.resolvers : systemResolvers();
   const opts: ResolveOptions = { resolvers, timeoutMs: cfg.timeoutMs };
   const fields = { pool, dns: cfg.dns, type: cfg.type };
-  let current: Member[] = [];
+  let current: Member[] = initial;
   let failures = 0;
   let emptySince: number | undefined;
   let stopped = false;

@@ -24,6 +24,8 @@ interface Running {
 export class DiscoveryManager {
   private readonly running = new Map<string, Running>();
   private readonly tallies = new Map<string, PoolDiscoveryCounts>();
+  /** The set each pool's runner last applied: a restarted runner starts from it. */
+  private readonly applied = new Map<string, Member[]>();
 
   constructor(
     private readonly apply: ApplyMembers,
@@ -41,12 +43,13 @@ export class DiscoveryManager {
       if (!next) {
         // The pool or its discovery is gone: so are its discovered members and its series.
         this.tallies.delete(pool);
+        this.applied.delete(pool);
         this.apply(pool, []);
       }
     }
     for (const p of Object.values(config.pools)) {
       if (!p.discovery || this.running.has(p.name)) continue;
-      this.running.set(p.name, { cfg: p.discovery, handle: this.start(p.name, p.discovery, this.hooks(p.name)) });
+      this.running.set(p.name, { cfg: p.discovery, handle: this.start(p.name, p.discovery, this.hooks(p.name), this.applied.get(p.name) ?? []) });
     }
   }
 
@@ -67,6 +70,7 @@ export class DiscoveryManager {
     return {
       onMembers: (members: Member[]) => {
         tally.backends = members.length;
+        this.applied.set(pool, members);
         this.apply(pool, members);
       },
       log: this.log,
