@@ -19,6 +19,40 @@ export type HashKey =
   | { kind: 'cookie'; name: string }
   | { kind: 'query'; name: string };
 
+/** A rate limit's key: a hash key, or one bucket per route / listener. */
+export type RateKey = HashKey | { kind: 'route' } | { kind: 'listener' };
+
+export interface RateLimitConfig {
+  name: string;
+  /** Tokens added per `perMs`. */
+  rate: number;
+  perMs: number;
+  /** Bucket size; default `rate`. */
+  burst: number;
+  key: RateKey;
+  scope: 'local' | 'global';
+  /** Most buckets kept (least recently used forgotten past it). */
+  maxKeys: number;
+}
+
+export interface RedisConfig {
+  address: Address;
+  timeoutMs: number;
+  prefix: string;
+}
+
+export interface RequestIdConfig {
+  /** Lower-cased. */
+  header: string;
+  trustIncoming: boolean;
+  response: boolean;
+}
+
+export interface TraceConfig {
+  traceparent: 'propagate' | 'create';
+  sampled: boolean;
+}
+
 export interface BackendConfig {
   /** Defaults to the address text. Unique within its pool. */
   name: string;
@@ -84,6 +118,8 @@ export interface RouteConfig {
   host?: string;
   pathPrefix?: string;
   pool: string;
+  /** A rate_limits name. */
+  rateLimit?: string;
 }
 
 export interface TlsConfig {
@@ -114,6 +150,10 @@ export interface ListenerConfig {
   idleTimeoutMs: number;
   /** http: max request head size in bytes; default 16384. */
   maxHeaderSize: number;
+  /** http: a rate_limits name. */
+  rateLimit?: string;
+  requestId?: RequestIdConfig;
+  trace?: TraceConfig;
 }
 
 export interface LbConfig {
@@ -137,6 +177,9 @@ export interface LbConfig {
   log: { level: LogLevel; access: boolean };
   listeners: Record<string, ListenerConfig>;
   pools: Record<string, PoolConfig>;
+  /** By name; absent or empty when none is defined. */
+  rateLimits?: Record<string, RateLimitConfig>;
+  redis?: RedisConfig;
 }
 
 /** One problem found in a config file, printed as `FILE:LINE:COL: key.path: message`. */

@@ -73,6 +73,8 @@ export function accessLog(logger: Logger, r: RequestRecord): void {
     ',"duration_ms":' + num(Math.round(r.seconds * 1e6) / 1e3) +
     ',"retries":' + num(r.retries);
   if (r.error !== undefined) s += ',"error":' + q(r.error);
+  if (r.requestId !== undefined) s += ',"request_id":' + q(r.requestId);
+  if (r.traceId !== undefined) s += ',"trace_id":' + q(r.traceId);
   batch(streamOf(logger), s + ',"msg":"access"}\n');
 }
 

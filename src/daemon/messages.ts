@@ -23,7 +23,9 @@ export type ToWorker =
   | { t: 'inflight'; id: number }
   | { t: 'metrics'; id: number }
   | { t: 'stop'; graceMs: number }
-  | { t: 'test-block'; ms: number };
+  | { t: 'test-block'; ms: number }
+  /** Answer to `rl-take` (rate-lease.ts): tokens leased, tokens left in the bucket, ms until more. */
+  | { t: 'rl-grant'; id: number; granted: number; remaining: number; waitMs: number };
 
 /** Worker → primary. */
 export type FromWorker =
@@ -38,6 +40,9 @@ export type FromWorker =
   | { t: 'metrics'; id: number; metrics: unknown }
   | { t: 'failure'; pool: string; backend: string; reason: FailureReason }
   | { t: 'recovered'; pool: string; backend: string }
+  /** Rate limiting (src/dataplane/rate-limit.ts): a batch of tokens asked for, or unused ones given back. */
+  | { t: 'rl-take'; id: number; limit: string; key: string; want: number }
+  | { t: 'rl-return'; limit: string; key: string; n: number }
   | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
 
 export function isMessage(m: unknown): m is { t: string } {

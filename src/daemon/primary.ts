@@ -25,6 +25,7 @@ import { createLogger, who, type Logger } from '../log.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
 import { isMessage, sendToWorker as send, type FromWorker, type ToWorker } from './messages.js';
+import { RateLeaser } from './rate-lease.js';
 import { honoursWeights, savedState, StateStore, stateOf, type BackendRecord } from './state.js';
 import { readStateFile, writeStateFile } from './state-file.js';
 import { describeChanges, type WeightsInEffect } from './changes.js';
@@ -93,6 +94,8 @@ export class Primary {
   private readonly started = Date.now();
   readonly health: HealthMonitor;
   private metrics: MetricsServer | undefined;
+  /** Rate-limit buckets of this instance, leased to workers. */
+  private readonly rates = new RateLeaser(() => this.logger);
 
   constructor(private readonly configFile: string) {
     this.logger = createLogger('info', { role: 'primary' });
@@ -115,6 +118,7 @@ export class Primary {
     this.generation = 1;
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
+    this.rates.apply(config);
     await this.restoreState();
 
     this.admin = new AdminServer(config.admin.socket, (req, ctx) => this.command(req, ctx));
@@ -240,6 +244,10 @@ export class Primary {
   private onMessage(w: Worker, m: unknown): void {
     if (!isMessage(m)) return;
     const msg = m as FromWorker;
+    if (msg.t === 'rl-take' || msg.t === 'rl-return') {
+      this.rates.onMessage(w, msg);
+      return;
+    }
     if ('id' in msg && typeof msg.id === 'number') {
       const p = this.pending.get(msg.id);
       if (p) {
@@ -600,6 +608,7 @@ export class Primary {
     this.generation = generation;
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
+    this.rates.apply(config);
     const ignoring = await this.dropIgnoredWeights();
     const changes = describeChanges(old, config, { before, after: this.weightsInEffect(), ignoring } satisfies WeightsInEffect);
     // Entries of removed backends leave the file (one re-added later under the same name starts fresh).

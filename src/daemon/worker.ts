@@ -10,6 +10,7 @@ import { DataPlane } from '../dataplane/dataplane.js';
 import type { DataPlaneEvents, RequestRecord } from '../dataplane/events.js';
 import { isMessage, type FromWorker, type ToWorker } from './messages.js';
 import { WorkerMetrics } from '../metrics/worker.js';
+import { rateLimiters } from '../dataplane/rate-limit.js';
 
 export function runWorker(): void {
   // A send that fails because the primary is gone is dropped: node:cluster ends a worker whose channel
@@ -38,6 +39,7 @@ export function runWorker(): void {
     },
   };
   const dp = new DataPlane(events);
+  rateLimiters.send = send;
   let stopping = false;
 
   process.on('message', (m: unknown) => {
@@ -49,6 +51,8 @@ export function runWorker(): void {
         const level = msg.config.log.level;
         if (logger.level !== level) logger = createLogger(level, { role: 'worker', worker: cluster.worker?.id });
         access = msg.config.log.access;
+        // Before the listeners of this config are built: they take their limiters from it.
+        rateLimiters.update(msg.config.rateLimits ?? {}, msg.config.daemon.workers);
         const messages = (errors: Error[]): string[] => errors.map((e) => e.message);
         const failed = (err: Error): string[] => [err.stack ?? err.message];
         if (msg.t === 'config') {
@@ -75,6 +79,9 @@ export function runWorker(): void {
       case 'abort':
         dp.abort();
         send({ t: 'committed', id: msg.id, generation: dp.generation });
+        break;
+      case 'rl-grant':
+        rateLimiters.onGrant(msg.id, msg.granted, msg.waitMs);
         break;
       case 'control':
         dp.control(msg.pool, msg.backend, msg.control);

@@ -21,6 +21,11 @@ export interface RequestRecord {
   /** Backends tried before the one that answered (retries). */
   readonly retries: number;
   readonly error?: string;
+  /** The rate limit that refused the request (429). */
+  readonly limited?: string | undefined;
+  /** Request and trace IDs (request_id, trace on the listener). */
+  readonly requestId?: string | undefined;
+  readonly traceId?: string | undefined;
 }
 
 export interface DataPlaneEvents {

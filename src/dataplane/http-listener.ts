@@ -13,6 +13,8 @@ import { validHost } from './fields.js';
 import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
 import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
+import { admit, policyFor, type LocalExtra, type RequestPolicy } from './request-policy.js';
+import type { RequestTags } from './request-id.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 
@@ -30,6 +32,8 @@ export class HttpListener implements Listener, ListenerInfo {
   cfg: ListenerConfig;
   readonly tls: boolean;
   private router: Router;
+  /** Rate limit and request IDs of the listener (request-policy.ts); undefined when it has neither. */
+  private policy: RequestPolicy | undefined;
   private readonly server: net.Server;
   private readonly front: FrontServer;
   private readonly sockets = new OpenSet<net.Socket>();
@@ -46,6 +50,7 @@ export class HttpListener implements Listener, ListenerInfo {
     this.tls = !!tls;
     this.material = tls;
     this.router = new Router(cfg, pools);
+    this.policy = policyFor(cfg);
     this.front = new FrontServer(
       { maxHeaderSize: cfg.maxHeaderSize, headersTimeoutMs: cfg.clientHeaderTimeoutMs, keepAliveTimeoutMs: cfg.idleTimeoutMs },
       {
@@ -94,10 +99,12 @@ export class HttpListener implements Listener, ListenerInfo {
   /** A reloaded listener config (routes, default pool, timeouts, re-read certificates), applied in place. */
   prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>): () => void {
     const router = new Router(cfg, pools);
+    const policy = policyFor(cfg);
     const certificates = this.material && cfg.tls ? this.material.prepare(cfg.tls) : undefined;
     return () => {
       this.cfg = cfg;
       this.router = router;
+      this.policy = policy;
       // Open connections take the new durations at their next wait for a head or a request.
       this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
       this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
@@ -138,9 +145,19 @@ export class HttpListener implements Listener, ListenerInfo {
       }
       return;
     }
+    const route = this.router.match(scan.host, target);
+    if (this.policy !== undefined || route.limit !== undefined) {
+      admit(this, this.policy, route, req, res, scan, target);
+      return;
+    }
+    this.forward(route.pool, req, res, scan, target);
+  };
+
+  /** Proxies a request to `pool`; `tags` are its request ID and trace ID when the listener sets them. */
+  forward(pool: BackendPool, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
     // req.body: a stream when the head announces a body (Content-Length > 0 or Transfer-Encoding).
     if (!req.body) {
-      new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
+      new ProxyCall(this, pool, req, res, scan, target, tags).start();
       return;
     }
     // The request is handed over from inside the parser, before it has parsed the body bytes that came in
@@ -149,9 +166,9 @@ export class HttpListener implements Listener, ListenerInfo {
     // arrive later cut the upstream request before it is complete.
     setImmediate(() => {
       if (res.ended || res.destroyed || !req.socket.writable) return;
-      new ProxyCall(this, this.router.route(scan.host, target), req, res, scan, target).start();
+      new ProxyCall(this, pool, req, res, scan, target, tags).start();
     });
-  };
+  }
 
   /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
   private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string): void {
@@ -163,7 +180,7 @@ export class HttpListener implements Listener, ListenerInfo {
    * Counts and logs a response lb produced itself (no pool, no backend): refusals, malformed requests,
    * timeouts. `req` is undefined when no request head could be parsed.
    */
-  private local(status: number, reason: string, req: FrontRequest | undefined, socket?: net.Socket): void {
+  local(status: number, reason: string, req: FrontRequest | undefined, socket?: net.Socket, extra?: LocalExtra): void {
     this.events.done({
       kind: 'http',
       listener: this.name,
@@ -178,6 +195,9 @@ export class HttpListener implements Listener, ListenerInfo {
       seconds: 0,
       retries: 0,
       error: reason,
+      limited: extra?.limited,
+      requestId: extra?.requestId,
+      traceId: extra?.traceId,
     });
   }
 

@@ -16,6 +16,7 @@ import { requestKey } from './request-key.js';
 import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
 import { passFin, splice } from './connect.js';
 import { forwardableTrailers, validHost } from './fields.js';
+import { withRequestId, type RequestTags } from './request-id.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), the framing ones (lb frames what it forwards from what its parser
@@ -257,6 +258,8 @@ export class ProxyCall implements UpstreamHandler {
     scan: ScannedRequest,
     /** origin-form target sent upstream (absolute-form targets are reduced to it) */
     private readonly target: string = req.url,
+    /** Request and trace IDs (request-id.ts), when the listener sets them. */
+    private readonly tags?: RequestTags,
   ) {
     this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
@@ -368,7 +371,7 @@ export class ProxyCall implements UpstreamHandler {
     const body = this.req.body;
     if (!keepAlive && body && !body.readableEnded) res.shouldKeepAlive = false;
     res.transferCodings = codings;
-    res.writeHead(statusCode, statusText, headers);
+    res.writeHead(statusCode, statusText, this.tags === undefined ? headers : withRequestId(headers, this.tags));
     this.noteSuccess();
     return true;
   }
@@ -535,6 +538,9 @@ export class ProxyCall implements UpstreamHandler {
       seconds: (performance.now() - this.t0) / 1000,
       retries,
       error: this.error,
+      limited: undefined,
+      requestId: this.tags?.requestId,
+      traceId: this.tags?.traceId,
     });
   }
 }

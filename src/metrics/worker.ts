@@ -42,6 +42,8 @@ export class WorkerMetrics {
   private readonly conns = new Map<string, Map<string, Map<string, Series>>>();
   /** pool -> backend -> reason -> failures. */
   private readonly failures = new Map<string, Map<string, Map<string, Series>>>();
+  /** listener -> limit -> requests refused by a rate limit. */
+  private readonly limited = new Map<string, Map<string, Series>>();
   private readonly registry = new Registry();
   private pools: ReadonlyMap<string, BackendPool> = new Map();
 
@@ -72,9 +74,18 @@ export class WorkerMetrics {
       let i = 0;
       while (i < NB && sec > DURATION_BUCKETS[i]!) i++;
       h.counts[i]!++;
+      if (r.limited !== undefined) this.rateLimited(r.listener, r.limited);
     } else {
       bump3(this.conns, r.listener, r.pool, r.backend, () => ({ listener: r.listener, pool: r.pool, backend: r.backend }));
     }
+  }
+
+  private rateLimited(listener: string, limit: string): void {
+    let m = this.limited.get(listener);
+    if (m === undefined) this.limited.set(listener, (m = new Map()));
+    const s = m.get(limit);
+    if (s !== undefined) s.value++;
+    else m.set(limit, { labels: { listener, limit }, value: 1 });
   }
 
   /** Hot-ish path: a failed request/connection to a backend. */
@@ -111,6 +122,9 @@ export class WorkerMetrics {
     out.push(series(METRICS.requests, requests));
     out.push(series(METRICS.connections, flatten3(this.conns)));
     out.push(series(METRICS.backendFailures, flatten3(this.failures)));
+    const limited: Series[] = [];
+    for (const m of this.limited.values()) for (const s of m.values()) limited.push({ labels: s.labels, value: s.value });
+    out.push(series(METRICS.rateLimited, limited));
     const inflight: Series[] = [];
     for (const [pool, p] of pools) for (const b of p.backends) inflight.push({ labels: { pool, backend: b.name }, value: b.inflight });
     out.push(series(METRICS.backendInflight, inflight));
