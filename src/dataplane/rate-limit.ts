@@ -4,7 +4,9 @@
 // also serves every request of that key that arrived meanwhile).
 //
 // Lease size adapts per key: it starts at 1 token, doubles each time a lease is used up within LEASE_MS
-// (a busy key), up to a cap of ~10 ms of the rate and half the burst shared over the workers; a lease not
+// (a busy key), up to the burst shared over the workers (a busy worker must be able to take, per IPC round
+// trip, what the bucket refills meanwhile: with a cap of a few ms of the rate, a round trip slowed by a
+// loaded machine capped the admitted rate below the limit); a lease not
 // used up within LEASE_MS is given back to the primary and the next one is half as big (an idle worker
 // does not sit on tokens a busy one needs). Refused by the primary, a key is refused locally until the
 // bucket has refilled the tokens asked for (the primary says when), so an over-limit key costs at most one
@@ -16,7 +18,6 @@
 import { createHash } from 'node:crypto';
 import type { RateKey, RateLimitConfig } from '../../config/model.js';
 import { requestKey, type KeyedRequest } from './request-key.js';
-import { ratePerMs } from './token-bucket.js';
 
 const LEASE_MS = 100;
 const ASK_TIMEOUT_MS = 1000;
@@ -62,7 +63,7 @@ export class RateLimiter {
     workers: number,
     private readonly owner: RateLimiters,
   ) {
-    this.maxBatch = Math.max(1, Math.min(Math.floor(cfg.burst / (2 * workers)), Math.ceil(ratePerMs(cfg) * 10)));
+    this.maxBatch = Math.max(1, Math.floor(cfg.burst / workers));
     // The draft's quota units are whole seconds: the rate expressed over the nearest whole-second window.
     const w = Math.max(1, Math.round(cfg.perMs / 1000));
     this.quota = Math.max(1, Math.round((cfg.rate * w * 1000) / cfg.perMs));
@@ -115,7 +116,7 @@ export class RateLimiter {
     e.asking = id;
     e.askedAt = now;
     this.active.add(e);
-    this.owner.send({ t: 'rl-take', id, limit: this.cfg.name, key: e.key, want: Math.max(e.batch, e.waiters?.length ?? 1) });
+    this.owner.send({ t: 'rl-take', id, limit: this.cfg.name, key: e.key, want: Math.min(this.maxBatch, Math.max(e.batch, e.waiters?.length ?? 1)) });
   }
 
   /** The primary's answer to an ask. */
@@ -127,12 +128,23 @@ export class RateLimiter {
     if (granted < 1 || waitMs > 0) e.deniedUntil = now + waitMs;
     const waiters = e.waiters;
     e.waiters = undefined;
+    let served = 0;
     if (waiters) {
-      for (const cb of waiters) {
-        if (e.tokens > 0) {
-          e.tokens--;
-          cb(true, 0);
-        } else cb(false, Math.max(waitMs, 1));
+      // More requests waited than the lease holds: a busy key, whose next lease is bigger.
+      if (waiters.length >= e.tokens && e.batch < this.maxBatch) e.batch = Math.min(this.maxBatch, e.batch * 2);
+      while (served < waiters.length && e.tokens > 0) {
+        e.tokens--;
+        waiters[served++]!(true, 0);
+      }
+      if (served < waiters.length) {
+        const rest = waiters.slice(served);
+        if (waitMs > 0) for (const cb of rest) cb(false, waitMs);
+        else {
+          // The bucket had more than this lease: ask again for the requests still waiting.
+          e.waiters = rest;
+          this.ask(e, now);
+          return;
+        }
       }
     }
     if (e.tokens > 0) this.active.add(e);
