@@ -8,9 +8,9 @@ import { LoadGenerator } from '../bench/loadgen.js';
 import { freePort, startLb, startUpstream, waitFor, type Lb, type Upstream } from './helpers/lb.js';
 
 const RATE = 1000;
-const LOAD_MS = 7000;
+const LOAD_MS = 8000;
 /** The window counted at the backend: from WARMUP_MS after the first admitted request, WINDOW_MS long. */
-const WARMUP_MS = 1000;
+const WARMUP_MS = 2000;
 const WINDOW_MS = 5000;
 
 function get(port: number, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {

@@ -3,7 +3,9 @@
 // The primary of each instance takes tokens from Redis in batches (one atomic Lua script per batch, run
 // with EVALSHA, EVAL when the server does not know it) and hands them on to its workers (rate-lease.ts),
 // so a busy key costs one Redis round trip per batch, not per request. Tokens taken and not handed out
-// within HOLD_MS are dropped (at most one batch per key).
+// within HOLD_MS are dropped (at most one batch per key). A key's batch starts at ~20 ms of the rate and
+// doubles, up to half the burst, while Redis answers that the bucket holds more than was asked (one batch
+// per round trip would fall behind the refill, and the bucket, once full, would lose tokens).
 //
 // Redis unreachable (no connection, or no answer within redis.timeout): requests are decided by a local
 // bucket in this instance with the limit divided by the number of lb instances last seen alive in Redis
@@ -17,7 +19,8 @@ import { Buckets, ratePerMs, type Take } from '../dataplane/token-bucket.js';
 import { RedisClient, type Reply } from '../redis/client.js';
 
 /**
- * KEYS[1]: the bucket; ARGV: tokens per ms, burst, tokens wanted. Returns { granted, remaining, wait ms }.
+ * KEYS[1]: the bucket; ARGV: tokens per ms, burst, tokens wanted. Returns { granted, remaining, wait ms }
+ * (wait: until `want` tokens or a quarter of the burst, as token-bucket.ts refillTarget).
  * Time is the server's (TIME), so instances with skewed clocks share one bucket correctly. Fractional
  * tokens are stored as strings: a Lua number handed to Redis as a reply is cut to an integer.
  */
@@ -41,7 +44,7 @@ tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
 local wait = 0
-if granted < want then wait = math.ceil((math.min(want, burst) - tokens) / rate) end
+if granted < want then wait = math.ceil((math.min(want, math.max(1, math.floor(burst / 4))) - tokens) / rate) end
 return { granted, math.floor(tokens), wait }
 `;
 
@@ -64,6 +67,8 @@ interface Held {
   deniedUntil: number;
   remaining: number;
   asking: Array<() => void> | undefined;
+  /** Tokens asked of Redis per round trip for this key (adapts: see take). */
+  batch: number;
 }
 
 export class RedisLimits {
@@ -107,8 +112,9 @@ export class GlobalLimit {
   private readonly held = new Map<string, Held>();
   private fallback: Buckets;
   private fallbackShare = 1;
-  /** Tokens asked of Redis per batch. */
+  /** Smallest and largest batch asked of Redis. */
   private batch: number;
+  private maxBatch: number;
 
   constructor(
     private cfg: RateLimitConfig,
@@ -116,12 +122,14 @@ export class GlobalLimit {
   ) {
     this.fallback = new Buckets(cfg.burst, ratePerMs(cfg), cfg.maxKeys);
     this.batch = batchSize(cfg, 1);
+    this.maxBatch = Math.max(1, Math.floor(cfg.burst / 2));
   }
 
   update(cfg: RateLimitConfig): void {
     this.cfg = cfg;
     this.fallbackShare = 0;
     this.batch = batchSize(cfg, 1);
+    this.maxBatch = Math.max(1, Math.floor(cfg.burst / 2));
   }
 
   /** Takes up to `want` tokens; calls back once, within one redis.timeout at most. */
@@ -149,12 +157,12 @@ export class GlobalLimit {
     }
     if (h === undefined) {
       if (this.held.size >= this.cfg.maxKeys) this.held.delete(this.held.keys().next().value as string);
-      h = { tokens: 0, until: 0, deniedUntil: 0, remaining: 0, asking: undefined };
+      h = { tokens: 0, until: 0, deniedUntil: 0, remaining: 0, asking: undefined, batch: this.batch };
       this.held.set(key, h);
     }
     const entry = h;
     entry.asking = [];
-    const ask = Math.max(want, this.batch);
+    const ask = Math.max(want, entry.batch);
     const c = this.cfg;
     this.redis.client.eval(TAKE_SCRIPT, [`${this.redis.cfg.prefix}rl:${c.name}:${key}`], [ratePerMs(c), c.burst, ask]).then(
       (r: Reply) => {
@@ -163,6 +171,9 @@ export class GlobalLimit {
         entry.tokens = (t < entry.until ? entry.tokens : 0) + granted!;
         entry.until = t + HOLD_MS;
         entry.remaining = remaining!;
+        // The bucket had more than this batch: a batch per round trip falls behind the refill, so ask for more.
+        if (granted === ask && remaining! >= ask) entry.batch = Math.min(this.maxBatch, entry.batch * 2);
+        else if (granted! < ask) entry.batch = Math.max(this.batch, entry.batch >> 1);
         entry.deniedUntil = granted! < want ? t + wait! : 0;
         this.settle(entry, key, want, t, cb);
       },
@@ -171,6 +182,14 @@ export class GlobalLimit {
         this.settle(entry, key, want, t, cb, this.local(key, want, t));
       },
     );
+  }
+
+  /** Tokens a worker leased and did not use: held again for this instance's workers. */
+  give(key: string, n: number, now: number): void {
+    const h = this.held.get(key);
+    if (h === undefined) return;
+    h.tokens = (now < h.until ? h.tokens : 0) + n;
+    h.until = now + HOLD_MS;
   }
 
   private settle(h: Held, key: string, want: number, now: number, cb: (t: Take) => void, local?: Take): void {

@@ -66,8 +66,9 @@ export class RateLeaser {
     }
     if (msg.t === 'rl-return') {
       const l = this.limits.get(msg.limit);
-      // Global tokens came from Redis: not given back there (at most one batch per key).
-      if (l && !l.global) l.local.give(msg.key, msg.n, performance.now());
+      // Global tokens came from Redis: held again by this instance (rate-global.ts), not given back there.
+      if (l?.global) l.global.give(msg.key, msg.n, performance.now());
+      else l?.local.give(msg.key, msg.n, performance.now());
       return true;
     }
     return false;

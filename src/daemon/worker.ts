@@ -81,7 +81,7 @@ export function runWorker(): void {
         send({ t: 'committed', id: msg.id, generation: dp.generation });
         break;
       case 'rl-grant':
-        rateLimiters.onGrant(msg.id, msg.granted, msg.waitMs);
+        rateLimiters.onGrant(msg.id, msg.granted, msg.remaining, msg.waitMs);
         break;
       case 'control':
         dp.control(msg.pool, msg.backend, msg.control);

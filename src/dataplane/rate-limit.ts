@@ -120,8 +120,10 @@ export class RateLimiter {
   }
 
   /** The primary's answer to an ask. */
-  granted(e: Entry, granted: number, waitMs: number): void {
+  granted(e: Entry, granted: number, remaining: number, waitMs: number): void {
     const now = performance.now();
+    // The bucket still holds more than a lease: leases this size fall behind, take bigger ones.
+    if (remaining >= e.batch && e.batch < this.maxBatch) e.batch = Math.min(this.maxBatch, e.batch * 2);
     e.asking = 0;
     e.tokens += granted;
     e.expires = now + LEASE_MS;
@@ -227,14 +229,14 @@ export class RateLimiters {
   }
 
   /** An `rl-grant` from the primary. */
-  onGrant(id: number, granted: number, waitMs: number): void {
+  onGrant(id: number, granted: number, remaining: number, waitMs: number): void {
     const a = this.asks.get(id);
     if (!a) {
       // Answered after the ask timed out: the tokens go back.
       return;
     }
     this.asks.delete(id);
-    a[0].granted(a[1], granted, waitMs);
+    a[0].granted(a[1], granted, remaining, waitMs);
   }
 }
 

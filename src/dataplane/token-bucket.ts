@@ -16,13 +16,23 @@ export interface Take {
   granted: number;
   /** Whole tokens left after the take. */
   remaining: number;
-  /** ms until `want` tokens (at least one) are there again; 0 when all were granted. */
+  /**
+   * ms until `want` tokens, or a quarter of the burst if less (at least one), are there again; 0 when all
+   * were granted. The holder refuses requests that long without asking: several holders waiting at once
+   * must not let the bucket fill up to `burst` meanwhile, or tokens are lost and the admitted rate falls
+   * below the limit.
+   */
   waitMs: number;
 }
 
 /** Tokens per ms. */
 export function ratePerMs(c: Pick<RateLimitConfig, 'rate' | 'perMs'>): number {
   return c.rate / c.perMs;
+}
+
+/** The most tokens a refused holder waits for (see Take.waitMs). */
+export function refillTarget(burst: number): number {
+  return Math.max(1, Math.floor(burst / 4));
 }
 
 export class Buckets {
@@ -46,7 +56,7 @@ export class Buckets {
     const b = this.get(key, now);
     const granted = Math.min(want, Math.floor(b.tokens));
     b.tokens -= granted;
-    const missing = (granted < want ? Math.min(want, this.burst) : 0) - b.tokens;
+    const missing = (granted < want ? Math.min(want, refillTarget(this.burst)) : 0) - b.tokens;
     return { granted, remaining: Math.floor(b.tokens), waitMs: missing > 0 ? Math.ceil(missing / this.perMs) : 0 };
   }
 

@@ -3,7 +3,7 @@
 //
 // Contract: a command never waits longer than `timeoutMs`. Without a connection it fails at once; when an
 // answer is late the connection is dropped (every pending command fails) and made again, with backoff
-// (100 ms doubling to 5 s), so a Redis that is down or hung costs callers one bounded wait at most.
+// (100 ms doubling to 2 s), so a Redis that is down or hung costs callers one bounded wait at most.
 
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -24,7 +24,7 @@ interface Pending {
 }
 
 const MIN_BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 5000;
+const MAX_BACKOFF_MS = 2000;
 
 export class RedisClient {
   private socket: net.Socket | undefined;
