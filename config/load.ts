@@ -884,7 +884,10 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       : `overlaps ${where}: a wildcard address takes the port on every interface`);
   });
 
-  return { file, daemon, admin, ...(metrics ? { metrics } : {}), log, listeners, pools, rateLimits, ...(redis ? { redis } : {}) };
+  return {
+    file, daemon, admin, ...(metrics ? { metrics } : {}), log, listeners, pools,
+    ...(Object.keys(rateLimits).length > 0 ? { rateLimits } : {}), ...(redis ? { redis } : {}),
+  };
 }
 
 /** Node gained `reusePort` for net.Server#listen in v23.1.0 and v22.12.0. */
