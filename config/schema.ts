@@ -27,7 +27,7 @@ export const DEFAULTS = {
   passive: { max_failures: 5, eject_for: '30s', on_5xx: false },
   hash_key: 'client-ip',
   rate_limit: { per: '1s', key: 'client-ip', scope: 'local', max_keys: 100000 },
-  redis: { timeout: '50ms', prefix: 'lb:' },
+  redis: { timeout: '100ms', prefix: 'lb:' },
   request_id: { header: 'x-request-id', trust_incoming: false, response: true },
   trace: { sampled: true },
 } as const;
@@ -519,7 +519,7 @@ const RedisSchema = Type.Object(
   {
     address: address('Redis server for global rate limits.', ['127.0.0.1:6379']),
     timeout: Type.Optional(
-      duration('Longest wait for a Redis answer before the request is decided by the local fallback.', DEFAULTS.redis.timeout),
+      duration('Longest wait for a Redis answer before the waiting requests are decided by the local fallback (a late answer still counts: its tokens are held, not lost).', DEFAULTS.redis.timeout),
     ),
     prefix: Type.Optional(Type.String({ description: 'Prefix of every Redis key lb writes.', default: DEFAULTS.redis.prefix })),
   },

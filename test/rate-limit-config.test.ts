@@ -44,7 +44,7 @@ ${BASE}`,
   );
   t.same(r.issues, []);
   const c = r.config!;
-  t.same(c.redis, { address: { host: '127.0.0.1', port: 6379, text: '127.0.0.1:6379' }, timeoutMs: 50, prefix: 'lb:' });
+  t.same(c.redis, { address: { host: '127.0.0.1', port: 6379, text: '127.0.0.1:6379' }, timeoutMs: 100, prefix: 'lb:' });
   t.same(c.rateLimits!.a, { name: 'a', rate: 50, perMs: 100, burst: 50, key: { kind: 'header', name: 'x-user' }, scope: 'global', maxKeys: 100000 });
   t.same(c.rateLimits!.b!.key, { kind: 'route' });
   t.equal(c.rateLimits!.b!.scope, 'local');

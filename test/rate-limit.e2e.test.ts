@@ -1,15 +1,16 @@
 // Local rate limits through the real daemon: one instance with 2 and then 4 workers holds a limit of
-// 1,000 req/s within 2 % under several times that load (autocannon in a child process), the refusals are
-// 429 with Retry-After and RateLimit-* fields, counted in lb_rate_limited_total and the access log.
+// 200 and of 1,000 req/s within 2 % while over-offered (autocannon in a child process; admissions counted
+// from the instance's access log over a fixed window after a warm-up), the refusals are 429 with
+// Retry-After and RateLimit-* fields, counted in lb_rate_limited_total and the access log.
 
 import http from 'node:http';
 import t from 'tap';
 import { LoadGenerator } from '../bench/loadgen.js';
-import { freePort, startLb, startUpstream, waitFor, type Lb, type Upstream } from './helpers/lb.js';
+import { AccessLog, countIn, everySlice } from './helpers/access-window.js';
+import { freePort, startLb, startUpstream, waitFor, type Lb } from './helpers/lb.js';
 
-const RATE = 1000;
-const LOAD_MS = 8000;
-/** The window counted at the backend: from WARMUP_MS after the first admitted request, WINDOW_MS long. */
+const LOAD_MS = 9000;
+/** The window counted, by the instance's clock: from WARMUP_MS after its first admitted request, WINDOW_MS long. */
 const WARMUP_MS = 2000;
 const WINDOW_MS = 5000;
 
@@ -26,13 +27,8 @@ function get(port: number, path = '/', headers: Record<string, string> = {}): Pr
   });
 }
 
-async function start(t: { teardown(fn: () => unknown): void }, workers: number): Promise<{ lb: Lb; up: Upstream; port: number; metricsPort: number; hits: number[] }> {
-  const hits: number[] = [];
-  const up = await startUpstream('app', (_req, res) => {
-    hits.push(performance.now());
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    res.end('ok');
-  });
+async function start(t: { teardown(fn: () => unknown): void }, workers: number, rate: number): Promise<{ lb: Lb; port: number; metricsPort: number }> {
+  const up = await startUpstream('app');
   t.teardown(() => up.close());
   const port = await freePort();
   const metricsPort = await freePort();
@@ -47,9 +43,9 @@ listen = "127.0.0.1:${metricsPort}"
 [log]
 access = true
 [rate_limits.api]
-rate = ${RATE}
+rate = ${rate}
 per = "1s"
-burst = 100
+burst = ${rate / 10}
 key = "listener"
 [listeners.web]
 protocol = "http"
@@ -62,26 +58,42 @@ backends = [{ address = "127.0.0.1:${up.port}" }]
     [port],
   );
   t.teardown(() => lb.stop());
-  return { lb, up, port, metricsPort, hits };
+  return { lb, port, metricsPort };
 }
 
-for (const workers of [2, 4]) {
-  t.test(`a local limit of ${RATE} req/s holds within 2% with ${workers} workers`, async (t) => {
-    const { lb, port, metricsPort, hits } = await start(t, workers);
+// 200 req/s can be offered at several times over on a loaded 2-CPU machine; 1,000 req/s is the issue's
+// figure, which needs the machine to answer a few thousand requests a second.
+for (const [rate, workers] of [
+  [200, 2],
+  [200, 4],
+  [1000, 2],
+  [1000, 4],
+] as const) {
+  t.test(`a local limit of ${rate} req/s holds within 2% with ${workers} workers`, async (t) => {
+    const { lb, port, metricsPort } = await start(t, workers, rate);
     const gen = LoadGenerator.start();
     t.teardown(() => gen.stop());
     const r = await gen.run({ url: `http://127.0.0.1:${port}/`, connections: 32, durationMs: LOAD_MS, keys: 1 });
-    const first = hits[0]!;
-    const inWindow = hits.filter((h) => h >= first + WARMUP_MS && h < first + WARMUP_MS + WINDOW_MS).length;
-    const expected = (RATE * WINDOW_MS) / 1000;
+    const log = new AccessLog(lb);
+    // Access lines are written in batches: wait until the run's last answers are in the log.
+    await waitFor(() => log.read().admitted.length + log.refused.length >= r.responses, 10_000, 'the access log of the run');
+    const from = log.admitted[0]! + WARMUP_MS;
+    const to = from + WINDOW_MS;
+    const inWindow = countIn(log.admitted, from, to);
+    const refusedIn = countIn(log.refused, from, to);
+    const expected = (rate * WINDOW_MS) / 1000;
     const error = (inWindow - expected) / expected;
+    const offered = ((inWindow + refusedIn) / WINDOW_MS) * 1000;
     const limited = r.statusCodes['429'] ?? 0;
     t.comment(
-      `${workers} workers: offered ${r.rps.toFixed(0)} req/s (${r.responses} responses, ${limited} x 429, ${r.errors} errors); ` +
-        `admitted in ${WINDOW_MS} ms: ${inWindow} (expected ${expected}), error ${(error * 100).toFixed(2)}%; total admitted ${hits.length}`,
+      `${rate} req/s, ${workers} workers: offered in the window ${offered.toFixed(0)} req/s (${refusedIn} x 429); admitted in ${WINDOW_MS} ms: ` +
+        `${inWindow} (expected ${expected}), error ${(error * 100).toFixed(2)}%; whole run ${r.responses} responses, ${limited} x 429, ${r.errors} errors`,
     );
-    // The run means something only when the offered load is well above the limit.
-    t.ok(r.rps > 2 * RATE, `offered load ${r.rps.toFixed(0)} req/s is over twice the limit`);
+    // The window means something only when the limit bound all through it: more offered than admitted
+    // by a margin, and refusals in every 250 ms of it (the bucket empty, every admission a refill).
+    t.ok(offered > 1.25 * rate, `offered ${offered.toFixed(0)} req/s in the window, over 1.25x the limit`);
+    t.ok(everySlice(log.refused, from, to, 250), 'refusals in every 250 ms of the window');
+    t.ok(log.admitted[log.admitted.length - 1]! >= to, 'the run lasted past the window');
     t.ok(Math.abs(error) <= 0.02, `admitted ${inWindow} in the window, within 2% of ${expected}`);
     t.equal(r.errors, 0, 'no connection errors');
     t.equal(r.responses, (r.statusCodes['200'] ?? 0) + limited, 'every answer is 200 or 429');

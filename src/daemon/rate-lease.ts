@@ -35,7 +35,7 @@ export class RateLeaser {
       const where = config.redis.address.text;
       this.redis = new RedisLimits(config.redis, (up) => {
         if (up) this.logger().info({ redis: where }, 'redis connected: global rate limits shared');
-        else this.logger().warn({ redis: where }, 'redis unreachable: global rate limits enforced locally (limit / instances)');
+        else this.logger().warn({ redis: where }, 'redis unreachable or late: global rate limits enforced locally (limit / instances)');
       });
     }
     for (const name of this.limits.keys()) if (!(name in next)) this.limits.delete(name);

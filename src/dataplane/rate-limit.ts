@@ -21,6 +21,8 @@ import { requestKey, type KeyedRequest } from './request-key.js';
 
 const LEASE_MS = 100;
 const ASK_TIMEOUT_MS = 1000;
+/** How long a timed-out ask's answer is still credited back when it comes. */
+const LATE_MS = 60_000;
 const SWEEP_MS = 50;
 /** Keys longer than this are replaced by their SHA-256 (a 10 KB header value must not be a map key). */
 const MAX_KEY_LENGTH = 128;
@@ -157,7 +159,7 @@ export class RateLimiter {
   sweep(now: number): void {
     for (const e of this.active) {
       if (e.asking !== 0 && now - e.askedAt > ASK_TIMEOUT_MS) {
-        this.owner.forget(e.asking);
+        this.owner.late(e.asking, this.cfg.name, e.key, now);
         e.asking = 0;
         const waiters = e.waiters ?? [];
         e.waiters = undefined;
@@ -187,6 +189,8 @@ export class RateLimiter {
 export class RateLimiters {
   private byName = new Map<string, RateLimiter>();
   private readonly asks = new Map<number, [RateLimiter, Entry]>();
+  /** Asks timed out and not yet answered, oldest first (see late()). */
+  private readonly lateAsks = new Map<number, { limit: string; key: string; at: number }>();
   private nextId = 1;
   private timer: NodeJS.Timeout | undefined;
 
@@ -224,15 +228,28 @@ export class RateLimiters {
     return id;
   }
 
-  forget(id: number): void {
+  /**
+   * An ask the worker stopped waiting for (its requests were let through): the primary may still answer
+   * it, and the tokens it grants then are given back to the primary, not lost. Forgotten after LATE_MS.
+   */
+  late(id: number, limit: string, key: string, now: number): void {
     this.asks.delete(id);
+    this.lateAsks.set(id, { limit, key, at: now });
+    for (const [old, a] of this.lateAsks) {
+      if (now - a.at < LATE_MS) break;
+      this.lateAsks.delete(old);
+    }
   }
 
   /** An `rl-grant` from the primary. */
   onGrant(id: number, granted: number, remaining: number, waitMs: number): void {
     const a = this.asks.get(id);
     if (!a) {
-      // Answered after the ask timed out: the tokens go back.
+      // Answered after the ask timed out: the tokens go back to the primary's bucket.
+      const l = this.lateAsks.get(id);
+      if (l === undefined) return;
+      this.lateAsks.delete(id);
+      if (granted > 0) this.send({ t: 'rl-return', limit: l.limit, key: l.key, n: granted });
       return;
     }
     this.asks.delete(id);

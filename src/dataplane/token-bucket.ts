@@ -66,6 +66,13 @@ export class Buckets {
     b.tokens = Math.min(this.burst, b.tokens + n);
   }
 
+  /** Sets `key`'s bucket to `tokens` (capped at the bucket size) as of `at`; it refills from then on. */
+  set(key: string, tokens: number, at: number): void {
+    this.map.delete(key);
+    if (this.map.size >= this.maxKeys) this.map.delete(this.map.keys().next().value as string);
+    this.map.set(key, { tokens: Math.min(this.burst, Math.max(0, tokens)), at });
+  }
+
   private get(key: string, now: number): Bucket {
     const map = this.map;
     let b = map.get(key);

@@ -1,9 +1,16 @@
 // A minimal Redis client (RESP2, https://redis.io/docs/latest/develop/reference/protocol-spec/) over
 // node:net, for global rate limits. Commands are pipelined on one connection and answered in order.
 //
-// Contract: a command never waits longer than `timeoutMs`. Without a connection it fails at once; when an
-// answer is late the connection is dropped (every pending command fails) and made again, with backoff
-// (100 ms doubling to 2 s), so a Redis that is down or hung costs callers one bounded wait at most.
+// Contract: a caller never waits longer than `timeoutMs`. Without a connection a command fails at once.
+// A late answer does not drop the connection: the command's promise is rejected with RedisTimeout at
+// `timeoutMs`, and the answer, when it comes, goes to the command's `late` callback (what Redis did for
+// it, such as tokens granted, is not lost). Only a connection that has answered nothing for HUNG_MS
+// (or 20 x timeoutMs, the longer) is dropped (every pending command fails) and made again, with backoff
+// (100 ms doubling to 1 s).
+//
+// The timeout is checked after the event loop's next poll phase (setImmediate from the timer): a
+// primary whose loop stalled past the deadline reads an answer already waiting in the socket before it
+// declares the command late (Node runs timers before polling I/O in each loop iteration).
 
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -17,14 +24,25 @@ export class RedisError extends Error {
   }
 }
 
+export class RedisTimeout extends Error {
+  constructor() {
+    super('redis timeout');
+    this.name = 'RedisTimeout';
+  }
+}
+
 interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
+  /** Rejected with RedisTimeout; the answer goes to `late`. */
+  timedOut: boolean;
+  late: ((r: Reply) => void) | undefined;
 }
 
 const MIN_BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 2000;
+export const MAX_BACKOFF_MS = 1000;
+const HUNG_MS = 2000;
 
 export class RedisClient {
   private socket: net.Socket | undefined;
@@ -83,12 +101,15 @@ export class RedisClient {
   private failAll(err: Error): void {
     for (const p of this.pending.splice(0)) {
       clearTimeout(p.timer);
-      p.reject(err);
+      if (!p.timedOut) p.reject(err);
     }
   }
 
-  /** Sends one command; resolves with its reply (a RedisError reply is a rejection). */
-  command(args: ReadonlyArray<string | number>): Promise<Reply> {
+  /**
+   * Sends one command; resolves with its reply (a RedisError reply is a rejection), or rejects with
+   * RedisTimeout after `timeoutMs`, in which case the reply, when it comes, is passed to `late`.
+   */
+  command(args: ReadonlyArray<string | number>, late?: (r: Reply) => void): Promise<Reply> {
     const s = this.socket;
     if (!this.connected || !s) return Promise.reject(new Error('redis not connected'));
     let out = `*${args.length}\r\n`;
@@ -97,28 +118,39 @@ export class RedisClient {
       out += `$${Buffer.byteLength(v)}\r\n${v}\r\n`;
     }
     return new Promise<Reply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // A late answer: the connection is suspect (a hung server); drop it, which fails every pending command.
-        s.destroy(new Error('redis timeout'));
+      const p: Pending = { resolve, reject, timer: undefined, timedOut: false, late };
+      p.timer = setTimeout(() => {
+        p.timer = undefined;
+        setImmediate(() => {
+          if (p.timedOut || !this.pending.includes(p)) return;
+          p.timedOut = true;
+          reject(new RedisTimeout());
+          // Answered nothing for HUNG_MS: a hung server or a dead path; drop it (fails every pending command).
+          p.timer = setTimeout(() => s.destroy(new Error('redis hung')), Math.max(HUNG_MS, 20 * this.timeoutMs) - this.timeoutMs);
+          p.timer.unref();
+        });
       }, this.timeoutMs);
-      this.pending.push({
-        resolve,
-        reject,
-        timer,
-      });
+      this.pending.push(p);
       s.write(out);
     });
   }
 
   /** EVALSHA, with EVAL when the server does not know the script (NOSCRIPT: a restarted or flushed server). */
-  async eval(script: string, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<Reply> {
+  async eval(script: string, keys: readonly string[], args: ReadonlyArray<string | number>, late?: (r: Reply) => void): Promise<Reply> {
     let sha = this.shas.get(script);
     if (!sha) this.shas.set(script, (sha = createHash('sha1').update(script).digest('hex')));
+    // A late NOSCRIPT ran nothing: the script is sent again (its late answer still goes to `late`).
+    const lateSha =
+      late &&
+      ((r: Reply) => {
+        if (!(r instanceof RedisError)) late(r);
+        else if (r.message.startsWith('NOSCRIPT')) this.command(['EVAL', script, keys.length, ...keys, ...args], late).then(late, () => {});
+      });
     try {
-      return await this.command(['EVALSHA', sha, keys.length, ...keys, ...args]);
+      return await this.command(['EVALSHA', sha, keys.length, ...keys, ...args], lateSha);
     } catch (err) {
       if (!(err instanceof RedisError) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return this.command(['EVAL', script, keys.length, ...keys, ...args]);
+      return this.command(['EVAL', script, keys.length, ...keys, ...args], late);
     }
   }
 
@@ -144,7 +176,10 @@ export class RedisClient {
       const p = this.pending.shift();
       if (!p) continue;
       clearTimeout(p.timer);
-      if (r[0] instanceof RedisError) p.reject(r[0]);
+      if (p.timedOut) {
+        // Rejected already; what the server did for it still counts.
+        if (p.late) p.late(r[0]);
+      } else if (r[0] instanceof RedisError) p.reject(r[0]);
       else p.resolve(r[0]);
     }
     this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
