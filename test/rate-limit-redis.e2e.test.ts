@@ -1,6 +1,6 @@
 // Global rate limits through two real lb instances sharing one real redis-server: together they hold a
 // limit of 200 and of 1,000 req/s within 5 % (admissions counted from the instances' access logs, by
-// their clock); with redis-server killed mid-run requests keep flowing (only 200 and
+// their clock), also while redis-server stalls past redis.timeout (SIGSTOP/SIGCONT); with redis-server killed mid-run requests keep flowing (only 200 and
 // 429, no errors) and the instances fall back to half the limit each (two instances were alive); once
 // redis-server is back the shared limit holds again.
 
@@ -84,12 +84,22 @@ for (const RATE of [200, 1000]) {
     const gens = ports.map(() => LoadGenerator.start());
     t.teardown(() => Promise.all(gens.map((g) => g.stop())));
 
-    const LOAD_MS = 24_000;
+    const LOAD_MS = 28_000;
     const runs: Promise<LoadResult>[] = ports.map((p, i) => gens[i]!.run({ url: `http://127.0.0.1:${p}/`, connections: 16, durationMs: LOAD_MS, keys: 1 }));
     // Warm-up (JIT, leases growing) for WARMUP_MS from the first admitted request (the instances' clock),
     // then phase A: shared through Redis, 4 s. Then redis-server is killed.
     const first = (await waitFor(() => admitted()[0], 10_000, 'the first admitted request'))!;
     await waitFor(() => Date.now() - first > WARMUP_MS + 4000, 15_000, 'phase A', 50);
+    // Phase S: redis-server stalls (SIGSTOP for 250 ms every 750 ms, 4 s): answers come later than
+    // redis.timeout (100 ms); the tokens they carry must still count.
+    const stallFrom = Date.now();
+    while (Date.now() - stallFrom < 4000) {
+      redis.kill('SIGSTOP');
+      await new Promise((r) => setTimeout(r, 250));
+      redis.kill('SIGCONT');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const stallTo = Date.now();
     const killedAt = Date.now();
     redis.kill('SIGKILL');
     await waitFor(() => logs.every((l) => l.times('redis unreachable').some((x) => x >= killedAt)), 5000, 'both instances to notice', 50);
@@ -111,7 +121,8 @@ for (const RATE of [200, 1000]) {
     const end = all[all.length - 1]! - 200;
 
     const aFrom = first + WARMUP_MS;
-    const aRate = rateIn(all, aFrom, killedAt);
+    const aRate = rateIn(all, aFrom, stallFrom);
+    const sRate = rateIn(all, stallFrom, stallTo);
     const bFrom = killedAt;
     const bRate = rateIn(all, bFrom, restartedAt);
     const cFrom = lastBack + 1000;
@@ -126,20 +137,23 @@ for (const RATE of [200, 1000]) {
     const maxLatency = Math.max(...results.map((r) => r.latency.max));
     t.comment(`${RATE} req/s: offered ${offered.toFixed(0)} req/s over both (A to C); codes ${JSON.stringify(codes)}; errors ${results.map((r) => r.errors).join('+')}; max latency ${maxLatency.toFixed(1)} ms`);
     const drops = logs.map((l) => l.times('redis unreachable').length);
-    t.comment(`"redis unreachable or late" lines per instance (1 expected, for the kill): ${drops.join(', ')}`);
-    t.comment(`A shared: ${countIn(all, aFrom, killedAt)} in ${((killedAt - aFrom) / 1000).toFixed(2)} s = ${aRate.toFixed(1)} req/s (error ${pct(aRate, RATE)})`);
+    t.comment(`"redis unreachable or late" lines per instance (the stalls and the kill): ${drops.join(', ')}`);
+    t.comment(`A shared: ${countIn(all, aFrom, stallFrom)} in ${((stallFrom - aFrom) / 1000).toFixed(2)} s = ${aRate.toFixed(1)} req/s (error ${pct(aRate, RATE)})`);
+    t.comment(`S redis stalling: ${countIn(all, stallFrom, stallTo)} in ${((stallTo - stallFrom) / 1000).toFixed(2)} s = ${sRate.toFixed(1)} req/s (error ${pct(sRate, RATE)})`);
     t.comment(`B redis down: ${countIn(all, bFrom, restartedAt)} in ${((restartedAt - bFrom) / 1000).toFixed(2)} s = ${bRate.toFixed(1)} req/s (2 x limit/2; error ${pct(bRate, RATE)})`);
     t.comment(`instances back ${(backs[0]! - restartedAt).toFixed(0)} and ${(backs[1]! - restartedAt).toFixed(0)} ms after the restart`);
     t.comment(`C shared again: ${countIn(all, cFrom, end)} in ${((end - cFrom) / 1000).toFixed(2)} s = ${cRate.toFixed(1)} req/s (error ${pct(cRate, RATE)})`);
     const perHalf: number[] = [];
     for (let x = aFrom; x + 500 <= end; x += 500) perHalf.push(countIn(all, x, x + 500));
-    t.comment(`admitted per 500 ms from A (kill at ${((killedAt - aFrom) / 500).toFixed(1)}, restart at ${((restartedAt - aFrom) / 500).toFixed(1)}): ${perHalf.join(' ')}`);
+    t.comment(`admitted per 500 ms from A (stalls from ${((stallFrom - aFrom) / 500).toFixed(1)}, kill at ${((killedAt - aFrom) / 500).toFixed(1)}, restart at ${((restartedAt - aFrom) / 500).toFixed(1)}): ${perHalf.join(' ')}`);
     t.comment(`from the first return: ${transient} admitted in ${((end - firstBack) / 1000).toFixed(2)} s, bound rate x time + burst = ${transientBound.toFixed(0)}`);
 
-    t.ok(everySlice(refused, aFrom, killedAt, 250) && everySlice(refused, cFrom, end, 250), 'refusals in every 250 ms of A and C: the limit bound all through');
+    t.ok(everySlice(refused, aFrom, stallFrom, 250) && everySlice(refused, cFrom, end, 250), 'refusals in every 250 ms of A and C: the limit bound all through');
     t.ok(offered > 1.25 * RATE, `offered ${offered.toFixed(0)} req/s, over 1.25x the limit`);
     t.ok(end - cFrom >= 3000, 'phase C lasted 3 s at least');
     t.ok(Math.abs(aRate / RATE - 1) <= 0.05, `shared limit within 5%: ${aRate.toFixed(1)} req/s`);
+    t.ok(Math.abs(sRate / RATE - 1) <= 0.05, `redis stalling past its timeout: within 5%: ${sRate.toFixed(1)} req/s`);
+    t.ok(logs.every((l) => l.times('redis unreachable').some((x) => x >= stallFrom && x < stallTo)), 'both instances saw late answers in S');
     t.ok(Math.abs(bRate / RATE - 1) <= 0.1, `redis down: each instance at half the limit, together within 10%: ${bRate.toFixed(1)} req/s`);
     t.ok(Math.abs(cRate / RATE - 1) <= 0.05, `shared limit within 5% after redis came back: ${cRate.toFixed(1)} req/s`);
     t.ok(transient <= transientBound * 1.05, `after the return: ${transient} admitted, within 5% of the bucket's bound ${transientBound.toFixed(0)}`);
