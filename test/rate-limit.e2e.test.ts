@@ -9,10 +9,10 @@ import { LoadGenerator } from '../bench/loadgen.js';
 import { AccessLog, countIn, everySlice } from './helpers/access-window.js';
 import { freePort, startLb, startUpstream, waitFor, type Lb } from './helpers/lb.js';
 
-const LOAD_MS = 9000;
+const LOAD_MS = 14_000;
 /** The window counted, by the instance's clock: from WARMUP_MS after its first admitted request, WINDOW_MS long. */
 const WARMUP_MS = 2000;
-const WINDOW_MS = 5000;
+const WINDOW_MS = 10_000;
 
 function get(port: number, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
@@ -27,6 +27,8 @@ function get(port: number, path = '/', headers: Record<string, string> = {}): Pr
   });
 }
 
+// burst = 250 ms of the rate: tokens are lost only while the whole instance (every worker and the
+// primary) stalls longer than burst / rate, the bucket being full meanwhile (README, local limits).
 async function start(t: { teardown(fn: () => unknown): void }, workers: number, rate: number): Promise<{ lb: Lb; port: number; metricsPort: number }> {
   const up = await startUpstream('app');
   t.teardown(() => up.close());
@@ -45,7 +47,7 @@ access = true
 [rate_limits.api]
 rate = ${rate}
 per = "1s"
-burst = ${rate / 10}
+burst = ${rate / 4}
 key = "listener"
 [listeners.web]
 protocol = "http"
@@ -77,7 +79,7 @@ for (const [rate, workers] of [
     const log = new AccessLog(lb);
     // Access lines are written in batches: wait until the run's last answers are in the log.
     await waitFor(() => log.read().admitted.length + log.refused.length >= r.responses, 10_000, 'the access log of the run');
-    const from = log.admitted[0]! + WARMUP_MS;
+    const from = Math.min(...log.admitted) + WARMUP_MS;
     const to = from + WINDOW_MS;
     const inWindow = countIn(log.admitted, from, to);
     const refusedIn = countIn(log.refused, from, to);
@@ -90,10 +92,11 @@ for (const [rate, workers] of [
         `${inWindow} (expected ${expected}), error ${(error * 100).toFixed(2)}%; whole run ${r.responses} responses, ${limited} x 429, ${r.errors} errors`,
     );
     // The window means something only when the limit bound all through it: more offered than admitted
-    // by a margin, and refusals in every 250 ms of it (the bucket empty, every admission a refill).
+    // by a margin, and refusals in every second of it (the bucket empty, every admission a refill; a
+    // shorter slice would judge the machine, whose stalls of a few hundred ms leave slices without requests).
     t.ok(offered > 1.25 * rate, `offered ${offered.toFixed(0)} req/s in the window, over 1.25x the limit`);
-    t.ok(everySlice(log.refused, from, to, 250), 'refusals in every 250 ms of the window');
-    t.ok(log.admitted[log.admitted.length - 1]! >= to, 'the run lasted past the window');
+    t.ok(everySlice(log.refused, from, to, 1000), 'refusals in every second of the window');
+    t.ok(Math.max(...log.admitted) >= to, 'the run lasted past the window');
     t.ok(Math.abs(error) <= 0.02, `admitted ${inWindow} in the window, within 2% of ${expected}`);
     t.equal(r.errors, 0, 'no connection errors');
     t.equal(r.responses, (r.statusCodes['200'] ?? 0) + limited, 'every answer is 200 or 429');

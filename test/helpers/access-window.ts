@@ -1,5 +1,7 @@
 // Counting what an lb instance admitted and refused over a window of time, from its own access log:
-// every line carries the instance's `time` (ISO 8601, milliseconds) and `status`. Counting by the
+// every line carries the instance's `time` (ISO 8601, milliseconds, at the end of the response),
+// `duration_ms` (from the request head) and `status`; a request is placed at its head's arrival,
+// `time - duration_ms`, so a slow backend answer does not move it across a window's edge. Counting by the
 // instance's clock, not by when a busy test process got round to a backend's request, keeps the window
 // honest on a loaded machine. Reads stdout incrementally (lb.logs() reparses everything on each call).
 
@@ -7,7 +9,7 @@ import type { Lb } from './lb.js';
 
 export class AccessLog {
   private off = 0;
-  /** Times (ms since the epoch, the instance's clock) of requests answered 200, and 429, in order. */
+  /** Arrival times (ms since the epoch, the instance's clock) of requests answered 200, and 429. */
   readonly admitted: number[] = [];
   readonly refused: number[] = [];
   /** Every line that is not an access line. */
@@ -23,8 +25,8 @@ export class AccessLog {
       if (!line.startsWith('{')) continue;
       const l = JSON.parse(line) as Record<string, unknown>;
       if (l.msg !== 'access') this.other.push(l);
-      else if (l.status === 200) this.admitted.push(Date.parse(String(l.time)));
-      else if (l.status === 429) this.refused.push(Date.parse(String(l.time)));
+      else if (l.status === 200) this.admitted.push(arrival(l));
+      else if (l.status === 429) this.refused.push(arrival(l));
     }
     this.off = end;
     return this;
@@ -34,6 +36,10 @@ export class AccessLog {
   times(prefix: string): number[] {
     return this.read().other.filter((l) => String(l.msg).startsWith(prefix)).map((l) => Date.parse(String(l.time)));
   }
+}
+
+function arrival(l: Record<string, unknown>): number {
+  return Date.parse(String(l.time)) - Number(l.duration_ms ?? 0);
 }
 
 /** How many of `times` fall in [from, to). */
