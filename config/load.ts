@@ -38,6 +38,9 @@ import type {
   RetryOn,
   SuccessRateConfig,
   PoolConfig,
+  RateKey,
+  RateLimitConfig,
+  RedisConfig,
   RouteConfig,
   TlsConfig,
 } from './model.js';
@@ -49,7 +52,9 @@ import {
   HASH_KEY_PATTERN,
   METHOD_PATTERN,
   NAME_PATTERN,
+  HEADER_NAME_PATTERN,
   MODULE_PATH_PATTERN,
+  RATE_KEY_PATTERN,
   PATH_PREFIX_PATTERN,
   ROUTE_HOST_PATTERN,
   BACKEND_NAME_PATTERN,
@@ -317,6 +322,11 @@ const PATTERN_MESSAGES: ReadonlyMap<string, (value: string) => string> = new Map
     (v: string) => errorOf(tryParseAddress(v, { allowPortZero: true })) ?? `invalid address ${JSON.stringify(v)}`,
   ],
   [HASH_KEY_PATTERN, hashKeyError],
+  [
+    RATE_KEY_PATTERN,
+    (v: string) => `invalid key ${JSON.stringify(v)}: use client-ip, route, listener, path, header:NAME, cookie:NAME or query:NAME`,
+  ],
+  [HEADER_NAME_PATTERN, (v: string) => `invalid header name ${JSON.stringify(v)}`],
   [EXPECT_STATUS_PATTERN, (v: string) => `invalid expect_status ${JSON.stringify(v)}: ${STATUS_HINT}`],
   [ROUTE_HOST_PATTERN, hostError],
   [PATH_PREFIX_PATTERN, (v: string) => `must start with "/" (got ${JSON.stringify(v)})`],
@@ -914,6 +924,52 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     return pool;
   };
 
+  // [redis], [rate_limits.NAME]
+  const redisT = sub(root, 'redis', []);
+  let redis: RedisConfig | undefined;
+  if (redisT) {
+    redis = {
+      address: address(redisT, 'address', ['redis'], false) ?? noAddress,
+      timeoutMs: duration(redisT, 'timeout', ['redis'], DEFAULTS.redis.timeout, true),
+      prefix: str(redisT, 'prefix') ?? DEFAULTS.redis.prefix,
+    };
+  }
+  const limitsT = sub(root, 'rate_limits', []) ?? {};
+  const rateLimits: Record<string, RateLimitConfig> = {};
+  for (const [name, r] of Object.entries(limitsT)) {
+    if (!isTable(r)) continue;
+    const path: PathSegment[] = ['rate_limits', name];
+    const keyText = str(r, 'key') ?? DEFAULTS.rate_limit.key;
+    let key: RateKey = { kind: 'client-ip' };
+    if (keyText === 'route' || keyText === 'listener') key = { kind: keyText };
+    else {
+      const k = parseHashKey(keyText);
+      if (k.ok) key = k.key;
+    }
+    const scope = str(r, 'scope') === 'global' ? 'global' : 'local';
+    if (scope === 'global' && !redisT) issues.report([...path, 'scope'], 'scope = "global" needs a [redis] table (address = "host:port")');
+    const rate = int(r, 'rate') ?? 1;
+    rateLimits[name] = {
+      name,
+      rate,
+      perMs: duration(r, 'per', path, DEFAULTS.rate_limit.per, true),
+      burst: int(r, 'burst') ?? rate,
+      key,
+      scope,
+      maxKeys: int(r, 'max_keys') ?? DEFAULTS.rate_limit.max_keys,
+    };
+  }
+  const limitNames = Object.keys(limitsT);
+  const checkLimit = (t: Table, path: PathSegment[]): string | undefined => {
+    const limit = str(t, 'rate_limit');
+    if (limit !== undefined && !Object.hasOwn(limitsT, limit)) {
+      const hint = didYouMean(limit, limitNames);
+      const known = limitNames.length > 0 ? `defined rate limits: ${limitNames.join(', ')}` : 'no [rate_limits] are defined';
+      issues.report([...path, 'rate_limit'], `unknown rate limit ${JSON.stringify(limit)} (${hint || known})`);
+    }
+    return limit;
+  };
+
   // [listeners.NAME]
   const listenersT = sub(root, 'listeners', []) ?? {};
   const listeners: Record<string, ListenerConfig> = {};
@@ -938,7 +994,8 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
 
     if (protocol === 'tcp') {
       // On a tcp listener, client_header_timeout bounds the PROXY protocol header (and the TLS handshake).
-      const httpOnly = bool(l, 'proxy_protocol') === true ? ['client_body_timeout', 'max_header_size'] : ['client_header_timeout', 'client_body_timeout', 'max_header_size'];
+      const httpOnly = bool(l, 'proxy_protocol') === true ? ['client_body_timeout', 'max_header_size', 'rate_limit', 'request_id', 'trace']
+          : ['client_header_timeout', 'client_body_timeout', 'max_header_size', 'rate_limit', 'request_id', 'trace'];
       for (const k of httpOnly) {
         if (k in l) issues.report([...path, k], `${k} applies to http listeners only (this one has protocol = "tcp")`);
       }
@@ -984,9 +1041,30 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       }
     }
 
+    const rateLimit = protocol === 'http' ? checkLimit(l, path) : undefined;
+    const ridT = protocol === 'http' ? sub(l, 'request_id', path) : undefined;
+    const traceT = protocol === 'http' ? sub(l, 'trace', path) : undefined;
     listeners[name] = {
       name,
       protocol,
+      ...(rateLimit !== undefined ? { rateLimit } : {}),
+      ...(ridT
+        ? {
+            requestId: {
+              header: (str(ridT, 'header') ?? DEFAULTS.request_id.header).toLowerCase(),
+              trustIncoming: bool(ridT, 'trust_incoming') ?? DEFAULTS.request_id.trust_incoming,
+              response: bool(ridT, 'response') ?? DEFAULTS.request_id.response,
+            },
+          }
+        : {}),
+      ...(traceT
+        ? {
+            trace: {
+              traceparent: str(traceT, 'traceparent') === 'create' ? ('create' as const) : ('propagate' as const),
+              sampled: bool(traceT, 'sampled') ?? DEFAULTS.trace.sampled,
+            },
+          }
+        : {}),
       listen,
       pool,
       routes,
@@ -1011,7 +1089,10 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       : `overlaps ${where}: a wildcard address takes the port on every interface`);
   });
 
-  return { file, daemon, admin, ...(metrics ? { metrics } : {}), log, listeners, pools };
+  return {
+    file, daemon, admin, ...(metrics ? { metrics } : {}), log, listeners, pools,
+    ...(Object.keys(rateLimits).length > 0 ? { rateLimits } : {}), ...(redis ? { redis } : {}),
+  };
 }
 
 /** Node gained `reusePort` for net.Server#listen in v23.1.0 and v22.12.0. */

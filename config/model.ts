@@ -19,6 +19,40 @@ export type HashKey =
   | { kind: 'cookie'; name: string }
   | { kind: 'query'; name: string };
 
+/** A rate limit's key: a hash key, or one bucket per route / listener. */
+export type RateKey = HashKey | { kind: 'route' } | { kind: 'listener' };
+
+export interface RateLimitConfig {
+  name: string;
+  /** Tokens added per `perMs`. */
+  rate: number;
+  perMs: number;
+  /** Bucket size; default `rate`. */
+  burst: number;
+  key: RateKey;
+  scope: 'local' | 'global';
+  /** Most buckets kept (least recently used forgotten past it). */
+  maxKeys: number;
+}
+
+export interface RedisConfig {
+  address: Address;
+  timeoutMs: number;
+  prefix: string;
+}
+
+export interface RequestIdConfig {
+  /** Lower-cased. */
+  header: string;
+  trustIncoming: boolean;
+  response: boolean;
+}
+
+export interface TraceConfig {
+  traceparent: 'propagate' | 'create';
+  sampled: boolean;
+}
+
 export interface BackendConfig {
   /** Defaults to the address text. Unique within its pool. */
   name: string;
@@ -248,6 +282,8 @@ export interface RouteConfig {
   addPrefix?: string;
   redirect?: RedirectConfig;
   respond?: RespondConfig;
+  /** A rate_limits name. */
+  rateLimit?: string;
 }
 
 /** A route's name: its `name`, else "LISTENER#INDEX" (0-based, as in the config's routes array). */
@@ -295,6 +331,10 @@ export interface ListenerConfig {
   maxHeaderSize: number;
   /** Connections must start with a PROXY protocol header (v1 or v2); default false. */
   proxyProtocol: boolean;
+  /** http: a rate_limits name. */
+  rateLimit?: string;
+  requestId?: RequestIdConfig;
+  trace?: TraceConfig;
 }
 
 export interface LbConfig {
@@ -318,6 +358,9 @@ export interface LbConfig {
   log: { level: LogLevel; access: boolean };
   listeners: Record<string, ListenerConfig>;
   pools: Record<string, PoolConfig>;
+  /** By name; absent or empty when none is defined. */
+  rateLimits?: Record<string, RateLimitConfig>;
+  redis?: RedisConfig;
 }
 
 /** One problem found in a config file, printed as `FILE:LINE:COL: key.path: message`. */

@@ -33,6 +33,10 @@ export const DEFAULTS = {
   breaker: { max_requests: 0, max_queue: 0, retry_on: ['connect-failure', 'reset'] },
   retry_budget: { percent: 20, min_retries: 3 },
   hash_key: 'client-ip',
+  rate_limit: { per: '1s', key: 'client-ip', scope: 'local', max_keys: 100000 },
+  redis: { timeout: '100ms', prefix: 'lb:' },
+  request_id: { header: 'x-request-id', trust_incoming: false, response: true },
+  trace: { sampled: true },
 } as const;
 
 /** Listener and pool names: they appear in `lb drain POOL/BACKEND`, metric labels and log lines. */
@@ -45,6 +49,10 @@ const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
 export const METHOD_PATTERN = "^[A-Z][A-Z0-9_-]*$";
 export const HASH_KEY_PATTERN = `^(?:client-ip|path|header:${TOKEN}|cookie:${TOKEN}|query:[^\\s&=#]+)$`;
 const STATUS = '[1-5][0-9]{2}(?:\\s*-\\s*[1-5][0-9]{2})?';
+/** A rate limit's key: the hash_key forms, plus "route" and "listener" (one bucket for all their requests). */
+export const RATE_KEY_PATTERN = `^(?:client-ip|path|route|listener|header:${TOKEN}|cookie:${TOKEN}|query:[^\\s&=#]+)$`;
+/** A header name (RFC 9110 token). */
+export const HEADER_NAME_PATTERN = `^${TOKEN}$`;
 export const EXPECT_STATUS_PATTERN = `^\\s*${STATUS}(?:\\s*,\\s*${STATUS})*\\s*$`;
 export const ROUTE_HOST_PATTERN = '^(?:\\*\\.)?[A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?$';
 /** A DNS name for SNI (RFC 6066 section 3: a host name, no wildcard; IP literals are refused by load.ts). */
@@ -233,6 +241,9 @@ const RouteSchema = Type.Object(
         { ...closed, description: 'Answer with a redirect instead of forwarding.' },
       ),
     ),
+    rate_limit: Type.Optional(
+      Type.String({ minLength: 1, description: 'Name of a [rate_limits.NAME] table applied to the requests this route matches (after the listener\'s own).' }),
+    ),
     respond: Type.Optional(
       Type.Object(
         {
@@ -408,6 +419,40 @@ const BackendTlsSchema = Type.Object(
   },
 );
 
+const RequestIdSchema = Type.Object(
+  {
+    header: Type.Optional(
+      Type.String({ pattern: HEADER_NAME_PATTERN, description: 'Header that carries the request ID (case-insensitive).', default: DEFAULTS.request_id.header }),
+    ),
+    trust_incoming: Type.Optional(
+      Type.Boolean({
+        description:
+          'Keep a request ID the client sent (one field, 1-128 characters of A-Z a-z 0-9 - _ . : + / = @); otherwise, ' +
+          'and always when false, lb replaces it with its own (32 lower-case hex characters).',
+        default: DEFAULTS.request_id.trust_incoming,
+      }),
+    ),
+    response: Type.Optional(
+      Type.Boolean({ description: 'Also send the request ID back to the client (replacing one the backend set).', default: DEFAULTS.request_id.response }),
+    ),
+  },
+  { ...closed, description: 'http: give every request an ID, sent to the backend and written to the access log (request_id).' },
+);
+
+const TraceSchema = Type.Object(
+  {
+    traceparent: oneOf(['propagate', 'create'] as const, {
+      description:
+        'W3C Trace Context: "propagate" forwards a valid traceparent (and its tracestate) unchanged and drops an ' +
+        'invalid one; "create" does the same and also starts a new trace when the request has no valid traceparent.',
+    }),
+    sampled: Type.Optional(
+      Type.Boolean({ description: 'The sampled flag of a traceparent lb creates.', default: DEFAULTS.trace.sampled }),
+    ),
+  },
+  { ...closed, description: 'http: W3C traceparent handling; the trace ID goes to the access log (trace_id).' },
+);
+
 const ListenerSchema = Type.Object(
   {
     protocol: oneOf(['http', 'tcp'] as const, {
@@ -467,6 +512,11 @@ const ListenerSchema = Type.Object(
         default: DEFAULTS.listener.proxy_protocol,
       }),
     ),
+    rate_limit: Type.Optional(
+      Type.String({ minLength: 1, description: 'http: name of a [rate_limits.NAME] table applied to every request of this listener.' }),
+    ),
+    request_id: Type.Optional(RequestIdSchema),
+    trace: Type.Optional(TraceSchema),
   },
   { ...closed, description: 'A listener: where clients connect.' },
 );
@@ -856,12 +906,70 @@ const PoolSchema = Type.Object(
   { ...closed, description: 'A pool of backends and how traffic is spread over them.' },
 );
 
+const RateLimitSchema = Type.Object(
+  {
+    rate: Type.Integer({ minimum: 1, maximum: 1_000_000_000, description: 'Requests admitted per `per`, on average.' }),
+    per: Type.Optional(duration('The period `rate` is counted over.', DEFAULTS.rate_limit.per)),
+    burst: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1_000_000_000,
+        description: 'Bucket size: requests admitted at once after an idle period. Default: `rate`.',
+      }),
+    ),
+    key: Type.Optional(
+      Type.String({
+        pattern: RATE_KEY_PATTERN,
+        description:
+          'What gets its own bucket: client-ip, header:NAME, cookie:NAME, query:NAME, path (as hash_key), or ' +
+          '"route" / "listener" (one bucket for every request of the route or listener using the limit). ' +
+          'Requests without the header, cookie or parameter share one bucket.',
+        default: DEFAULTS.rate_limit.key,
+      }),
+    ),
+    scope: Type.Optional(
+      oneOf(['local', 'global'] as const, {
+        description: '"local": exact for this lb instance (all its workers share each bucket); "global": shared by every lb instance using the same [redis].',
+        default: DEFAULTS.rate_limit.scope,
+      }),
+    ),
+    max_keys: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 10_000_000,
+        description: 'Most buckets kept; past it the least recently used bucket is forgotten (its key starts again with a full bucket).',
+        default: DEFAULTS.rate_limit.max_keys,
+      }),
+    ),
+  },
+  { ...closed, description: 'A token-bucket rate limit, used by name from listeners and routes (rate_limit = "NAME").' },
+);
+
+const RedisSchema = Type.Object(
+  {
+    address: address('Redis server for global rate limits.', ['127.0.0.1:6379']),
+    timeout: Type.Optional(
+      duration('Longest wait for a Redis answer before the waiting requests are decided by the local fallback (a late answer still counts: its tokens are held, not lost).', DEFAULTS.redis.timeout),
+    ),
+    prefix: Type.Optional(Type.String({ description: 'Prefix of every Redis key lb writes.', default: DEFAULTS.redis.prefix })),
+  },
+  { ...closed, description: 'Redis, for rate limits with scope = "global".' },
+);
+
 export const ConfigSchema = Type.Object(
   {
     daemon: Type.Optional(DaemonSchema),
     admin: Type.Optional(AdminSchema),
     metrics: Type.Optional(MetricsSchema),
     log: Type.Optional(LogSchema),
+    redis: Type.Optional(RedisSchema),
+    rate_limits: Type.Optional(
+      Type.Record(Type.String({ pattern: NAME_PATTERN }), RateLimitSchema, {
+        ...closed,
+        description: 'Rate limits by name ([rate_limits.NAME]).',
+        default: {},
+      }),
+    ),
     listeners: Type.Record(Type.String({ pattern: NAME_PATTERN }), ListenerSchema, {
       ...closed,
       minProperties: 1,

@@ -80,6 +80,8 @@ export function accessLog(logger: Logger, r: RequestRecord): void {
     s += ',"client_verify":' + q(cc.verify);
     if (cc.subject !== undefined) s += ',"client_subject":' + q(cc.subject);
   }
+  if (r.requestId !== undefined) s += ',"request_id":' + q(r.requestId);
+  if (r.traceId !== undefined) s += ',"trace_id":' + q(r.traceId);
   batch(streamOf(logger), s + ',"msg":"access"}\n');
 }
 

@@ -863,7 +863,7 @@ t.test('config/lb.schema.json is what gen-schema.ts writes', async (t) => {
   const checkedIn = await readFile(new URL('../../config/lb.schema.json', import.meta.url), 'utf8');
   t.ok(checkedIn === jsonSchemaText(), 'up to date (regenerate with: node dist/config/gen-schema.js)');
   const schema = JSON.parse(checkedIn) as { properties: Record<string, unknown> };
-  t.same(Object.keys(schema.properties), ['daemon', 'admin', 'metrics', 'log', 'listeners', 'pools']);
+  t.same(Object.keys(schema.properties), ['daemon', 'admin', 'metrics', 'log', 'redis', 'rate_limits', 'listeners', 'pools']);
   // Editors compile patterns as Unicode regular expressions; every pattern must be valid as one.
   const patterns = [...checkedIn.matchAll(/"pattern": ("(?:[^"\\]|\\.)*")/g)].map((m) => JSON.parse(m[1] as string) as string);
   t.ok(patterns.length >= 8, 'patterns found');

@@ -31,7 +31,9 @@ export type ToWorker =
   | { t: 'inflight'; id: number }
   | { t: 'metrics'; id: number }
   | { t: 'stop'; graceMs: number }
-  | { t: 'test-block'; ms: number };
+  | { t: 'test-block'; ms: number }
+  /** Answer to `rl-take` (rate-lease.ts): tokens leased, tokens left in the bucket, ms until more. */
+  | { t: 'rl-grant'; id: number; granted: number; remaining: number; waitMs: number };
 
 /** Worker → primary. */
 export type FromWorker =
@@ -49,6 +51,9 @@ export type FromWorker =
   /** Attempts and successes per backend ([name, total, ok]) since the last report (passive.success_rate). */
   | { t: 'outcomes'; pool: string; counts: Array<[string, number, number]> }
   | { t: 'recovered'; pool: string; backend: string }
+  /** Rate limiting (src/dataplane/rate-limit.ts): a batch of tokens asked for, or unused ones given back. */
+  | { t: 'rl-take'; id: number; limit: string; key: string; want: number }
+  | { t: 'rl-return'; limit: string; key: string; n: number }
   | { t: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
 
 export function isMessage(m: unknown): m is { t: string } {

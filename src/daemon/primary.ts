@@ -25,6 +25,7 @@ import { createLogger, who, type Logger } from '../log.js';
 import type { FailureReason } from '../dataplane/events.js';
 import type { InflightReport } from '../dataplane/dataplane.js';
 import { isMessage, sendToWorker as send, type FromWorker, type ToWorker } from './messages.js';
+import { RateLeaser } from './rate-lease.js';
 import { honoursWeights, savedState, StateStore, stateOf, type BackendRecord } from './state.js';
 import { readStateFile, writeStateFile, type ReadResult } from './state-file.js';
 import { ADMIN_SOURCE, Membership, MembershipError, type Member } from './membership.js';
@@ -111,6 +112,8 @@ export class Primary {
   private removalBusy = false;
   /** Runtime split weights (`lb split`), pushed to every worker and kept in the state file. */
   private splits: SplitOverrides = {};
+  /** Rate-limit buckets of this instance, leased to workers. */
+  private readonly rates = new RateLeaser(() => this.logger);
 
   constructor(private readonly configFile: string) {
     this.logger = createLogger('info', { role: 'primary' });
@@ -145,6 +148,7 @@ export class Primary {
     this.generation = 1;
     this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
+    this.rates.apply(config);
     const saved = readStateFile(config.daemon.stateFile);
     this.restoring = true;
     this.restoreMembers(saved);
@@ -276,6 +280,10 @@ export class Primary {
   private onMessage(w: Worker, m: unknown): void {
     if (!isMessage(m)) return;
     const msg = m as FromWorker;
+    if (msg.t === 'rl-take' || msg.t === 'rl-return') {
+      this.rates.onMessage(w, msg);
+      return;
+    }
     if ('id' in msg && typeof msg.id === 'number') {
       const p = this.pending.get(msg.id);
       if (p) {
@@ -838,6 +846,7 @@ export class Primary {
     this.generation = generation;
     if (old.log.level !== config.log.level) this.logger = createLogger(config.log.level, { role: 'primary' });
     this.state.apply(config);
+    this.rates.apply(config);
     const ignoring = await this.dropIgnoredWeights();
     const { kept: splits, dropped: splitsDropped } = keepFitting(config, this.splits);
     this.splits = splits;

@@ -10,6 +10,7 @@ import { DataPlane } from '../dataplane/dataplane.js';
 import type { DataPlaneEvents, RequestRecord } from '../dataplane/events.js';
 import { isMessage, type FromWorker, type ToWorker } from './messages.js';
 import { WorkerMetrics } from '../metrics/worker.js';
+import { rateLimiters } from '../dataplane/rate-limit.js';
 
 /** How often a worker reports attempt outcomes for success-rate outlier detection. */
 const OUTCOME_REPORT_MS = 1000;
@@ -46,6 +47,7 @@ export function runWorker(): void {
     },
   };
   const dp = new DataPlane(events);
+  rateLimiters.send = send;
   let stopping = false;
   // Success-rate outlier detection: each second, every backend's attempts and successes since the last
   // report go to the primary, which judges them over passive.success_rate.interval (src/health/outlier.ts).
@@ -75,6 +77,8 @@ export function runWorker(): void {
         const level = msg.config.log.level;
         if (logger.level !== level) logger = createLogger(level, { role: 'worker', worker: cluster.worker?.id });
         access = msg.config.log.access;
+        // Before the listeners of this config are built: they take their limiters from it.
+        rateLimiters.update(msg.config.rateLimits ?? {}, msg.config.daemon.workers);
         const messages = (errors: Error[]): string[] => errors.map((e) => e.message);
         const failed = (err: Error): string[] => [err.stack ?? err.message];
         if (msg.t === 'config') {
@@ -115,6 +119,9 @@ export function runWorker(): void {
         break;
       case 'splits':
         dp.setSplits(msg.splits);
+        break;
+      case 'rl-grant':
+        rateLimiters.onGrant(msg.id, msg.granted, msg.remaining, msg.waitMs);
         break;
       case 'control':
         // Before the first config is applied there is no pool to control: wait for it (IPC order kept).

@@ -27,6 +27,11 @@ export interface RequestRecord {
   readonly clientCert?: ClientCert | undefined;
   /** http: the name of the route that matched; undefined when none did (the listener's pool served). */
   readonly route?: string;
+  /** The rate limit that refused the request (429). */
+  readonly limited?: string | undefined;
+  /** Request and trace IDs (request_id, trace on the listener). */
+  readonly requestId?: string | undefined;
+  readonly traceId?: string | undefined;
 }
 
 export interface DataPlaneEvents {

@@ -15,6 +15,8 @@ import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
 import type { CompiledRoute, SplitOverrides } from './route-match.js';
 import { applyRewrite, redirectLocation, rewritePath, writeRedirect, writeRespond, type RewriteContext } from './rewrite.js';
+import { admit, policyFor, type LocalExtra, type RequestPolicy } from './request-policy.js';
+import type { RequestTags } from './request-id.js';
 import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from './listener.js';
 import { OpenSet } from './open-set.js';
 import { adoptFromParent, readProxyHeader } from './proxy-protocol.js';
@@ -34,6 +36,8 @@ export class HttpListener implements Listener, ListenerInfo {
   cfg: ListenerConfig;
   readonly tls: boolean;
   private router: Router;
+  /** Rate limit and request IDs of the listener (request-policy.ts); undefined when it has neither. */
+  private policy: RequestPolicy | undefined;
   private readonly server: net.Server;
   /** proxy_protocol with tls: the TLS server connections are handed to once their PROXY header is read. */
   private readonly tlsServer: net.Server | undefined;
@@ -53,6 +57,7 @@ export class HttpListener implements Listener, ListenerInfo {
     this.tls = !!tls;
     this.material = tls;
     this.router = new Router(cfg, pools, splits);
+    this.policy = policyFor(cfg);
     this.front = new FrontServer(
       { maxHeaderSize: cfg.maxHeaderSize, headersTimeoutMs: cfg.clientHeaderTimeoutMs, keepAliveTimeoutMs: cfg.idleTimeoutMs },
       {
@@ -140,10 +145,12 @@ export class HttpListener implements Listener, ListenerInfo {
   /** A reloaded listener config (routes, default pool, timeouts, re-read certificates), applied in place. */
   prepareUpdate(cfg: ListenerConfig, pools: ReadonlyMap<string, BackendPool>, splits?: SplitOverrides): () => void {
     const router = new Router(cfg, pools, splits);
+    const policy = policyFor(cfg);
     const certificates = this.material && cfg.tls ? this.material.prepare(cfg.tls) : undefined;
     return () => {
       this.cfg = cfg;
       this.router = router;
+      this.policy = policy;
       // Open connections take the new durations at their next wait for a head or a request.
       this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
       this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
@@ -191,9 +198,22 @@ export class HttpListener implements Listener, ListenerInfo {
       }
       return;
     }
+    const route = this.router.route(scan.host, target, req);
+    if (this.policy !== undefined || route?.limit !== undefined) {
+      admit(this, this.policy, route, req, res, scan, target);
+      return;
+    }
+    this.forward(route, req, res, scan, target);
+  };
+
+  /**
+   * Proxies a request as `route` says (undefined: the listener's pool); `tags` are its request ID and trace
+   * ID when the listener sets them.
+   */
+  forward(route: CompiledRoute | undefined, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
     // req.body: a stream when the head announces a body (Content-Length > 0 or Transfer-Encoding).
     if (!req.body) {
-      this.dispatch(req, res, scan, target);
+      this.dispatch(route, req, res, scan, target, tags);
       return;
     }
     // The request is handed over from inside the parser, before it has parsed the body bytes that came in
@@ -202,32 +222,32 @@ export class HttpListener implements Listener, ListenerInfo {
     // arrive later cut the upstream request before it is complete.
     setImmediate(() => {
       if (res.ended || res.destroyed || !req.socket.writable) return;
-      this.dispatch(req, res, scan, target);
+      this.dispatch(route, req, res, scan, target, tags);
     });
-  };
-
-  /** Routes one request: the listener's pool, a plain route's pool, or what a route with more asks for. */
-  private dispatch(req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string): void {
-    const route = this.router.route(scan.host, target, req);
-    if (route === undefined) new ProxyCall(this, this.router.fallback, req, res, scan, target).start();
-    else if (route.plain) new ProxyCall(this, route.pool!, req, res, scan, target, route).start();
-    else this.dispatchRoute(route, req, res, scan, target);
   }
 
-  private dispatchRoute(route: CompiledRoute, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string): void {
+  /** Serves one routed request: the listener's pool, a plain route's pool, or what a route with more asks for. */
+  private dispatch(route: CompiledRoute | undefined, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
+    if (route === undefined) new ProxyCall(this, this.router.fallback, req, res, scan, target, undefined, undefined, tags).start();
+    else if (route.plain) new ProxyCall(this, route.pool!, req, res, scan, target, route, undefined, tags).start();
+    else this.dispatchRoute(route, req, res, scan, target, tags);
+  }
+
+  private dispatchRoute(route: CompiledRoute, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags: RequestTags | undefined): void {
+    const ids = tags !== undefined ? { requestId: tags.requestId, traceId: tags.traceId } : undefined;
     if (route.redirect) {
       const location = redirectLocation(route.redirect, target, scan.host, this.tls);
       if (location === undefined) {
-        this.refuse(req, res, 400, `route ${route.name} redirects to the request's host, and the request has none`, route.name);
+        this.refuse(req, res, 400, `route ${route.name} redirects to the request's host, and the request has none`, { route: route.name, ...ids });
         return;
       }
       writeRedirect(res, route.redirect.code, location, req.body !== null);
-      this.local(route.redirect.code, undefined, req, undefined, route.name);
+      this.local(route.redirect.code, undefined, req, undefined, { route: route.name, ...ids });
       return;
     }
     if (route.respond) {
       writeRespond(res, route.respond, req.body !== null);
-      this.local(route.respond.status, undefined, req, undefined, route.name);
+      this.local(route.respond.status, undefined, req, undefined, { route: route.name, ...ids });
       return;
     }
     const pool = route.split ? route.split.pick(req) : route.pool!;
@@ -237,20 +257,20 @@ export class HttpListener implements Listener, ListenerInfo {
       ctx = { req, headers: scan.headers, host: scan.host, tls: this.tls, route: route.name };
       if (route.requestRewrite) scan.headers = applyRewrite(scan.headers, route.requestRewrite, ctx);
     }
-    new ProxyCall(this, pool, req, res, scan, path, route, ctx).start();
+    new ProxyCall(this, pool, req, res, scan, path, route, ctx, tags).start();
   }
 
   /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
-  private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string, route?: string): void {
+  private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string, extra?: LocalExtra): void {
     replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true);
-    this.local(status, reason, req, undefined, route);
+    this.local(status, reason, req, undefined, extra);
   }
 
   /**
    * Counts and logs a response lb produced itself (no pool, no backend): refusals, malformed requests,
    * timeouts. `req` is undefined when no request head could be parsed.
    */
-  private local(status: number, reason: string | undefined, req: FrontRequest | undefined, socket?: net.Socket, route?: string): void {
+  local(status: number, reason: string | undefined, req: FrontRequest | undefined, socket?: net.Socket, extra?: LocalExtra): void {
     this.events.done({
       kind: 'http',
       listener: this.name,
@@ -265,7 +285,10 @@ export class HttpListener implements Listener, ListenerInfo {
       seconds: 0,
       retries: 0,
       error: reason,
-      route,
+      route: extra?.route,
+      limited: extra?.limited,
+      requestId: extra?.requestId,
+      traceId: extra?.traceId,
     });
   }
 

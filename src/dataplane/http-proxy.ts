@@ -25,6 +25,7 @@ import { forwardableTrailers, validHost } from './fields.js';
 import { CLIENT_CERT_FIELDS, knownClientCert } from './client-cert.js';
 import { applyRewrite, type RewriteContext } from './rewrite.js';
 import type { CompiledRoute } from './route-match.js';
+import { withRequestId, type RequestTags } from './request-id.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), the framing ones (lb frames what it forwards from what its parser
@@ -286,6 +287,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     /** The route that matched (undefined: the listener's pool), and the context of its rewrites. */
     private readonly route?: CompiledRoute,
     private readonly rewriteContext?: RewriteContext,
+    /** Request and trace IDs (request-id.ts), when the listener sets them. */
+    private readonly tags?: RequestTags,
   ) {
     this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
@@ -435,7 +438,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     const body = this.req.body;
     if (!keepAlive && body && !body.readableEnded) res.shouldKeepAlive = false;
     res.transferCodings = codings;
-    res.writeHead(statusCode, statusText, headers);
+    res.writeHead(statusCode, statusText, this.tags === undefined ? headers : withRequestId(headers, this.tags));
     this.noteSuccess();
     return true;
   }
@@ -686,6 +689,9 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       error: this.error,
       clientCert: knownClientCert(this.socket),
       route: this.route?.name,
+      limited: undefined,
+      requestId: this.tags?.requestId,
+      traceId: this.tags?.traceId,
     });
   }
 }

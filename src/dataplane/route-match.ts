@@ -26,6 +26,7 @@ import { routeName } from '../../config/model.js';
 import { murmur3_32 } from '../../algorithms/hash.js';
 import type { FrontRequest } from './http-server.js';
 import type { BackendPool } from './pool.js';
+import { rateLimiters, type RateLimiter } from './rate-limit.js';
 import { cookieValue, requestKey } from './request-key.js';
 import { compileRespond, compileRewrite, type CompiledRespond, type CompiledRewrite } from './rewrite.js';
 import type { RedirectConfig } from '../../config/model.js';
@@ -277,6 +278,10 @@ export class CompiledRoute {
   readonly addPrefix: string | undefined;
   readonly redirect: RedirectConfig | undefined;
   readonly respond: CompiledRespond | undefined;
+  /** The route's `rate_limit` (rate-limit.ts); undefined for none. */
+  readonly limit: RateLimiter | undefined;
+  /** The key of a rate limit with key = "route": the route's index in the listener's routes. */
+  readonly id: string;
 
   constructor(listener: ListenerConfig, index: number, r: RouteConfig, pool: (name: string) => BackendPool) {
     const predicates: Predicate[] = [];
@@ -308,6 +313,8 @@ export class CompiledRoute {
     this.addPrefix = r.addPrefix;
     this.redirect = r.redirect;
     this.respond = r.respond ? compileRespond(r.respond) : undefined;
+    this.limit = rateLimiters.get(r.rateLimit);
+    this.id = String(index);
     this.plain =
       this.pool !== undefined && !this.split && !this.requestRewrite && !this.responseRewrite &&
       this.stripPrefix === undefined && this.addPrefix === undefined && !this.redirect && !this.respond;

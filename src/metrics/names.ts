@@ -107,6 +107,13 @@ export const METRICS = {
     labels: ['pool', 'backend'],
     where: 'primary',
   },
+  rateLimited: {
+    name: 'lb_rate_limited_total',
+    type: 'counter',
+    help: 'HTTP requests refused with 429 by a rate limit, by listener and limit (rate_limits.NAME).',
+    labels: ['listener', 'limit'],
+    where: 'worker',
+  },
   backendUp: {
     name: 'lb_backend_up',
     type: 'gauge',

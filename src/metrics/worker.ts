@@ -48,6 +48,8 @@ export class WorkerMetrics {
   private readonly failures = new Map<string, Map<string, Map<string, Series>>>();
   /** listener -> reason -> connections refused for their PROXY header. */
   private readonly proxyRefusals = new Map<string, Map<string, Series>>();
+  /** listener -> limit -> requests refused by a rate limit. */
+  private readonly limited = new Map<string, Map<string, Series>>();
   private readonly registry = new Registry();
   private pools: ReadonlyMap<string, BackendPool> = new Map();
 
@@ -79,9 +81,18 @@ export class WorkerMetrics {
       let i = 0;
       while (i < NB && sec > DURATION_BUCKETS[i]!) i++;
       h.counts[i]!++;
+      if (r.limited !== undefined) this.rateLimited(r.listener, r.limited);
     } else {
       bump3(this.conns, r.listener, r.pool, r.backend, () => ({ listener: r.listener, pool: r.pool, backend: r.backend }));
     }
+  }
+
+  private rateLimited(listener: string, limit: string): void {
+    let m = this.limited.get(listener);
+    if (m === undefined) this.limited.set(listener, (m = new Map()));
+    const s = m.get(limit);
+    if (s !== undefined) s.value++;
+    else m.set(limit, { labels: { listener, limit }, value: 1 });
   }
 
   /** Hot-ish path: a failed request/connection to a backend. */
@@ -162,6 +173,9 @@ export class WorkerMetrics {
     for (const m of this.proxyRefusals.values()) for (const s of m.values()) refusals.push({ labels: s.labels, value: s.value });
     out.push(series(METRICS.proxyProtocolErrors, refusals));
     out.push(series(METRICS.routeRequests, flatten3(this.routes)));
+    const limited: Series[] = [];
+    for (const m of this.limited.values()) for (const s of m.values()) limited.push({ labels: s.labels, value: s.value });
+    out.push(series(METRICS.rateLimited, limited));
     const inflight: Series[] = [];
     for (const [pool, p] of pools) for (const b of p.backends) inflight.push({ labels: { pool, backend: b.name }, value: b.inflight });
     out.push(series(METRICS.backendInflight, inflight));
