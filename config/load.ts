@@ -1006,7 +1006,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       issues.report([...path, 'routes'], 'routes apply to http listeners only (this one has protocol = "tcp")');
     } else {
       const routeNames = new Map<string, number>();
-      const ctx = { report: (at: PathSegment[], m: string) => issues.report(at, m), checkPool, parseHashKey, dir };
+      const ctx = { report: (at: PathSegment[], m: string) => issues.report(at, m), checkPool, checkLimit, parseHashKey, dir };
       routeList.forEach((r, i) => {
         if (!isTable(r)) return;
         const route = buildRoute(r, [...path, 'routes', i], ctx);

@@ -15,6 +15,8 @@ export interface RouteContext {
   report(at: PathSegment[], message: string): void;
   /** Checks `t.pool` names a pool (reports it otherwise) and returns it. */
   checkPool(t: Table, path: PathSegment[]): string;
+  /** Checks `t.rate_limit` names a [rate_limits] table (reports it otherwise) and returns it. */
+  checkLimit(t: Table, path: PathSegment[]): string | undefined;
   parseHashKey(text: string): { ok: true; key: HashKey } | { ok: false; error: string };
   /** The config file's directory (body_file is relative to it). */
   dir: string;
@@ -34,6 +36,8 @@ export function buildRoute(r: Table, path: PathSegment[], ctx: RouteContext): Ro
   if (host !== undefined) out.host = host.toLowerCase().replace(/\.$/, '');
   const pathPrefix = str(r, 'path_prefix');
   if (pathPrefix !== undefined) out.pathPrefix = pathPrefix;
+  const rateLimit = ctx.checkLimit(r, path);
+  if (rateLimit !== undefined) out.rateLimit = rateLimit;
   if (Array.isArray(r['methods'])) out.methods = (r['methods'] as unknown[]).filter((m): m is string => typeof m === 'string');
 
   for (const [key, kind] of [['headers', 'header'], ['cookies', 'cookie'], ['query', 'query']] as const) {
