@@ -172,7 +172,10 @@ export class Report {
   write(dir: string, results: unknown): string {
     fs.mkdirSync(dir, { recursive: true });
     for (const [file, svg] of this.charts) fs.writeFileSync(path.join(dir, file), svg);
-    fs.writeFileSync(path.join(dir, 'results.json'), JSON.stringify({ machine: this.machineInfo, results }, null, 2) + '\n');
+    // Paths inside the project are written relative to it: a report names files, not one machine's layout.
+    const relative = (_k: string, v: unknown): unknown =>
+      typeof v === 'string' && v.startsWith(PROJECT_ROOT + path.sep) ? path.relative(PROJECT_ROOT, v) : v;
+    fs.writeFileSync(path.join(dir, 'results.json'), JSON.stringify({ machine: this.machineInfo, results }, relative, 2) + '\n');
     const readme = path.join(dir, 'README.md');
     fs.writeFileSync(readme, this.markdown());
     return readme;
