@@ -173,8 +173,8 @@ export class Report {
     fs.mkdirSync(dir, { recursive: true });
     for (const [file, svg] of this.charts) fs.writeFileSync(path.join(dir, file), svg);
     // Paths inside the project are written relative to it: a report names files, not one machine's layout.
-    const relative = (_k: string, v: unknown): unknown =>
-      typeof v === 'string' && v.startsWith(PROJECT_ROOT + path.sep) ? path.relative(PROJECT_ROOT, v) : v;
+    const root = path.resolve(PROJECT_ROOT) + path.sep;
+    const relative = (_k: string, v: unknown): unknown => (typeof v === 'string' && v.startsWith(root) ? path.relative(root, v) : v);
     fs.writeFileSync(path.join(dir, 'results.json'), JSON.stringify({ machine: this.machineInfo, results }, relative, 2) + '\n');
     const readme = path.join(dir, 'README.md');
     fs.writeFileSync(readme, this.markdown());
