@@ -42,7 +42,7 @@ for (const algorithm of ['maglev', 'consistent-hash']) {
         port,
         `[pools.app]\nalgorithm = "${algorithm}"\nhash_key = "header:x-user"\nslow_start = "20s"\n` +
           `backends = ${backends(ups.map((u) => ({ name: u.name, port: u.port })))}\n` +
-          `[pools.app.health_check]\ntype = "http"\npath = "/healthz"\ninterval = "200ms"\ntimeout = "2s"\nrise = 1\nfall = 2\n`,
+          `[pools.app.health_check]\ntype = "http"\npath = "/healthz"\ninterval = "500ms"\ntimeout = "500ms"\nrise = 1\nfall = 2\n`,
       ),
       [port],
     );
@@ -81,8 +81,8 @@ for (const algorithm of ['maglev', 'consistent-hash']) {
     let movedAmongOthers = 0;
     let leftU4 = 0;
     let prev = before;
-    // (Checks time out only after 2 s and need two failures: on a loaded machine a slow check must not mark
-    // u1-u3 down, which would move keys for a reason other than the ramp.)
+    // (Checks time out after 500 ms, the interval, and need two failures: on a loaded machine one slow check
+    // must not mark u1-u3 down, which would move keys for a reason other than the ramp.)
     // Rounds until the ramp (20 s) is over by the status (no `ramp` any more) and two rounds in a row agree
     // (the worker has the last step too): then u4 holds its full share.
     let rounds = 0;
