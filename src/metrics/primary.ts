@@ -122,73 +122,54 @@ export class MetricsServer {
     g(METRICS.backendDrain, (r) => (stateOf(r) === 'drain' ? 1 : 0));
     g(METRICS.backendMaint, (r) => (stateOf(r) === 'maint' ? 1 : 0));
     g(METRICS.backendWeight, (r) => p.state.control(r).weight);
-    new Counter({
-      name: METRICS.healthChecks.name,
-      help: METRICS.healthChecks.help,
-      labelNames: [...METRICS.healthChecks.labels],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const c of p.health.checkCounts()) this.inc({ pool: c.pool, backend: c.backend, result: c.result }, c.value);
-      },
+    /** A counter or gauge whose series `fill` writes at each scrape (after a reset: departed series go). */
+    const collected = (
+      kind: 'counter' | 'gauge',
+      m: { readonly name: string; readonly help: string; readonly labels: readonly string[] },
+      fill: (put: (labels: Record<string, string>, value: number) => void) => void,
+    ): void => {
+      const opts = { name: m.name, help: m.help, labelNames: [...m.labels], registers: [this.registry] };
+      if (kind === 'gauge') {
+        new Gauge({
+          ...opts,
+          collect() {
+            this.reset();
+            fill((labels, v) => this.set(labels, v));
+          },
+        });
+      } else {
+        new Counter({
+          ...opts,
+          collect() {
+            this.reset();
+            fill((labels, v) => this.inc(labels, v));
+          },
+        });
+      }
+    };
+    collected('counter', METRICS.healthChecks, (put) => {
+      for (const c of p.health.checkCounts()) put({ pool: c.pool, backend: c.backend, result: c.result }, c.value);
     });
     // DNS discovery, per pool with a discovery table (a pool that loses it loses its series).
-    const perPool = (m: (typeof METRICS)['discoveryStale' | 'discoveryChanges'], value: (c: PoolDiscoveryCounts) => number): Counter =>
-      new Counter({
-        name: m.name,
-        help: m.help,
-        labelNames: [...m.labels],
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [pool, c] of p.discovery.counts()) this.inc({ pool }, value(c));
-        },
+    const perPool = (kind: 'counter' | 'gauge', m: (typeof METRICS)['discoveryStale' | 'discoveryChanges' | 'discoveryBackends'], value: (c: PoolDiscoveryCounts) => number): void =>
+      collected(kind, m, (put) => {
+        for (const [pool, c] of p.discovery.counts()) put({ pool }, value(c));
       });
-    perPool(METRICS.discoveryStale, (c) => c.stale);
-    perPool(METRICS.discoveryChanges, (c) => c.changes);
-    new Gauge({
-      name: METRICS.discoveryBackends.name,
-      help: METRICS.discoveryBackends.help,
-      labelNames: [...METRICS.discoveryBackends.labels],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [pool, c] of p.discovery.counts()) this.set({ pool }, c.backends);
-      },
+    perPool('counter', METRICS.discoveryStale, (c) => c.stale);
+    perPool('counter', METRICS.discoveryChanges, (c) => c.changes);
+    perPool('gauge', METRICS.discoveryBackends, (c) => c.backends);
+    collected('counter', METRICS.discoveryRefreshes, (put) => {
+      for (const [pool, c] of p.discovery.counts()) {
+        put({ pool, result: 'ok' }, c.ok);
+        put({ pool, result: 'error' }, c.error);
+      }
     });
-    new Counter({
-      name: METRICS.discoveryRefreshes.name,
-      help: METRICS.discoveryRefreshes.help,
-      labelNames: [...METRICS.discoveryRefreshes.labels],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [pool, c] of p.discovery.counts()) {
-          this.inc({ pool, result: 'ok' }, c.ok);
-          this.inc({ pool, result: 'error' }, c.error);
-        }
-      },
-    });
-    new Counter({
-      name: METRICS.outlierEjections.name,
-      help: METRICS.outlierEjections.help,
-      labelNames: [...METRICS.outlierEjections.labels],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const c of p.health.ejectionCounts()) this.inc({ pool: c.pool, backend: c.backend }, c.value);
-      },
+    collected('counter', METRICS.outlierEjections, (put) => {
+      for (const c of p.health.ejectionCounts()) put({ pool: c.pool, backend: c.backend }, c.value);
     });
     // Plain numbers behind the counters: carried synchronously to a successor (metrics.listen moved).
-    new Counter({
-      name: METRICS.configReloads.name,
-      help: METRICS.configReloads.help,
-      labelNames: [...METRICS.configReloads.labels],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [result, n] of Object.entries(self.reloadCounts)) this.inc({ result }, n);
-      },
+    collected('counter', METRICS.configReloads, (put) => {
+      for (const [result, n] of Object.entries(self.reloadCounts)) put({ result }, n);
     });
     new Counter({
       name: METRICS.workerRestarts.name,
