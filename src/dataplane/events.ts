@@ -50,6 +50,8 @@ export interface DataPlaneEvents {
    * peer, `reason` one of proxy-protocol.ts ProxyErrorReason.
    */
   proxyRefused?(listener: string, reason: string, client: string, detail: string): void;
+  /** An HTTP/2 client reset more streams than lb allows (rapid reset): its connection got GOAWAY and was closed. */
+  h2Flood?(listener: string, client: string, resets: number): void;
 }
 
 export const noEvents: DataPlaneEvents = {
