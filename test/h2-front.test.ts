@@ -9,50 +9,9 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { freePort, httpConfig, startLb, startUpstream, tmpdir } from './helpers/lb.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
-
-interface H2Reply {
-  status: number;
-  headers: http2.IncomingHttpHeaders;
-  body: string;
-  trailers?: http2.IncomingHttpHeaders;
-}
-
-export function h2request(
-  session: http2.ClientHttp2Session,
-  headers: http2.OutgoingHttpHeaders,
-  body?: string | Buffer,
-): Promise<H2Reply> {
-  return new Promise((resolve, reject) => {
-    const s = session.request(headers, { endStream: body === undefined });
-    let status = 0;
-    let h: http2.IncomingHttpHeaders = {};
-    let trailers: http2.IncomingHttpHeaders | undefined;
-    const chunks: Buffer[] = [];
-    s.on('response', (r) => {
-      h = r;
-      status = Number(r[':status']);
-    });
-    s.on('trailers', (tr) => (trailers = tr));
-    s.on('data', (d: Buffer) => chunks.push(d));
-    s.on('end', () => resolve({ status, headers: h, body: Buffer.concat(chunks).toString(), trailers }));
-    s.on('error', reject);
-    if (body !== undefined) s.end(body);
-  });
-}
-
-export function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args);
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+import { h2request, run } from './helpers/h2.js';
 
 /** A backend that answers with what it saw: method, url, HTTP version, headers and body as JSON. */
 async function echoUpstream() {

@@ -32,6 +32,8 @@ export interface RequestRecord {
   /** Request and trace IDs (request_id, trace on the listener). */
   readonly requestId?: string | undefined;
   readonly traceId?: string | undefined;
+  /** "h2" for an HTTP/2 stream; undefined for HTTP/1.x. */
+  readonly proto?: 'h2' | undefined;
 }
 
 export interface DataPlaneEvents {

@@ -67,6 +67,8 @@ class H2Conn {
   open = 0;
   resets = 0;
   windowStart = 0;
+  /** Sent GOAWAY ENHANCE_YOUR_CALM; closing. */
+  flooded = false;
   constructor(
     readonly socket: net.Socket,
     readonly session: http2.ServerHttp2Session,
@@ -162,7 +164,7 @@ export class H2Front {
 
   /** A stream the client reset before lb finished answering it (see the header: rapid reset). */
   private clientReset(conn: H2Conn): void {
-    if (conn.session.destroyed || conn.session.closed) return;
+    if (conn.flooded || conn.session.destroyed || conn.session.closed) return;
     const now = performance.now();
     if (now - conn.windowStart > RESET_WINDOW_MS) {
       conn.windowStart = now;
@@ -170,6 +172,7 @@ export class H2Front {
     }
     if (++conn.resets <= resetLimit(this.limits.maxConcurrentStreams)) return;
     const resets = conn.resets;
+    conn.flooded = true;
     conn.session.goaway(H2.NGHTTP2_ENHANCE_YOUR_CALM);
     // The GOAWAY is written before the socket closes (destroy flushes what nghttp2 has queued).
     setImmediate(() => conn.session.destroy());

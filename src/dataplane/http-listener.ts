@@ -327,6 +327,7 @@ export class HttpListener implements Listener, ListenerInfo {
       limited: extra?.limited,
       requestId: extra?.requestId,
       traceId: extra?.traceId,
+      proto: req?.httpVersionMajor === 2 ? 'h2' : undefined,
     });
   }
 

@@ -683,7 +683,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       path: this.req.url,
       client: this.socket.remoteAddress ?? '',
       // The declared body size; for chunked bodies and tunnels, what the connection read after the head.
-      bytesIn: framing >= 0 && !this.tunnel ? framing : this.socket.bytesRead - this.bytesReadAtStart,
+      // (HTTP/2: the stream's own DATA bytes; the connection carries other streams.)
+      bytesIn: framing >= 0 && !this.tunnel ? framing : this.req.httpVersionMajor === 2 ? (this.req.body as { bytes?: number } | null)?.bytes ?? 0 : this.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,
@@ -693,6 +694,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       limited: undefined,
       requestId: this.tags?.requestId,
       traceId: this.tags?.traceId,
+      proto: this.req.httpVersionMajor === 2 ? 'h2' : undefined,
     });
   }
 }
