@@ -15,7 +15,7 @@ import type { Backend } from './backend.js';
 import type { RequestQueue, ShedReason, Waiter } from './queue.js';
 import type { RetryBudget } from './retry-budget.js';
 import type { DataPlaneEvents, FailureReason } from './events.js';
-import type { FrontRequest, FrontResponse } from './http-server.js';
+import type { HttpRequest, HttpResponse } from './exchange.js';
 import type net from 'node:net';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
@@ -106,7 +106,7 @@ export interface ScannedRequest {
  * `Connection: upgrade`. Content-Length and Transfer-Encoding never pass: the upstream client frames the
  * body from req.framing.
  */
-export function scanRequest(req: FrontRequest, tls: boolean, authority?: string): ScannedRequest {
+export function scanRequest(req: HttpRequest, tls: boolean, authority?: string): ScannedRequest {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let xff: string | undefined;
@@ -224,7 +224,7 @@ function classify(err: Error & { code?: string; tls?: string }, connected: boole
   return 'protocol';
 }
 /** Writes a short plain-text error response (503/502/504/400), unless a response has started. */
-export function replyError(res: FrontResponse, status: number, message: string, close = false): void {
+export function replyError(res: HttpResponse, status: number, message: string, close = false): void {
   if (res.headersSent || res.destroyed) return;
   const body = `${message}\n`;
   const headers: Record<string, string | number> = {
@@ -255,7 +255,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
   /** Bytes read on the client connection before this request (keep-alive connections carry several). */
   private readonly bytesReadAtStart: number;
   /** The client connection. */
-  private readonly socket: FrontRequest['socket'];
+  private readonly socket: HttpRequest['socket'];
   readonly key: string | undefined;
   private readonly hasHost: boolean;
   private readonly headers: string[];
@@ -279,8 +279,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     private readonly listener: ListenerInfo,
     /** The pool serving the request; a request waiting in a queue through a reload moves to the new one. */
     private pool: BackendPool,
-    private readonly req: FrontRequest,
-    private readonly res: FrontResponse,
+    private readonly req: HttpRequest,
+    private readonly res: HttpResponse,
     scan: ScannedRequest,
     /** origin-form target sent upstream (absolute-form targets are reduced to it) */
     private readonly target: string = req.url,
@@ -304,7 +304,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       queue.enter(this);
       // Queued: a client that closes its side now has given up (HAProxy `option abortonclose`, applied here
       // to queued requests only: nothing of them was sent). Its request leaves the queue.
-      if (this.queue !== undefined) this.socket.once('end', this.onQueuedEnd);
+      // (HTTP/1.x only: an HTTP/2 client gives up a stream by resetting it, which closes the response.)
+      if (this.queue !== undefined && this.req.httpVersionMajor === 1) this.socket.once('end', this.onQueuedEnd);
       return;
     }
     const b = this.pool.pick({ key: this.key });
@@ -682,7 +683,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       path: this.req.url,
       client: this.socket.remoteAddress ?? '',
       // The declared body size; for chunked bodies and tunnels, what the connection read after the head.
-      bytesIn: framing >= 0 && !this.tunnel ? framing : this.socket.bytesRead - this.bytesReadAtStart,
+      // (HTTP/2: the stream's own DATA bytes; the connection carries other streams.)
+      bytesIn: framing >= 0 && !this.tunnel ? framing : this.req.httpVersionMajor === 2 ? (this.req.body as { bytes?: number } | null)?.bytes ?? 0 : this.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,
@@ -692,6 +694,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       limited: undefined,
       requestId: this.tags?.requestId,
       traceId: this.tags?.traceId,
+      proto: this.req.httpVersionMajor === 2 ? 'h2' : undefined,
     });
   }
 }
