@@ -144,12 +144,17 @@ export class H2Front {
     flags: number,
     rawHeaders: string[],
   ): void => {
+    // First, before anything can return: a stream's error (a reset, a protocol error) with no listener is an
+    // uncaught exception that ends the worker. A stream may already be closed when 'stream' is emitted (its
+    // HEADERS and a DATA frame that breaks it came in one read: Content-Length against the DATA, say);
+    // its session is then gone, and there is nothing to answer.
+    stream.on('error', () => {});
+    if (stream.destroyed) return;
     const conn = (stream.session as Tagged | undefined)?.[CONN];
     if (!conn) {
       stream.close(H2.NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    stream.on('error', () => {});
     const ended = (flags & H2.NGHTTP2_FLAG_END_STREAM) !== 0 || stream.endAfterHeaders;
     const req = new H2Request(conn.socket, stream, headers, rawHeaders, ended);
     const res = new H2Response(stream, req);

@@ -606,8 +606,11 @@ async function startAnchor(
   };
 }
 
-/** HAProxy in HTTP mode with keep-alive on both sides, defaults otherwise. */
-export function startHaproxy(): Promise<Proxy> {
+/**
+ * HAProxy in HTTP mode with keep-alive on both sides, defaults otherwise. `h2`: the frontend speaks HTTP/2
+ * with prior knowledge (`proto h2`); the backend stays HTTP/1.1.
+ */
+export function startHaproxy(opts: { h2?: boolean } = {}): Promise<Proxy> {
   return startAnchor(
     'haproxy',
     (_dir, port, backendPort) => `global
@@ -621,7 +624,7 @@ defaults
   timeout http-request 5s
   timeout tunnel 10s
 frontend fe
-  bind 127.0.0.1:${port}
+  bind 127.0.0.1:${port}${opts.h2 ? ' proto h2' : ''}
   default_backend be
 backend be
   server s1 127.0.0.1:${backendPort}
@@ -630,8 +633,11 @@ backend be
   );
 }
 
-/** NGINX as the usual reverse proxy: HTTP/1.1 upstream keep-alive, websocket-capable Connection mapping. */
-export function startNginx(): Promise<Proxy> {
+/**
+ * NGINX as the usual reverse proxy: HTTP/1.1 upstream keep-alive, websocket-capable Connection mapping.
+ * `h2`: the server speaks HTTP/2 with prior knowledge (`listen ... http2`).
+ */
+export function startNginx(opts: { h2?: boolean } = {}): Promise<Proxy> {
   return startAnchor(
     'nginx',
     (dir, port, backendPort) => `daemon off;
@@ -654,7 +660,7 @@ http {
     keepalive 16;
   }
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port}${opts.h2 ? ' http2' : ''};
     location / {
       proxy_pass http://be;
       proxy_http_version 1.1;

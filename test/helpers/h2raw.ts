@@ -82,6 +82,11 @@ export class RawH2 {
     this.socket.write(frame(FRAME.HEADERS, 0x4 | (more ? 0 : 0x1), stream, headerBlock(fields)));
   }
 
+  /** A DATA frame on `stream` (END_STREAM when `end`). */
+  data(stream: number, payload: Buffer, end = true): void {
+    this.socket.write(frame(FRAME.DATA, end ? 0x1 : 0, stream, payload));
+  }
+
   rst(stream: number, code = 8): void {
     const p = Buffer.alloc(4);
     p.writeUInt32BE(code);
