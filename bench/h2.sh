@@ -7,8 +7,8 @@
 # Per run: h2load -c CONNS -m STREAMS -D SECS (after a 1 s warm-up), req/s from h2load, p99 from its
 # per-request log (--log-file), CPU per request from the proxy process's utime+stime in /proc (lb: its
 # worker). Writes bench/results/h2/raw.txt and bench/results/h2/README.md (medians, lb/HAProxy ratio).
-# ROUNDS (3), SECS (5), CONNS (16), STREAMS (10) come from the environment. Needs h2load (nghttp2-client),
-# haproxy, nginx; dist/ built.
+# ROUNDS (3), SECS (5), CONNS (16), STREAMS (10) and OUT (the results directory) come from the
+# environment. Needs h2load (nghttp2-client), haproxy, nginx; dist/ built.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,7 +17,7 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 CONNS=${CONNS:-16}
 STREAMS=${STREAMS:-10}
-OUT=$ROOT/bench/results/h2
+OUT=${OUT:-$ROOT/bench/results/h2}
 
 for bin in h2load haproxy nginx taskset; do
   command -v "$bin" >/dev/null || { echo "bench/h2.sh: $bin is missing (apt-get install nghttp2-client haproxy nginx-light util-linux)" >&2; exit 1; }
