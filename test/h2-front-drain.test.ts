@@ -1,6 +1,7 @@
 // HTTP/2 flow control end to end, and GOAWAY with in-flight streams finished, through the real daemon:
 // - a 64 MiB response to an h2 client that stops reading, then reads slowly: the backend is held back
-//   (lb does not buffer the response): the worker's RSS (/proc) stays far below the response's size;
+//   (lb does not buffer the response): the worker's RSS (/proc) barely moves while the client does not
+//   read, and the backend is never far ahead of the client while it reads slowly;
 // - `lb reload` (real CLI) that keeps the listener: the stream in flight goes on; one that moves the
 //   listener elsewhere: the old connection gets GOAWAY and its stream in flight completes whole;
 // - SIGTERM: GOAWAY, the stream in flight completes with its full body, lb exits 0.
@@ -71,20 +72,25 @@ t.test('a slow HTTP/2 client reading 64 MiB: back-pressure to the backend, bound
   const heldAt = state.written;
   let peak = procStats(worker!)!.rssKiB;
   t.ok(heldAt < TOTAL / 2, `the backend was held back after ${heldAt / MiB} MiB of ${TOTAL / MiB} MiB`);
-  // Now read, slowly: a pause after every chunk, the RSS sampled all along.
+  const held = (peak - base) / 1024;
+  t.ok(held < 16, `worker RSS while the client does not read: ${held.toFixed(1)} MiB over its ${(base / 1024).toFixed(1)} MiB baseline`);
+  // Now read, slowly: a pause after every chunk. What the backend has written beyond what the client has
+  // read is what sits in lb and the kernel's socket buffers between them: it stays bounded all along.
+  let ahead = 0;
   const done = new Promise<void>((resolve) => st.on('end', () => resolve()));
   st.on('data', () => {
     st.pause();
+    ahead = Math.max(ahead, state.written - received);
     peak = Math.max(peak, procStats(worker!)?.rssKiB ?? 0);
     setImmediate(() => st.resume());
   });
   st.resume();
   await done;
   t.equal(received, TOTAL, 'the whole 64 MiB arrived');
-  const growth = (peak - base) / 1024;
-  // Chunks passing through are garbage until the next GC (external memory of Buffers), so the RSS grows
-  // some while reading; a response held in lb would add at least its own 64 MiB.
-  t.ok(growth < 64, `worker RSS peaked ${growth.toFixed(1)} MiB over its ${(base / 1024).toFixed(1)} MiB baseline (a buffered response would add 64)`);
+  t.ok(ahead < TOTAL / 4, `the backend was never more than ${(ahead / MiB).toFixed(1)} MiB ahead of the slow client`);
+  // Chunks that passed through are garbage until V8 collects them (Buffers are external memory, which
+  // forces a GC only past 64 MiB of growth), so the peak while reading is reported, not judged.
+  t.comment(`worker RSS peak while reading: ${((peak - base) / 1024).toFixed(1)} MiB over the baseline`);
 });
 
 /** A backend that answers /slow with 10 parts of 10 KiB over about a second; anything else at once. */
