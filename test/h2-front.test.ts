@@ -2,12 +2,13 @@
 // client and curl --http2-prior-knowledge), HTTP/1.1 on the same listener, ALPN h2 on a tls listener (curl
 // --http2), and a tls listener without http2 still saying http/1.1. Each stream takes the HTTP/1.1 path:
 // the backend (HTTP/1.1) sees Host from :authority, cookies joined, X-Forwarded-*; bodies both ways; many
-// streams at once on one connection.
+// streams at once on one connection. Client certificates (client_auth) and proxy_protocol with http2.
 
 import t from 'tap';
 import http from 'node:http';
 import http2 from 'node:http2';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { freePort, httpConfig, startLb, startUpstream, tmpdir } from './helpers/lb.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
@@ -132,4 +133,73 @@ backends = [{ address = "127.0.0.1:${up.port}" }]`,
   const b = await curl(port1);
   t.equal(b.code, 0, `curl exits 0 ${b.err}`);
   t.equal(b.out.trim().split('\n').at(-1), '1.1', 'a tls listener without http2 still answers http/1.1');
+});
+
+t.test('client certificates on an http2 tls listener: the verification reaches the backend per stream', async (t) => {
+  const dir = tmpdir('lb-h2mtls-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  makeCa(dir, 'ca');
+  makeCa(dir, 'clients');
+  makeLeaf(dir, 'ca', 'server', '/CN=h2.test', ['DNS:h2.test']);
+  makeLeaf(dir, 'clients', 'alice', '/CN=alice/O=lb test', [], true);
+  const up = await echoUpstream();
+  t.teardown(() => up.close());
+  const port = await freePort();
+  const lb = await startLb(
+    httpConfig(
+      port,
+      `http2 = true
+[listeners.web.tls]
+cert = "server.pem"
+key = "server.key"
+client_auth = { ca = "clients.pem", mode = "required" }
+[pools.app]
+backends = [{ address = "127.0.0.1:${up.port}" }]`,
+    ),
+    [port],
+    { dir },
+  );
+  t.teardown(() => lb.stop());
+  const r = await run('curl', [
+    '-sS', '--max-time', '10', '--http2', '--cacert', path.join(dir, 'ca.pem'), '--cert', path.join(dir, 'alice.pem'), '--key', path.join(dir, 'alice.key'),
+    '--resolve', `h2.test:${port}:127.0.0.1`, '-w', '\n%{http_version}', `https://h2.test:${port}/m`,
+  ]);
+  t.equal(r.code, 0, `curl exits 0 ${r.err}`);
+  const lines = r.out.trim().split('\n');
+  t.equal(lines.at(-1), '2', 'h2 with a client certificate');
+  const seen = JSON.parse(lines[0]!);
+  t.equal(seen.headers['x-client-verify'], 'SUCCESS', 'X-Client-Verify on the stream');
+  t.match(seen.headers['x-client-cert-subject'], /CN=alice/, 'with the subject');
+});
+
+t.test('proxy_protocol with http2: the PROXY header first, then h2c or HTTP/1.1', async (t) => {
+  const up = await echoUpstream();
+  t.teardown(() => up.close());
+  const port = await freePort();
+  const lb = await startLb(
+    httpConfig(port, `http2 = true\nproxy_protocol = true\n[pools.app]\nbackends = [{ address = "127.0.0.1:${up.port}" }]`),
+    [port],
+  );
+  t.teardown(() => lb.stop());
+  // The header and the preface in separate writes, and the header alone first: lb reads one, then sniffs.
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    createConnection: () => {
+      const s = net.connect(port, '127.0.0.1');
+      s.write('PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n');
+      return s;
+    },
+  });
+  t.teardown(() => session.close());
+  const r = await h2request(session, { ':path': '/pp' });
+  t.equal(r.status, 200, 'h2c after a PROXY header');
+  t.equal(JSON.parse(r.body).headers['x-forwarded-for'], '203.0.113.7', 'the PROXY header names the client');
+  const h1 = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write('PROXY TCP4 198.51.100.9 127.0.0.1 5556 80\r\nGET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+    let out = '';
+    s.on('data', (d) => (out += d));
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+  });
+  t.match(h1, /^HTTP\/1\.1 200/, 'HTTP/1.1 after a PROXY header on the same listener');
+  t.match(h1, /"x-forwarded-for":"198\.51\.100\.9"/, 'with its client');
 });

@@ -62,7 +62,7 @@ export interface H2Limits extends Http2Config {
 }
 
 /** One client connection's state. */
-class H2Conn {
+export class H2Conn {
   /** Streams handed to the listener and not closed. */
   open = 0;
   resets = 0;
@@ -77,6 +77,9 @@ class H2Conn {
 
 const CONN = Symbol('lb.h2conn');
 type Tagged = http2.ServerHttp2Session & { [CONN]?: H2Conn };
+const RES = Symbol('lb.h2res');
+type Carrier = http2.ServerHttp2Stream & { [RES]?: H2Response };
+const ignore = (): void => {};
 
 export class H2Front {
   private readonly server: http2.Http2Server;
@@ -148,7 +151,7 @@ export class H2Front {
     // uncaught exception that ends the worker. A stream may already be closed when 'stream' is emitted (its
     // HEADERS and a DATA frame that breaks it came in one read: Content-Length against the DATA, say);
     // its session is then gone, and there is nothing to answer.
-    stream.on('error', () => {});
+    stream.on('error', ignore);
     if (stream.destroyed) return;
     const conn = (stream.session as Tagged | undefined)?.[CONN];
     if (!conn) {
@@ -157,18 +160,24 @@ export class H2Front {
     }
     const ended = (flags & H2.NGHTTP2_FLAG_END_STREAM) !== 0 || stream.endAfterHeaders;
     const req = new H2Request(conn.socket, stream, headers, rawHeaders, ended);
-    const res = new H2Response(stream, req);
+    const res = new H2Response(stream, req, conn);
+    (stream as Carrier)[RES] = res;
     conn.open++;
-    stream.once('close', () => {
-      conn.open--;
-      if (!res.ended && !res.cut && stream.rstCode !== H2.NGHTTP2_NO_ERROR) this.clientReset(conn);
-      res.closed();
-    });
+    stream.once('close', this.onStreamClose);
     this.handlers.request(req, res);
   };
 
+  private readonly onStreamClose = ((front: H2Front) =>
+    function (this: Carrier): void {
+      const res = this[RES]!;
+      const conn = res.conn;
+      conn.open--;
+      if (!res.ended && !res.cut && this.rstCode !== H2.NGHTTP2_NO_ERROR) front.clientReset(conn);
+      res.closed();
+    })(this);
+
   /** A stream the client reset before lb finished answering it (see the header: rapid reset). */
-  private clientReset(conn: H2Conn): void {
+  clientReset(conn: H2Conn): void {
     if (conn.flooded || conn.session.destroyed || conn.session.closed) return;
     const now = performance.now();
     if (now - conn.windowStart > RESET_WINDOW_MS) {
@@ -335,6 +344,8 @@ export class H2Response extends EventEmitter implements HttpResponse {
   constructor(
     readonly stream: http2.ServerHttp2Stream,
     readonly req: H2Request,
+    /** The connection's state (h2-front's own; open streams, resets). */
+    readonly conn: H2Conn,
   ) {
     super();
   }
