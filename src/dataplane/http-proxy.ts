@@ -214,12 +214,14 @@ function dropNamed(out: string[], named: readonly string[]): void {
   for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
 }
 
-function classify(err: Error & { code?: string; tls?: string }, connected: boolean): FailureReason {
+function classify(err: Error & { code?: string; tls?: string; unprocessed?: boolean }, connected: boolean): FailureReason {
   const code = err.code ?? '';
+  // A request the backend did not process (HTTP/2 REFUSED_STREAM, GOAWAY): as a refused connection.
+  if (err.unprocessed === true) return 'connect';
   // (`tls`: a failed TLS handshake to the backend, upstream.ts; nothing was sent.)
   if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === UPSTREAM_CODES.closed || err.tls !== undefined)) return 'connect';
   if (code === UPSTREAM_CODES.responseTimeout || code === UPSTREAM_CODES.readTimeout) return 'timeout';
-  if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
+  if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE' || code === UPSTREAM_CODES.streamReset) return 'reset';
   if (CONNECT_ERRORS.has(code)) return 'connect';
   return 'protocol';
 }
@@ -495,7 +497,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     this.finish();
   }
 
-  onError(err: Error & { code?: string; stale?: boolean }): void {
+  onError(err: Error & { code?: string; stale?: boolean; unprocessed?: boolean }): void {
     if (this.finished) return;
     const b = this.backend!;
     b.end();
