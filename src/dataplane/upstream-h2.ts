@@ -245,7 +245,8 @@ class Session {
     this.active--;
     if (this.active > 0) return;
     if (this.pool.closed || this.goaway) {
-      this.session.close();
+      // Not from inside the stream's own event (node:http2 is called back from nghttp2 here).
+      setImmediate(() => this.session.close());
       return;
     }
     if (this.idleTimer) this.idleTimer.refresh();
