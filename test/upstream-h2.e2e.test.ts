@@ -429,3 +429,45 @@ t.test('config errors name file, line and key', async (t) => {
   t.match(out, /lb\.toml:11:\d+.*pools\.b\.h2_max_connections.*applies to protocol "h2" or "h2c"/);
   t.match(out, /lb\.toml:14:\d+.*pools\.c\.protocol/);
 });
+
+t.test("lb's own errors to gRPC requests are gRPC statuses (Trailers-Only, HTTP 200)", async (t) => {
+  // A backend that never answers /slow, and a port nothing listens on.
+  const backend = await startH2((stream, headers) => {
+    if (headers[':path'] === '/slow') return;
+    echo(stream, headers);
+  });
+  t.teardown(() => backend.close());
+  const dead = await freePort();
+  const port = await freePort();
+  const lb = await startLb(
+    config(
+      port,
+      `protocol = "h2c"\nresponse_timeout = "300ms"\nbackends = [ { address = "127.0.0.1:${backend.port}" } ]
+[pools.dead]
+protocol = "h2c"
+retries = 0
+backends = [ { address = "127.0.0.1:${dead}" } ]
+[[listeners.web.routes]]
+path_prefix = "/dead"
+pool = "dead"
+`,
+    ),
+    [port],
+  );
+  t.teardown(() => lb.stop());
+  const grpcHeaders = { 'content-type': 'application/grpc+proto', te: 'trailers' };
+  const bad = await get(port, '/dead/svc.M/Call', { method: 'POST', headers: grpcHeaders, body: '\0\0\0\0\0' });
+  t.equal(bad.status, 200);
+  t.equal(bad.headers['grpc-status'], '14', 'UNAVAILABLE for a 502');
+  t.match(decodeURIComponent(String(bad.headers['grpc-message'])), /502 Bad Gateway: backend .* failed \(ECONNREFUSED\)/);
+  t.equal(bad.headers['content-type'], 'application/grpc');
+  const slow = await get(port, '/slow', { method: 'POST', headers: grpcHeaders, body: '\0\0\0\0\0' });
+  t.equal(slow.status, 200);
+  t.equal(slow.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED for a 504');
+  // grpc-timeout passes through to the backend; a plain request still gets a plain 502.
+  const ok = await get(port, '/fields', { method: 'POST', headers: { ...grpcHeaders, 'grpc-timeout': '5S' }, body: '\0\0\0\0\0' });
+  t.equal((JSON.parse(ok.body) as { headers: Record<string, string> }).headers['grpc-timeout'], '5S');
+  const plain = await get(port, '/dead/x');
+  t.equal(plain.status, 502);
+  t.equal(plain.headers['grpc-status'], undefined);
+});

@@ -225,9 +225,57 @@ function classify(err: Error & { code?: string; tls?: string; unprocessed?: bool
   if (CONNECT_ERRORS.has(code)) return 'connect';
   return 'protocol';
 }
-/** Writes a short plain-text error response (503/502/504/400), unless a response has started. */
+/**
+ * The gRPC status of lb's own error responses to gRPC requests, as Envoy's local replies give them: 502 and
+ * 503 UNAVAILABLE (14), 504 and 408 DEADLINE_EXCEEDED (4), 429 RESOURCE_EXHAUSTED (8); the rest as
+ * grpc/doc/http-grpc-status-mapping.md maps HTTP statuses (400 INTERNAL, 401 UNAUTHENTICATED, 403
+ * PERMISSION_DENIED, 404 UNIMPLEMENTED), else UNKNOWN (2).
+ */
+const GRPC_STATUS: Record<number, number> = { 400: 13, 401: 16, 403: 7, 404: 12, 408: 4, 429: 8, 502: 14, 503: 14, 504: 4 };
+
+/** A gRPC request: its content-type is application/grpc or application/grpc+<codec> (gRPC over HTTP/2 spec). */
+export function isGrpcRequest(req: FrontRequest): boolean {
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 12 && raw[i]!.toLowerCase() === 'content-type') return /^application\/grpc(?:[+;]|$)/i.test(raw[i + 1]!);
+  }
+  return false;
+}
+
+/** grpc-message: percent-encoded UTF-8, bytes outside 0x20-0x7E and "%" escaped (gRPC over HTTP/2 spec). */
+function grpcMessage(text: string): string {
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) out += byte < 0x20 || byte > 0x7e || byte === 0x25 ? `%${byte.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(byte);
+  return out;
+}
+
+/**
+ * lb's own error answer to a gRPC request: a Trailers-Only response (HTTP 200, grpc-status and grpc-message
+ * in the head, no body), which gRPC clients read as the call's status; `extra` adds fields (Retry-After...).
+ */
+export function replyGrpcError(res: FrontResponse, status: number, message: string, close = false, extra?: Record<string, string | number>): void {
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/grpc',
+    'grpc-status': GRPC_STATUS[status] ?? 2,
+    'grpc-message': grpcMessage(message),
+    'content-length': 0,
+    ...extra,
+  };
+  if (close) headers.connection = 'close';
+  res.writeHead(200, headers);
+  res.end();
+}
+
+/**
+ * Writes a short plain-text error response (503/502/504/400), unless a response has started; to a gRPC
+ * request, the same as a gRPC status (replyGrpcError).
+ */
 export function replyError(res: FrontResponse, status: number, message: string, close = false): void {
   if (res.headersSent || res.destroyed) return;
+  if (isGrpcRequest(res.req)) {
+    replyGrpcError(res, status, message, close);
+    return;
+  }
   const body = `${message}\n`;
   const headers: Record<string, string | number> = {
     'content-type': 'text/plain; charset=utf-8',
