@@ -31,6 +31,7 @@ import type {
   ConfigIssue,
   DiscoveryConfig,
   HashKey,
+  Http2Config,
   HealthCheckConfig,
   LbConfig,
   ListenerConfig,
@@ -1026,8 +1027,8 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
 
     if (protocol === 'tcp') {
       // On a tcp listener, client_header_timeout bounds the PROXY protocol header (and the TLS handshake).
-      const httpOnly = bool(l, 'proxy_protocol') === true ? ['client_body_timeout', 'max_header_size', 'rate_limit', 'request_id', 'trace']
-          : ['client_header_timeout', 'client_body_timeout', 'max_header_size', 'rate_limit', 'request_id', 'trace'];
+      const httpOnly = bool(l, 'proxy_protocol') === true ? ['client_body_timeout', 'max_header_size', 'rate_limit', 'request_id', 'trace', ...HTTP2_KEYS]
+          : ['client_header_timeout', 'client_body_timeout', 'max_header_size', 'rate_limit', 'request_id', 'trace', ...HTTP2_KEYS];
       for (const k of httpOnly) {
         if (k in l) issues.report([...path, k], `${k} applies to http listeners only (this one has protocol = "tcp")`);
       }
@@ -1108,6 +1109,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         protocol === 'http' ? DEFAULTS.listener.idle_timeout_http : DEFAULTS.listener.idle_timeout_tcp, false),
       maxHeaderSize: int(l, 'max_header_size') ?? DEFAULTS.listener.max_header_size,
       proxyProtocol: bool(l, 'proxy_protocol') ?? DEFAULTS.listener.proxy_protocol,
+      ...(protocol === 'http' ? http2Of(l, path, issues) : {}),
     };
   }
 
@@ -1131,4 +1133,22 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
 export function supportsReusePort(version = process.versions.node): boolean {
   const [major = 0, minor = 0] = version.split('.').map(Number);
   return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+const HTTP2_KEYS = ['http2', 'http2_max_concurrent_streams', 'http2_initial_window_size'];
+
+/** An http listener's `http2` and its limits; the limits without `http2 = true` are a mistake worth naming. */
+function http2Of(l: Table, path: PathSegment[], issues: Issues): { http2?: Http2Config } {
+  if (l.http2 !== true) {
+    for (const k of HTTP2_KEYS.slice(1)) {
+      if (k in l) issues.report([...path, k], `${k} applies only with http2 = true on this listener`);
+    }
+    return {};
+  }
+  return {
+    http2: {
+      maxConcurrentStreams: typeof l.http2_max_concurrent_streams === 'number' ? l.http2_max_concurrent_streams : DEFAULTS.listener.http2_max_concurrent_streams,
+      initialWindowSize: typeof l.http2_initial_window_size === 'number' ? l.http2_initial_window_size : DEFAULTS.listener.http2_initial_window_size,
+    },
+  };
 }

@@ -324,6 +324,14 @@ export interface ClientAuthConfig {
   mode: 'required' | 'optional';
 }
 
+/** `listeners.NAME.http2 = true` and its limits. */
+export interface Http2Config {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS; default 100. */
+  maxConcurrentStreams: number;
+  /** SETTINGS_INITIAL_WINDOW_SIZE (and the connection window); default 65535. */
+  initialWindowSize: number;
+}
+
 export interface ListenerConfig {
   name: string;
   protocol: 'http' | 'tcp';
@@ -345,6 +353,8 @@ export interface ListenerConfig {
   maxHeaderSize: number;
   /** Connections must start with a PROXY protocol header (v1 or v2); default false. */
   proxyProtocol: boolean;
+  /** http: HTTP/2 to clients (ALPN h2 with tls, h2c prior knowledge without); absent: HTTP/1.1 only. */
+  http2?: Http2Config;
   /** http: a rate_limits name. */
   rateLimit?: string;
   requestId?: RequestIdConfig;

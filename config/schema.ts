@@ -20,6 +20,9 @@ export const DEFAULTS = {
     idle_timeout_tcp: '0s',
     max_header_size: 16384,
     proxy_protocol: false,
+    http2: false,
+    http2_max_concurrent_streams: 100,
+    http2_initial_window_size: 65535,
   },
   tls: { min_version: 'TLSv1.2' },
   backend_tls: { verify: true, min_version: 'TLSv1.2' },
@@ -510,6 +513,33 @@ const ListenerSchema = Type.Object(
           'handshake on a tls listener) within client_header_timeout, else it is closed; the address it carries is ' +
           'the client (X-Forwarded-For, client-ip hashing, logs). For lb behind an L4 balancer that sends it.',
         default: DEFAULTS.listener.proxy_protocol,
+      }),
+    ),
+    http2: Type.Optional(
+      Type.Boolean({
+        description:
+          'http: also speak HTTP/2 to clients (NGINX `http2 on`, HAProxy `alpn h2,http/1.1`). With tls, ALPN offers ' +
+          'h2 and http/1.1; without, a connection that starts with the HTTP/2 preface is taken as h2c (prior knowledge) ' +
+          'and any other as HTTP/1.1. Streams take the same routes, limits, balancing and retries as HTTP/1.1 requests.',
+        default: DEFAULTS.listener.http2,
+      }),
+    ),
+    http2_max_concurrent_streams: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 10000,
+        description: 'http2: streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).',
+        default: DEFAULTS.listener.http2_max_concurrent_streams,
+      }),
+    ),
+    http2_initial_window_size: Type.Optional(
+      Type.Integer({
+        minimum: 65535,
+        maximum: 2147483647,
+        description:
+          'http2: bytes of a request body a client may send on one stream before lb reads it (SETTINGS_INITIAL_WINDOW_SIZE); ' +
+          'the connection window is the same size.',
+        default: DEFAULTS.listener.http2_initial_window_size,
       }),
     ),
     rate_limit: Type.Optional(

@@ -74,6 +74,7 @@ export function accessLog(logger: Logger, r: RequestRecord): void {
     ',"duration_ms":' + num(Math.round(r.seconds * 1e6) / 1e3) +
     ',"retries":' + num(r.retries);
   if (r.route !== undefined) s += ',"route":' + q(r.route);
+  if (r.proto !== undefined) s += ',"proto":"' + r.proto + '"';
   if (r.error !== undefined) s += ',"error":' + q(r.error);
   const cc = r.clientCert;
   if (cc !== undefined) {

@@ -144,6 +144,9 @@ type Mode = 'keepalive' | 'pipeline' | 'fresh';
 const ACCEPT = process.env.LB_RETIRE_ACCEPT ?? 'shared';
 const stopSignal = { at: Infinity };
 
+/** Responses after which a kept-alive client of the load opens a new connection. */
+const KEEPALIVE_REOPEN = 100;
+
 function load(port: number, mode: Mode, clients: number, tl: Tally, limitMs = 180_000, maxRequests = 200_000) {
   let running = true;
   const limit = setTimeout(() => (running = false), limitMs);
@@ -195,7 +198,10 @@ function load(port: number, mode: Mode, clients: number, tl: Tally, limitMs = 18
           if (mode !== 'fresh') tl.closes++;
         }
       }
-      if (closed || mode === 'fresh') {
+      // Kept-alive clients open a new connection now and then (their own close, not counted), so that
+      // every worker set, including the workers a reload retires, holds some of them: the retirement
+      // keeps the oldest workers, and connections opened once could all sit on one that is never retired.
+      if (closed || mode === 'fresh' || (mode === 'keepalive' && conn.answered >= KEEPALIVE_REOPEN)) {
         conn.socket.destroy();
         conn = undefined;
       }

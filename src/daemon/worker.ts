@@ -45,6 +45,10 @@ export function runWorker(): void {
       // A connection closed before sending a byte is what L4 balancers' TCP health checks do: not a warning.
       logger[reason === 'empty' ? 'debug' : 'warn']({ listener, reason, client, detail }, 'proxy protocol: connection refused');
     },
+    h2Flood(listener, client, resets) {
+      metrics.h2Flood(listener);
+      logger.warn({ listener, client, resets }, 'http2: connection closed for resetting too many streams (GOAWAY ENHANCE_YOUR_CALM)');
+    },
   };
   const dp = new DataPlane(events);
   rateLimiters.send = send;

@@ -74,7 +74,7 @@ export class DataPlane {
     for (const l of this.listeners.values()) byAddress.set(listenerKey(l.cfg), l);
     for (const cfg of Object.values(config.listeners)) {
       const kept = byAddress.get(listenerKey(cfg));
-      if (kept && !kept.cfg.tls === !cfg.tls && kept.cfg.proxyProtocol === cfg.proxyProtocol) {
+      if (kept && !kept.cfg.tls === !cfg.tls && kept.cfg.proxyProtocol === cfg.proxyProtocol && !kept.cfg.http2 === !cfg.http2) {
         try {
           staged.updates.push(kept.prepareUpdate(cfg, staged.pools, this.splits));
           byAddress.delete(listenerKey(cfg));

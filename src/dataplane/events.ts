@@ -32,6 +32,8 @@ export interface RequestRecord {
   /** Request and trace IDs (request_id, trace on the listener). */
   readonly requestId?: string | undefined;
   readonly traceId?: string | undefined;
+  /** "h2" for an HTTP/2 stream; undefined for HTTP/1.x. */
+  readonly proto?: 'h2' | undefined;
 }
 
 export interface DataPlaneEvents {
@@ -50,6 +52,8 @@ export interface DataPlaneEvents {
    * peer, `reason` one of proxy-protocol.ts ProxyErrorReason.
    */
   proxyRefused?(listener: string, reason: string, client: string, detail: string): void;
+  /** An HTTP/2 client reset more streams than lb allows (rapid reset): its connection got GOAWAY and was closed. */
+  h2Flood?(listener: string, client: string, resets: number): void;
 }
 
 export const noEvents: DataPlaneEvents = {

@@ -10,7 +10,8 @@ import type { ListenerConfig } from '../../config/model.js';
 import type { DataPlaneEvents } from './events.js';
 import { ProxyCall, replyError, scanRequest, type ListenerInfo, type ScannedRequest } from './http-proxy.js';
 import { validHost } from './fields.js';
-import { FrontServer, type ClientError, type FrontRequest, type FrontResponse } from './http-server.js';
+import { FrontServer, type ClientError, type FrontResponse } from './http-server.js';
+import type { HttpRequest, HttpResponse } from './exchange.js';
 import type { BackendPool } from './pool.js';
 import { Router } from './router.js';
 import type { CompiledRoute, SplitOverrides } from './route-match.js';
@@ -21,6 +22,7 @@ import { listenServer, type AcceptMode, type Listener, type TlsMaterial } from '
 import { OpenSet } from './open-set.js';
 import { adoptFromParent, readProxyHeader } from './proxy-protocol.js';
 import { addClientCertFields, clientCertOf, clientCertRefused } from './client-cert.js';
+import { H2Front, H2Request, sniffPreface, type H2Response } from './h2-front.js';
 
 /** More header fields than this get 431. */
 export const MAX_HEADER_FIELDS = 1000;
@@ -42,6 +44,8 @@ export class HttpListener implements Listener, ListenerInfo {
   /** proxy_protocol with tls: the TLS server connections are handed to once their PROXY header is read. */
   private readonly tlsServer: net.Server | undefined;
   private readonly front: FrontServer;
+  /** http2 = true: the HTTP/2 front (h2-front.ts); undefined otherwise, and nothing of it is on the path. */
+  private readonly h2: H2Front | undefined;
   private readonly sockets = new OpenSet<net.Socket>();
   private readonly material: TlsMaterial | undefined;
 
@@ -75,10 +79,18 @@ export class HttpListener implements Listener, ListenerInfo {
     // client_header_timeout; then the TLS handshake, if any, and the requests. These connections take the
     // net.Socket's stream until the header is read, then the parser reads the handle as usual.
     const pp = cfg.proxyProtocol;
+    this.h2 = cfg.http2
+      ? new H2Front(
+          { ...cfg.http2, maxHeaderListSize: cfg.maxHeaderSize, idleTimeoutMs: cfg.idleTimeoutMs },
+          { request: this.onH2Request, flood: this.onH2Flood },
+        )
+      : undefined;
     if (tls) {
       // A TLS handshake must finish within client_header_timeout too (node's default is 120 s).
-      // ALPN: http/1.1, as node:https advertises (a client offering h2 too is told to speak HTTP/1.1).
-      const server = createTlsServer({ ALPNProtocols: ['http/1.1'], ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
+      // ALPN: http/1.1, as node:https advertises (a client offering h2 too is told to speak HTTP/1.1); with
+      // http2, h2 first (RFC 7301: the server picks; a client offering both gets h2).
+      const alpn = cfg.http2 ? ['h2', 'http/1.1'] : ['http/1.1'];
+      const server = createTlsServer({ ALPNProtocols: alpn, ...tls.options, allowHalfOpen: true, noDelay: false, handshakeTimeout: cfg.clientHeaderTimeoutMs });
       // Without a listener here, node leaves a socket whose handshake timed out (or failed) open.
       server.on('tlsClientError', (err: Error, socket: net.Socket) => {
         if (tls.clientAuth) clientCertRefused(this.name, err, socket);
@@ -101,7 +113,7 @@ export class HttpListener implements Listener, ListenerInfo {
       s.once('close', () => this.sockets.delete(node));
     });
     if (pp) this.server.on('connection', this.onProxyConnection);
-    else if (!tls) this.server.on('connection', this.front.accept);
+    else if (!tls) this.server.on('connection', this.h2 ? this.onPlainConnection : this.front.accept);
   }
 
   private readonly onProxyConnection = (raw: net.Socket): void => {
@@ -114,6 +126,7 @@ export class HttpListener implements Listener, ListenerInfo {
         return;
       }
       if (this.tlsServer) this.tlsServer.emit('connection', raw);
+      else if (this.h2) this.onPlainConnection(raw);
       else this.front.acceptRead(raw);
     });
   };
@@ -121,7 +134,31 @@ export class HttpListener implements Listener, ListenerInfo {
   /** A TLS connection whose handshake is done. client_auth: the verification is read (and counted) once per connection, at its start. */
   private readonly acceptTls = (socket: net.Socket): void => {
     if (this.material?.clientAuth) clientCertOf(socket, this.name);
-    this.front.accept(socket);
+    if (this.h2 !== undefined && (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol === 'h2') this.h2.accept(socket);
+    else this.front.accept(socket);
+  };
+
+  /** http2 on a plain listener: h2c with prior knowledge when the connection starts with the preface, else HTTP/1.1. */
+  private readonly onPlainConnection = (socket: net.Socket): void => {
+    if (socket.destroyed) return;
+    sniffPreface(socket, this.cfg.clientHeaderTimeoutMs, (h2) => {
+      if (h2) this.h2!.accept(socket);
+      else this.front.acceptRead(socket);
+    });
+  };
+
+  /** An HTTP/2 stream: the path of an HTTP/1.1 request, once what only HTTP/2 can get wrong is checked. */
+  private readonly onH2Request = (req: H2Request, res: H2Response): void => {
+    if (req.conflictingHost) {
+      this.refuse(req, res, 400, 'Host disagrees with :authority');
+      return;
+    }
+    this.onRequest(req, res);
+  };
+
+  /** A client flooding stream resets (rapid reset, CVE-2023-44487): its connection got GOAWAY and was closed. */
+  private readonly onH2Flood = (socket: net.Socket, resets: number): void => {
+    this.events.h2Flood?.(this.name, socket.remoteAddress ?? '', resets);
   };
 
   private readonly onProxiedTls = (socket: net.Socket): void => {
@@ -154,6 +191,7 @@ export class HttpListener implements Listener, ListenerInfo {
       // Open connections take the new durations at their next wait for a head or a request.
       this.front.options.headersTimeoutMs = cfg.clientHeaderTimeoutMs;
       this.front.options.keepAliveTimeoutMs = cfg.idleTimeoutMs;
+      if (this.h2 && cfg.http2) this.h2.update({ ...cfg.http2, maxHeaderListSize: cfg.maxHeaderSize, idleTimeoutMs: cfg.idleTimeoutMs });
       certificates?.();
     };
   }
@@ -168,7 +206,7 @@ export class HttpListener implements Listener, ListenerInfo {
   }
 
   // A refusal says "Connection: close": the server parses no request after it (http-server.ts).
-  private readonly onRequest = (req: FrontRequest, res: FrontResponse): void => {
+  private readonly onRequest = (req: HttpRequest, res: HttpResponse): void => {
     let target = req.url;
     let authority: string | undefined;
     if (target.charCodeAt(0) !== 47 /* "/" */ && target !== '*') {
@@ -210,7 +248,7 @@ export class HttpListener implements Listener, ListenerInfo {
    * Proxies a request as `route` says (undefined: the listener's pool); `tags` are its request ID and trace
    * ID when the listener sets them.
    */
-  forward(route: CompiledRoute | undefined, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
+  forward(route: CompiledRoute | undefined, req: HttpRequest, res: HttpResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
     // req.body: a stream when the head announces a body (Content-Length > 0 or Transfer-Encoding).
     if (!req.body) {
       this.dispatch(route, req, res, scan, target, tags);
@@ -227,13 +265,13 @@ export class HttpListener implements Listener, ListenerInfo {
   }
 
   /** Serves one routed request: the listener's pool, a plain route's pool, or what a route with more asks for. */
-  private dispatch(route: CompiledRoute | undefined, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
+  private dispatch(route: CompiledRoute | undefined, req: HttpRequest, res: HttpResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void {
     if (route === undefined) new ProxyCall(this, this.router.fallback, req, res, scan, target, undefined, undefined, tags).start();
     else if (route.plain) new ProxyCall(this, route.pool!, req, res, scan, target, route, undefined, tags).start();
     else this.dispatchRoute(route, req, res, scan, target, tags);
   }
 
-  private dispatchRoute(route: CompiledRoute, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags: RequestTags | undefined): void {
+  private dispatchRoute(route: CompiledRoute, req: HttpRequest, res: HttpResponse, scan: ScannedRequest, target: string, tags: RequestTags | undefined): void {
     const ids = tags !== undefined ? { requestId: tags.requestId, traceId: tags.traceId } : undefined;
     if (route.redirect) {
       const location = redirectLocation(route.redirect, target, scan.host, this.tls);
@@ -261,8 +299,8 @@ export class HttpListener implements Listener, ListenerInfo {
   }
 
   /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
-  private refuse(req: FrontRequest, res: FrontResponse, status: number, reason: string, extra?: LocalExtra): void {
-    replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true);
+  private refuse(req: HttpRequest, res: HttpResponse, status: number, reason: string, extra?: LocalExtra): void {
+    replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true, req);
     this.local(status, reason, req, undefined, extra);
   }
 
@@ -270,7 +308,7 @@ export class HttpListener implements Listener, ListenerInfo {
    * Counts and logs a response lb produced itself (no pool, no backend): refusals, malformed requests,
    * timeouts. `req` is undefined when no request head could be parsed.
    */
-  local(status: number, reason: string | undefined, req: FrontRequest | undefined, socket?: net.Socket, extra?: LocalExtra): void {
+  local(status: number, reason: string | undefined, req: HttpRequest | undefined, socket?: net.Socket, extra?: LocalExtra): void {
     this.events.done({
       kind: 'http',
       listener: this.name,
@@ -289,6 +327,7 @@ export class HttpListener implements Listener, ListenerInfo {
       limited: extra?.limited,
       requestId: extra?.requestId,
       traceId: extra?.traceId,
+      proto: req?.httpVersionMajor === 2 ? 'h2' : undefined,
     });
   }
 
@@ -325,6 +364,7 @@ export class HttpListener implements Listener, ListenerInfo {
   async stop(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.front.drain();
+    this.h2?.drain();
     await closed;
   }
 
@@ -336,6 +376,7 @@ export class HttpListener implements Listener, ListenerInfo {
   /** Ends every connection at once (grace period over, or a second stop signal). */
   destroy(): void {
     this.front.closeAllConnections();
+    this.h2?.closeAllConnections();
     for (const s of this.sockets.values()) s.destroy();
   }
 }
@@ -347,8 +388,8 @@ export class HttpListener implements Listener, ListenerInfo {
  * other than exactly "chunked" (501, as NGINX: lb would drop the other coding while re-framing the body) or
  * on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing), and more than MAX_HEADER_FIELDS header fields.
  */
-function refuse(req: FrontRequest, scan: ScannedRequest): [number, string] | undefined {
-  if (req.httpVersionMajor !== 1) return [400, 'HTTP/1.0 or HTTP/1.1 only'];
+function refuse(req: HttpRequest, scan: ScannedRequest): [number, string] | undefined {
+  if (req.httpVersionMajor !== 1 && !(req instanceof H2Request)) return [400, 'HTTP/1.0 or HTTP/1.1 only'];
   if (req.rawHeaders.length > MAX_HEADER_FIELDS * 2) return [431, `more than ${MAX_HEADER_FIELDS} header fields`];
   if (scan.hosts === 0 && req.httpVersionMinor === 1) return [400, 'an HTTP/1.1 request needs a Host header'];
   if (scan.hosts > 1) return [400, 'more than one Host header'];

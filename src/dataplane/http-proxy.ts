@@ -15,7 +15,7 @@ import type { Backend } from './backend.js';
 import type { RequestQueue, ShedReason, Waiter } from './queue.js';
 import type { RetryBudget } from './retry-budget.js';
 import type { DataPlaneEvents, FailureReason } from './events.js';
-import type { FrontRequest, FrontResponse } from './http-server.js';
+import type { HttpRequest, HttpResponse } from './exchange.js';
 import type net from 'node:net';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
@@ -106,7 +106,7 @@ export interface ScannedRequest {
  * `Connection: upgrade`. Content-Length and Transfer-Encoding never pass: the upstream client frames the
  * body from req.framing.
  */
-export function scanRequest(req: FrontRequest, tls: boolean, authority?: string): ScannedRequest {
+export function scanRequest(req: HttpRequest, tls: boolean, authority?: string): ScannedRequest {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let xff: string | undefined;
@@ -234,7 +234,7 @@ function classify(err: Error & { code?: string; tls?: string; unprocessed?: bool
 const GRPC_STATUS: Record<number, number> = { 400: 13, 401: 16, 403: 7, 404: 12, 408: 4, 429: 8, 502: 14, 503: 14, 504: 4 };
 
 /** A gRPC request: its content-type is application/grpc or application/grpc+<codec> (gRPC over HTTP/2 spec). */
-export function isGrpcRequest(req: FrontRequest): boolean {
+export function isGrpcRequest(req: HttpRequest): boolean {
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === 12 && raw[i]!.toLowerCase() === 'content-type') return /^application\/grpc(?:[+;]|$)/i.test(raw[i + 1]!);
@@ -253,7 +253,7 @@ function grpcMessage(text: string): string {
  * lb's own error answer to a gRPC request: a Trailers-Only response (HTTP 200, grpc-status and grpc-message
  * in the head, no body), which gRPC clients read as the call's status; `extra` adds fields (Retry-After...).
  */
-export function replyGrpcError(res: FrontResponse, status: number, message: string, close = false, extra?: Record<string, string | number>): void {
+export function replyGrpcError(res: HttpResponse, status: number, message: string, close = false, extra?: Record<string, string | number>): void {
   const headers: Record<string, string | number> = {
     'content-type': 'application/grpc',
     'grpc-status': GRPC_STATUS[status] ?? 2,
@@ -268,11 +268,11 @@ export function replyGrpcError(res: FrontResponse, status: number, message: stri
 
 /**
  * Writes a short plain-text error response (503/502/504/400), unless a response has started; to a gRPC
- * request, the same as a gRPC status (replyGrpcError).
+ * request `req`, the same as a gRPC status (replyGrpcError).
  */
-export function replyError(res: FrontResponse, status: number, message: string, close = false): void {
+export function replyError(res: HttpResponse, status: number, message: string, close = false, req?: HttpRequest): void {
   if (res.headersSent || res.destroyed) return;
-  if (isGrpcRequest(res.req)) {
+  if (req !== undefined && isGrpcRequest(req)) {
     replyGrpcError(res, status, message, close);
     return;
   }
@@ -305,7 +305,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
   /** Bytes read on the client connection before this request (keep-alive connections carry several). */
   private readonly bytesReadAtStart: number;
   /** The client connection. */
-  private readonly socket: FrontRequest['socket'];
+  private readonly socket: HttpRequest['socket'];
   readonly key: string | undefined;
   private readonly hasHost: boolean;
   private readonly headers: string[];
@@ -329,8 +329,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     private readonly listener: ListenerInfo,
     /** The pool serving the request; a request waiting in a queue through a reload moves to the new one. */
     private pool: BackendPool,
-    private readonly req: FrontRequest,
-    private readonly res: FrontResponse,
+    private readonly req: HttpRequest,
+    private readonly res: HttpResponse,
     scan: ScannedRequest,
     /** origin-form target sent upstream (absolute-form targets are reduced to it) */
     private readonly target: string = req.url,
@@ -354,14 +354,15 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       queue.enter(this);
       // Queued: a client that closes its side now has given up (HAProxy `option abortonclose`, applied here
       // to queued requests only: nothing of them was sent). Its request leaves the queue.
-      if (this.queue !== undefined) this.socket.once('end', this.onQueuedEnd);
+      // (HTTP/1.x only: an HTTP/2 client gives up a stream by resetting it, which closes the response.)
+      if (this.queue !== undefined && this.req.httpVersionMajor === 1) this.socket.once('end', this.onQueuedEnd);
       return;
     }
     const b = this.pool.pick({ key: this.key });
     if (!b) {
       this.status = 503;
       this.error = 'no usable backend';
-      replyError(this.res, 503, `503 Service Unavailable: no usable backend in pool ${this.pool.name}`);
+      replyError(this.res, 503, `503 Service Unavailable: no usable backend in pool ${this.pool.name}`, false, this.req);
       this.finish();
       return;
     }
@@ -380,7 +381,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     this.socket.removeListener('end', this.onQueuedEnd);
     this.status = 503;
     this.error = reason === 'no_backend' ? 'no usable backend' : reason;
-    replyError(this.res, 503, why);
+    replyError(this.res, 503, why, false, this.req);
     this.finish();
   }
 
@@ -575,7 +576,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       this.status = 408;
       this.error = 'client body timeout';
       if (res.headersSent) res.destroy();
-      else replyError(res, 408, `408 Request Timeout: no request body bytes for ${this.listener.bodyTimeoutMs}ms`, true);
+      else replyError(res, 408, `408 Request Timeout: no request body bytes for ${this.listener.bodyTimeoutMs}ms`, true, this.req);
       this.finish(b);
       return;
     }
@@ -618,10 +619,10 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     if (reason === 'timeout') {
       this.status = 504;
       const cfg = this.pool.config;
-      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${cfg.perTryTimeoutMs || cfg.responseTimeoutMs}ms`);
+      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${cfg.perTryTimeoutMs || cfg.responseTimeoutMs}ms`, false, this.req);
     } else {
       this.status = 502;
-      replyError(res, 502, `502 Bad Gateway: backend ${b.name} failed (${err.code ?? err.message})`);
+      replyError(res, 502, `502 Bad Gateway: backend ${b.name} failed (${err.code ?? err.message})`, false, this.req);
     }
     this.finish(b);
   }
@@ -732,7 +733,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       path: this.req.url,
       client: this.socket.remoteAddress ?? '',
       // The declared body size; for chunked bodies and tunnels, what the connection read after the head.
-      bytesIn: framing >= 0 && !this.tunnel ? framing : this.socket.bytesRead - this.bytesReadAtStart,
+      // (HTTP/2: the stream's own DATA bytes; the connection carries other streams.)
+      bytesIn: framing >= 0 && !this.tunnel ? framing : this.req.httpVersionMajor === 2 ? (this.req.body as { bytes?: number } | null)?.bytes ?? 0 : this.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,
@@ -742,6 +744,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       limited: undefined,
       requestId: this.tags?.requestId,
       traceId: this.tags?.traceId,
+      proto: this.req.httpVersionMajor === 2 ? 'h2' : undefined,
     });
   }
 }

@@ -9,7 +9,7 @@
 // A token taken for the listener's limit is spent even when the route's limit then refuses the request.
 
 import type { ListenerConfig } from '../../config/model.js';
-import type { FrontRequest, FrontResponse } from './http-server.js';
+import type { HttpRequest, HttpResponse } from './exchange.js';
 import { isGrpcRequest, replyGrpcError, type ScannedRequest } from './http-proxy.js';
 import { ADMIT, DENY, rateLimiters, type RateLimiter } from './rate-limit.js';
 import { RequestIds, type RequestTags } from './request-id.js';
@@ -17,8 +17,8 @@ import type { CompiledRoute } from './route-match.js';
 
 export interface PolicyListener {
   readonly name: string;
-  forward(route: CompiledRoute | undefined, req: FrontRequest, res: FrontResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void;
-  local(status: number, reason: string | undefined, req: FrontRequest | undefined, socket?: undefined, extra?: LocalExtra): void;
+  forward(route: CompiledRoute | undefined, req: HttpRequest, res: HttpResponse, scan: ScannedRequest, target: string, tags?: RequestTags): void;
+  local(status: number, reason: string | undefined, req: HttpRequest | undefined, socket?: undefined, extra?: LocalExtra): void;
 }
 
 /** Extra fields of a local answer's record. */
@@ -48,8 +48,8 @@ export function admit(
   l: PolicyListener,
   policy: RequestPolicy | undefined,
   route: CompiledRoute | undefined,
-  req: FrontRequest,
-  res: FrontResponse,
+  req: HttpRequest,
+  res: HttpResponse,
   scan: ScannedRequest,
   target: string,
 ): void {
@@ -78,8 +78,8 @@ function refuse(
   l: PolicyListener,
   lim: RateLimiter,
   retryMs: number,
-  req: FrontRequest,
-  res: FrontResponse,
+  req: HttpRequest,
+  res: HttpResponse,
   tags: RequestTags | undefined,
   route: string | undefined,
 ): void {

@@ -19,7 +19,7 @@
 
 import type { HeaderRewrite, RedirectConfig, RespondConfig } from '../../config/model.js';
 import { STATUS_CODES } from 'node:http';
-import type { FrontRequest, FrontResponse } from './http-server.js';
+import type { HttpRequest, HttpResponse } from './exchange.js';
 
 export const VARIABLES = ['client_ip', 'host', 'path', 'method', 'scheme', 'route', 'request_id'] as const;
 export type Variable = (typeof VARIABLES)[number];
@@ -28,7 +28,7 @@ export type Variable = (typeof VARIABLES)[number];
 export const FORBIDDEN_REQUEST = new Set([
   'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'host', 'expect',
 ]);
-/** Response fields no rewrite may touch: framing and hop-by-hop (FrontResponse writes its own). */
+/** Response fields no rewrite may touch: framing and hop-by-hop (HttpResponse writes its own). */
 export const FORBIDDEN_RESPONSE = new Set([
   'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade',
 ]);
@@ -39,7 +39,7 @@ const BAD_RUNTIME = /[\0\r\n]/;
 
 /** What a template can read: built lazily, at most once per request, only by routes that use variables. */
 export interface RewriteContext {
-  readonly req: FrontRequest;
+  readonly req: HttpRequest;
   /** The forwarded header list (request_id is read from it). */
   readonly headers: string[];
   readonly host: string | undefined;
@@ -201,7 +201,7 @@ export function redirectLocation(r: RedirectConfig, target: string, host: string
 }
 
 /** Writes a redirect. A request with a body is answered with Connection: close (its body is not read). */
-export function writeRedirect(res: FrontResponse, code: number, location: string, hasBody: boolean): void {
+export function writeRedirect(res: HttpResponse, code: number, location: string, hasBody: boolean): void {
   const headers = ['Location', location, 'Content-Length', '0'];
   if (hasBody) headers.push('Connection', 'close');
   res.writeHead(code, statusText(code), headers).end();
@@ -221,7 +221,7 @@ export function compileRespond(r: RespondConfig): CompiledRespond {
   return { status: r.status, headers, body };
 }
 
-export function writeRespond(res: FrontResponse, c: CompiledRespond, hasBody: boolean): void {
+export function writeRespond(res: HttpResponse, c: CompiledRespond, hasBody: boolean): void {
   const headers = hasBody ? [...c.headers, 'Connection', 'close'] : c.headers;
   res.writeHead(c.status, statusText(c.status), headers).end(c.body);
 }

@@ -24,7 +24,7 @@
 import type { HashKey, ListenerConfig, RouteConfig, SplitEntry, ValueMatch } from '../../config/model.js';
 import { routeName } from '../../config/model.js';
 import { murmur3_32 } from '../../algorithms/hash.js';
-import type { FrontRequest } from './http-server.js';
+import type { HttpRequest } from './exchange.js';
 import type { BackendPool } from './pool.js';
 import { rateLimiters, type RateLimiter } from './rate-limit.js';
 import { cookieValue, requestKey } from './request-key.js';
@@ -102,7 +102,7 @@ function valueTest(m: ValueMatch): Test | undefined {
  * Header value as conditions see it (see the head of this file); undefined when absent. Scans the raw list
  * (no map of every header is built): names are compared lower-cased only when their length fits.
  */
-export function headerValue(req: FrontRequest, name: string, joiner = ', '): string | undefined {
+export function headerValue(req: HttpRequest, name: string, joiner = ', '): string | undefined {
   const raw = req.rawHeaders;
   const len = name.length;
   let v: string | undefined;
@@ -144,9 +144,9 @@ function formDecode(s: string): string {
   return new URLSearchParams(`a=${s}`).get('a') ?? '';
 }
 
-type Predicate = (req: FrontRequest) => boolean;
+type Predicate = (req: HttpRequest) => boolean;
 
-function condition(m: ValueMatch, read: (req: FrontRequest, name: string) => string | undefined): Predicate {
+function condition(m: ValueMatch, read: (req: HttpRequest, name: string) => string | undefined): Predicate {
   const name = m.name;
   const test = valueTest(m);
   if (test === undefined) {
@@ -159,8 +159,8 @@ function condition(m: ValueMatch, read: (req: FrontRequest, name: string) => str
   };
 }
 
-const readCookie = (req: FrontRequest, name: string): string | undefined => cookieValue(headerValue(req, 'cookie', '; '), name);
-const readQuery = (req: FrontRequest, name: string): string | undefined => firstQueryValue(req.url, name);
+const readCookie = (req: HttpRequest, name: string): string | undefined => cookieValue(headerValue(req, 'cookie', '; '), name);
+const readQuery = (req: HttpRequest, name: string): string | undefined => firstQueryValue(req.url, name);
 
 /**
  * A weighted split across pools. Not sticky (or no key in the request): NGINX's smooth weighted round robin
@@ -215,7 +215,7 @@ export class Split {
     return [...this.weights];
   }
 
-  pick(req: FrontRequest): BackendPool {
+  pick(req: HttpRequest): BackendPool {
     if (this.sticky !== undefined) {
       const key = stickyKey(this.sticky, req);
       if (key !== undefined) {
@@ -239,7 +239,7 @@ export class Split {
 }
 
 /** A sticky key read as route conditions read fields (hash_key's syntax and meaning, without building req.headers). */
-function stickyKey(k: HashKey, req: FrontRequest): string | undefined {
+function stickyKey(k: HashKey, req: HttpRequest): string | undefined {
   switch (k.kind) {
     case 'header':
       return headerValue(req, k.name);

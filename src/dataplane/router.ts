@@ -5,7 +5,7 @@
 // costs what it did before (one undefined check).
 
 import type { ListenerConfig } from '../../config/model.js';
-import type { FrontRequest } from './http-server.js';
+import type { HttpRequest } from './exchange.js';
 import type { BackendPool } from './pool.js';
 import { CompiledRoute, type SplitOverrides } from './route-match.js';
 import { stripPort } from './rewrite.js';
@@ -31,7 +31,7 @@ export class Router {
   }
 
   /** The first route that matches, or undefined (the listener's pool serves). */
-  route(hostHeader: string | undefined, url: string, req: FrontRequest): CompiledRoute | undefined {
+  route(hostHeader: string | undefined, url: string, req: HttpRequest): CompiledRoute | undefined {
     const routes = this.routes;
     if (routes.length === 0) return undefined;
     const host = hostHeader ? stripPort(hostHeader).toLowerCase() : '';

@@ -51,6 +51,13 @@ export const METRICS = {
     labels: ['listener', 'reason'],
     where: 'worker',
   },
+  http2ResetFloods: {
+    name: 'lb_http2_reset_floods_total',
+    type: 'counter',
+    help: 'HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM for resetting too many streams (rapid reset, CVE-2023-44487).',
+    labels: ['listener'],
+    where: 'worker',
+  },
   backendTlsErrors: {
     name: 'lb_backend_tls_errors_total',
     type: 'counter',

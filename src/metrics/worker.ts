@@ -49,6 +49,8 @@ export class WorkerMetrics {
   private readonly failures = new Map<string, Map<string, Map<string, Series>>>();
   /** listener -> reason -> connections refused for their PROXY header. */
   private readonly proxyRefusals = new Map<string, Map<string, Series>>();
+  /** listener -> HTTP/2 connections closed for flooding resets. */
+  private readonly h2Floods = new Map<string, Series>();
   /** listener -> limit -> requests refused by a rate limit. */
   private readonly limited = new Map<string, Map<string, Series>>();
   private readonly registry = new Registry();
@@ -108,6 +110,13 @@ export class WorkerMetrics {
     const s = m.get(reason);
     if (s !== undefined) s.value++;
     else m.set(reason, { labels: { listener, reason }, value: 1 });
+  }
+
+  /** An HTTP/2 connection closed for flooding stream resets. */
+  h2Flood(listener: string): void {
+    const s = this.h2Floods.get(listener);
+    if (s !== undefined) s.value++;
+    else this.h2Floods.set(listener, { labels: { listener }, value: 1 });
   }
 
   /**
@@ -173,6 +182,7 @@ export class WorkerMetrics {
     const refusals: Series[] = [];
     for (const m of this.proxyRefusals.values()) for (const s of m.values()) refusals.push({ labels: s.labels, value: s.value });
     out.push(series(METRICS.proxyProtocolErrors, refusals));
+    out.push(series(METRICS.http2ResetFloods, [...this.h2Floods.values()]));
     out.push(series(METRICS.routeRequests, flatten3(this.routes)));
     const limited: Series[] = [];
     for (const m of this.limited.values()) for (const s of m.values()) limited.push({ labels: s.labels, value: s.value });
