@@ -249,6 +249,65 @@ t.test('h2c: fields, bodies both ways, trailers, back-pressure', async (t) => {
   t.ok(/lb_backend_h2_sessions\{pool="app",backend="h2"\} 1/.test(await metrics(port)), 'one open h2 session counted');
 });
 
+t.test('h2c: a backend that does not read makes lb stop reading a 64 MiB upload', async (t) => {
+  const SIZE = 64 * 1024 * 1024;
+  let held: http2.ServerHttp2Stream | undefined;
+  let read = 0;
+  const backend = await startH2((stream) => {
+    // Reads nothing until told to: HTTP/2 flow control holds lb back.
+    stream.pause();
+    held = stream;
+    stream.on('data', (c: Buffer) => (read += c.length));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200 });
+      stream.end(String(read));
+    });
+  });
+  t.teardown(() => backend.close());
+  const port = await freePort();
+  const lb = await startLb(config(port, `protocol = "h2c"\nbackends = [ { address = "127.0.0.1:${backend.port}" } ]`), [port]);
+  t.teardown(() => lb.stop());
+  const pid = await workerPid(lb);
+  const before = rssKiB(pid);
+  const client = net.connect(port, '127.0.0.1');
+  const chunk = Buffer.alloc(256 * 1024, 0x62);
+  let offered = 0;
+  let reply = '';
+  client.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+  const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
+  client.write(`POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: ${SIZE}\r\nConnection: close\r\n\r\n`);
+  const pump = (): void => {
+    while (offered < SIZE) {
+      offered += chunk.length;
+      if (!client.write(chunk)) {
+        client.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+  let last = -1;
+  await waitFor(
+    async () => {
+      const now = client.bytesWritten;
+      if (held && now === last) return true;
+      last = now;
+      await new Promise((r) => setTimeout(r, 300));
+      return false;
+    },
+    60_000,
+    'the upload to stall behind the backend',
+  );
+  const stalledAt = client.bytesWritten;
+  const grown = rssKiB(pid) - before;
+  t.ok(stalledAt < 24 * 1024 * 1024, `the client could write ${stalledAt} bytes of ${SIZE} while the backend read nothing`);
+  t.ok(grown < 40 * 1024, `worker RSS grew ${grown} KiB`);
+  held!.resume();
+  await closed;
+  t.match(reply, /^HTTP\/1\.1 200 /);
+  t.match(reply, new RegExp(`\\r\\n${SIZE}\\r\\n0\\r\\n`), 'the backend got all 64 MiB');
+});
+
 t.test('h2 over TLS: ALPN, resumption, and a backend without h2 refused', async (t) => {
   const dir = tmpdir();
   makeCa(dir, 'ca');
