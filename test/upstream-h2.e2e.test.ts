@@ -474,6 +474,24 @@ t.test('http health check over h2c', async (t) => {
   await waitFor(async () => (await health()) === 'down', 20_000, 'backend down (503 over h2c)');
 });
 
+t.test('a reload that changes protocol takes effect for the same backend address', async (t) => {
+  const backend = await startH2(echo);
+  t.teardown(() => backend.close());
+  const port = await freePort();
+  const pool = (proto: string): string => `${proto}retries = 0\nbackends = [ { name = "b", address = "127.0.0.1:${backend.port}" } ]`;
+  const lb = await startLb(config(port, pool('')), [port]);
+  t.teardown(() => lb.stop());
+  // HTTP/1.1 to an HTTP/2-only server: it cannot answer.
+  const before = await get(port, '/x');
+  t.equal(before.status, 502, `http1 to an h2c-only backend: ${before.body.trim()}`);
+  fs.writeFileSync(lb.configFile, fs.readFileSync(lb.configFile, 'utf8').replace('retries = 0', 'protocol = "h2c"\nretries = 0'));
+  const rl = await cli(['reload', '-s', lb.socket]);
+  t.equal(rl.code, 0, `reload: ${rl.stdout}${rl.stderr}`);
+  const after = await get(port, '/x');
+  t.equal(after.status, 200, after.body);
+  t.equal((JSON.parse(after.body) as { headers: Record<string, string> }).headers[':path'], '/x');
+});
+
 t.test('config errors name file, line and key', async (t) => {
   const dir = tmpdir();
   const file = path.join(dir, 'lb.toml');
