@@ -158,7 +158,7 @@ class Session {
   readonly session: http2.ClientHttp2Session;
   /** Streams on this session (started or waiting for it to connect). */
   active = 0;
-  /** Connected (preface and settings exchanged as far as node:http2's 'connect'). */
+  /** Ready: connected and the backend's SETTINGS received. */
   private connected = false;
   /** GOAWAY received, or closing: takes no new streams. */
   private goaway = false;
@@ -213,6 +213,7 @@ class Session {
     s.on('connect', this.onConnect);
     s.on('error', this.onError);
     s.on('goaway', this.onGoaway);
+    s.on('remoteSettings', this.onRemoteSettings);
     s.on('close', this.onClose);
     if (o.connectTimeoutMs > 0) {
       this.connectTimer = setTimeout(() => {
@@ -227,6 +228,7 @@ class Session {
 
   /** SETTINGS_MAX_CONCURRENT_STREAMS of the backend (before its SETTINGS: DEFAULT_MAX_STREAMS). */
   get maxStreams(): number {
+    // Before the backend's SETTINGS, node:http2 reports the protocol's default (unlimited).
     if (!this.connected) return DEFAULT_MAX_STREAMS;
     return this.session.remoteSettings.maxConcurrentStreams ?? DEFAULT_MAX_STREAMS;
   }
@@ -263,9 +265,8 @@ class Session {
     if (this.active === 0) this.session.close();
   }
 
+  /** The transport is up (TCP, TLS): the session's own SETTINGS go out; requests wait for the backend's. */
   private readonly onConnect = (): void => {
-    clearTimeout(this.connectTimer);
-    this.connected = true;
     this.counted = true;
     const o = this.pool.options;
     countSession(o.pool, o.name ?? o.host, 1);
@@ -274,9 +275,27 @@ class Session {
     } catch {
       // a session already closing: its streams fail on their own
     }
+  };
+
+  /**
+   * The backend's SETTINGS arrived (RFC 9113 section 3.4: its preface): the session is ready. The requests
+   * that waited for it start, up to its SETTINGS_MAX_CONCURRENT_STREAMS; the rest go back to the pool, which
+   * may open another session for them (within h2_max_connections).
+   */
+  private readonly onRemoteSettings = (): void => {
+    if (this.connected) return;
+    clearTimeout(this.connectTimer);
+    this.connected = true;
     const waiting = this.waiting;
     this.waiting = [];
-    for (const x of waiting) x.start(this);
+    const max = this.maxStreams;
+    let i = 0;
+    for (; i < waiting.length && i < max; i++) waiting[i]!.start(this);
+    if (i < waiting.length) {
+      const rest = waiting.slice(i);
+      this.active -= rest.length;
+      this.pool.redispatch(rest);
+    }
   };
 
   private readonly onError = (err: Error): void => {
