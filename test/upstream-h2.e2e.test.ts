@@ -474,6 +474,60 @@ t.test('http health check over h2c', async (t) => {
   await waitFor(async () => (await health()) === 'down', 20_000, 'backend down (503 over h2c)');
 });
 
+t.test('timeouts: connect (no HTTP/2 preface) retried elsewhere, read_timeout cuts a stalled body', async (t) => {
+  // Accepts TCP and never speaks HTTP/2: the session never becomes ready.
+  const held: net.Socket[] = [];
+  const silent = net.createServer((s) => {
+    held.push(s);
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    silent.close();
+  });
+  const silentPort = (silent.address() as net.AddressInfo).port;
+  const backend = await startH2((stream, headers) => {
+    if (headers[':path'] === '/stall') {
+      stream.respond({ ':status': 200 });
+      stream.write('part');
+      return; // and nothing more
+    }
+    echo(stream, headers);
+  });
+  t.teardown(() => backend.close());
+  const port = await freePort();
+  const lb = await startLb(
+    config(
+      port,
+      `protocol = "h2c"\nconnect_timeout = "300ms"\nread_timeout = "300ms"\nretries = 1
+backends = [ { name = "silent", address = "127.0.0.1:${silentPort}" }, { name = "ok", address = "127.0.0.1:${backend.port}" } ]`,
+      '',
+      await freePort(),
+    ),
+    [port],
+  );
+  t.teardown(() => lb.stop());
+  // Round robin puts some of these on the silent backend first: a connect failure, retried (any method).
+  for (let i = 0; i < 4; i++) {
+    const r = await get(port, `/p${i}`, { method: 'POST' });
+    t.equal(r.status, 200, `POST ${i}: ${r.body}`);
+  }
+  t.match(await metrics(port), /lb_backend_failures_total\{pool="app",backend="silent",reason="connect"\} [1-9]/, 'connect timeouts counted as connect failures');
+  // A body that stops: the client gets a cut response, not a complete one.
+  const cut = await new Promise<string>((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/stall', agent: false }, (res) => {
+      res.on('data', () => {});
+      res.on('end', () => resolve('complete'));
+      res.on('error', () => resolve('cut'));
+      res.on('aborted', () => resolve('cut'));
+    });
+    req.on('error', () => resolve('cut'));
+  });
+  t.equal(cut, 'cut', 'read_timeout ended the stalled response');
+  t.match(await metrics(port), /lb_backend_failures_total\{pool="app",backend="ok",reason="timeout"\} 1/, 'counted as a timeout');
+});
+
 t.test('a reload that changes protocol takes effect for the same backend address', async (t) => {
   const backend = await startH2(echo);
   t.teardown(() => backend.close());
