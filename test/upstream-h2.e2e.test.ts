@@ -551,7 +551,9 @@ t.test('config errors name file, line and key', async (t) => {
   const file = path.join(dir, 'lb.toml');
   fs.writeFileSync(
     file,
-    `[admin]\nsocket = "${dir}/a.sock"\n[listeners.web]\nprotocol = "http"\nlisten = "127.0.0.1:1"\npool = "app"\n[pools.app]\nprotocol = "h2"\nbackends = [ { address = "127.0.0.1:2" } ]\n[pools.b]\nh2_max_connections = 3\nbackends = [ { address = "127.0.0.1:2" } ]\n[pools.c]\nprotocol = "h3"\nbackends = [ { address = "127.0.0.1:2" } ]\n`,
+    `[admin]\nsocket = "${dir}/a.sock"\n[listeners.web]\nprotocol = "http"\nlisten = "127.0.0.1:1"\npool = "app"\n[pools.app]\nprotocol = "h2"\nbackends = [ { address = "127.0.0.1:2" } ]\n[pools.b]\nh2_max_connections = 3\nbackends = [ { address = "127.0.0.1:2" } ]\n[pools.c]\nprotocol = "h3"\nbackends = [ { address = "127.0.0.1:2" } ]\n` +
+      `[pools.d]\nprotocol = "h2c"\nsend_proxy = "v2"\ntls = {}\nbackends = [ { address = "127.0.0.1:2" } ]\nhealth_check = { type = "http", service = "x" }\n` +
+      `[listeners.db]\nprotocol = "tcp"\nlisten = "127.0.0.1:3"\npool = "d"\n`,
   );
   const r = await cli(['validate', '-c', file]);
   t.not(r.code, 0);
@@ -559,6 +561,10 @@ t.test('config errors name file, line and key', async (t) => {
   t.match(out, /lb\.toml:8:\d+.*pools\.app\.protocol.*needs a tls table/);
   t.match(out, /lb\.toml:11:\d+.*pools\.b\.h2_max_connections.*applies to protocol "h2" or "h2c"/);
   t.match(out, /lb\.toml:14:\d+.*pools\.c\.protocol/);
+  t.match(out, /lb\.toml:17:\d+.*pools\.d\.protocol.*"h2c" is HTTP\/2 over plain TCP, but the pool has a tls table/);
+  t.match(out, /lb\.toml:18:\d+.*pools\.d\.send_proxy.*applies to protocol "http1" pools only/);
+  t.match(out, /lb\.toml:21:\d+.*pools\.d\.health_check\.service.*grpc health checks only/);
+  t.match(out, /lb\.toml:25:\d+.*listeners\.db\.pool.*speaks h2c to its backends, which a tcp listener cannot carry/);
 });
 
 t.test("lb's own errors to gRPC requests are gRPC statuses (Trailers-Only, HTTP 200)", async (t) => {
