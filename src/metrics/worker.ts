@@ -143,6 +143,9 @@ export class WorkerMetrics {
         for (const byPool of this.http.values()) byPool.get(pool)?.byBackend.delete(name);
         for (const byPool of this.conns.values()) byPool.get(pool)?.delete(name);
         this.failures.get(pool)?.delete(name);
+        h2Refused.get(pool)?.delete(name);
+        const sessions = h2Sessions.get(pool);
+        if (sessions?.get(name) === 0) sessions.delete(name);
         if (b.inflight === 0) g.delete(name);
       }
       if (g.size === 0) this.gone.delete(pool);
