@@ -413,7 +413,16 @@ class Exchange {
     try {
       stream = session.session.request(fields, { endStream: body === null, waitForTrailers: body !== null && framing === CHUNKED });
     } catch (err) {
-      this.fail(Object.assign(err as Error, { code: (err as { code?: string }).code ?? UPSTREAM_CODES.badResponse }));
+      const code = (err as { code?: string }).code;
+      if ((code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION') && this.attempt < MAX_GOAWAY_RESENDS && !this.pool.closed) {
+        // The session closed between its choice and this request: nothing was sent; another one takes it.
+        this.finished = true;
+        session.done(false);
+        this.pool.resend(this.req, this.handler, this.attempt + 1);
+        return;
+      }
+      // A field node:http2 refuses (a value with characters HTTP/2 forbids...): the request cannot go out.
+      this.fail(Object.assign(err as Error, { code: code ?? UPSTREAM_CODES.badResponse }));
       return;
     }
     this.stream = stream;
