@@ -3,10 +3,11 @@
 // fields dropped), bodies both ways (32 MiB up, 64 MiB down) with request and response trailers, a slow
 // client that does not make lb buffer a 64 MiB response (the worker's RSS from /proc), h2 over TLS with ALPN
 // and session resumption, a TLS backend without h2 refused with a clear error, the h2_max_connections bound
-// counted at the server, REFUSED_STREAM retried on another backend, GOAWAY mid-traffic losing no request,
+// counted at the server, REFUSED_STREAM retried on another backend, GOAWAY mid-traffic (NGINX as the h2c
+// backend, keepalive_requests 25) losing no request,
 // an http health check over h2c, and config errors naming file, line and key.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -15,7 +16,9 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import https from 'node:https';
-import { admin, cli, freePort, get, startLb, startLoad, tmpdir, waitFor, type Lb } from './helpers/lb.js';
+import { spawn } from 'node:child_process';
+import { admin, cli, connectOnce, freePort, get, startLb, startLoad, tmpdir, waitFor, type Lb } from './helpers/lb.js';
+import { findBinary } from './helpers/differential.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 
 interface H2Backend {
@@ -407,6 +410,48 @@ t.test('h2_max_connections and SETTINGS_MAX_CONCURRENT_STREAMS bound the streams
   t.equal(backend.sessions.length, 2, 'still two connections after all 12');
 });
 
+/**
+ * NGINX as an h2c backend (`listen ... http2` without TLS: prior knowledge) that ends each connection with
+ * GOAWAY after 25 requests (keepalive_requests); it answers with its connection's serial number.
+ */
+async function startNginxH2c(t: Test): Promise<number> {
+  const dir = tmpdir('lb-h2-nginx-');
+  const port = await freePort();
+  fs.writeFileSync(
+    path.join(dir, 'nginx.conf'),
+    `daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port} http2;
+    keepalive_requests 25;
+    location / { return 200 "conn=$connection\n"; }
+  }
+}
+`,
+  );
+  const nginx = spawn(findBinary('nginx'), ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => nginx.once('exit', () => r()));
+  t.teardown(async () => {
+    nginx.kill('SIGTERM');
+    await exited;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await waitFor(() => connectOnce(port).then(() => true), 15_000, 'nginx to listen');
+  return port;
+}
+
 t.test('REFUSED_STREAM is retried on another backend (any method); GOAWAY mid-traffic loses nothing', async (t) => {
   let refusedCount = 0;
   const refusing = await startH2((stream) => {
@@ -414,18 +459,10 @@ t.test('REFUSED_STREAM is retried on another backend (any method); GOAWAY mid-tr
     setImmediate(() => stream.close(http2.constants.NGHTTP2_REFUSED_STREAM));
   });
   t.teardown(() => refusing.close());
-  let streamsOnB = 0;
-  const ok = await startH2((stream, headers) => {
-    streamsOnB++;
-    // A graceful GOAWAY every 25 streams: the streams above its last-stream-id are sent again.
-    const session = stream.session;
-    if (streamsOnB % 25 === 0 && session) setImmediate(() => session.close());
-    echo(stream, headers);
-  });
-  t.teardown(() => ok.close());
+  const nginxPort = await startNginxH2c(t);
   const port = await freePort();
   const lb = await startLb(
-    config(port, `protocol = "h2c"\nretries = 1\nbackends = [ { name = "refuser", address = "127.0.0.1:${refusing.port}" }, { name = "ok", address = "127.0.0.1:${ok.port}" } ]`, '', await freePort()),
+    config(port, `protocol = "h2c"\nretries = 1\nbackends = [ { name = "refuser", address = "127.0.0.1:${refusing.port}" }, { name = "ok", address = "127.0.0.1:${nginxPort}" } ]`, '', await freePort()),
     [port],
   );
   t.teardown(() => lb.stop());
@@ -436,13 +473,16 @@ t.test('REFUSED_STREAM is retried on another backend (any method); GOAWAY mid-tr
   t.ok(refusedCount >= 3, `the refusing backend saw ${refusedCount} streams`);
   t.match(await metrics(port), /lb_backend_h2_refused_streams_total\{pool="app",backend="refuser",reason="refused_stream"\} [1-9]/);
 
-  // Load against the backend that sends GOAWAY every 25 streams (drain the refuser so all goes there).
+  // Load against NGINX, which sends GOAWAY after every 25 requests on a connection (the refuser drained).
   await cli(['drain', 'app/refuser', '-s', lb.socket]);
   const load = startLoad(port, { concurrency: 16, keepAlive: true, limitMs: 60_000 });
   await waitFor(() => load.result.ok >= 1500, 90_000, '1500 requests');
   const res = await load.stop();
   t.equal(res.failed, 0, `no request lost: ${res.errors.slice(0, 3).join('; ')}`);
-  t.ok(ok.sessions.length >= 10, `${ok.sessions.length} sessions: the backend closed many with GOAWAY`);
+  // 60 requests one after another went over at least 3 NGINX connections: GOAWAY did rotate them.
+  const conns = new Set<string>();
+  for (let i = 0; i < 60; i++) conns.add((await get(port, `/seq${i}`)).body.trim());
+  t.ok(conns.size >= 3, `60 sequential requests over ${conns.size} backend connections`);
   const m = /lb_backend_h2_refused_streams_total\{pool="app",backend="ok",reason="goaway"\} (\d+)/.exec(await metrics(port));
   t.comment(`streams above a GOAWAY's last-stream-id, sent again: ${m?.[1] ?? 0}`);
 });
