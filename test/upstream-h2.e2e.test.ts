@@ -627,6 +627,13 @@ backends = [ { address = "127.0.0.1:${dead}" } ]
 [[listeners.web.routes]]
 path_prefix = "/dead"
 pool = "dead"
+[[listeners.web.routes]]
+path_prefix = "/limited"
+pool = "app"
+rate_limit = "one"
+[rate_limits.one]
+rate = 1
+per = "1h"
 `,
     ),
     [port],
@@ -644,6 +651,12 @@ pool = "dead"
   // grpc-timeout passes through to the backend; a plain request still gets a plain 502.
   const ok = await get(port, '/fields', { method: 'POST', headers: { ...grpcHeaders, 'grpc-timeout': '5S' }, body: '\0\0\0\0\0' });
   t.equal((JSON.parse(ok.body) as { headers: Record<string, string> }).headers['grpc-timeout'], '5S');
+  // A rate limit's 429: RESOURCE_EXHAUSTED, with Retry-After kept.
+  t.equal((await get(port, '/limited/a', { method: 'POST', headers: grpcHeaders, body: '\0\0\0\0\0' })).status, 200);
+  const limited = await get(port, '/limited/b', { method: 'POST', headers: grpcHeaders, body: '\0\0\0\0\0' });
+  t.equal(limited.status, 200);
+  t.equal(limited.headers['grpc-status'], '8', 'RESOURCE_EXHAUSTED for a 429');
+  t.ok(Number(limited.headers['retry-after']) > 0, 'Retry-After kept');
   const plain = await get(port, '/dead/x');
   t.equal(plain.status, 502);
   t.equal(plain.headers['grpc-status'], undefined);
