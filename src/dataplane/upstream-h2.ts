@@ -9,7 +9,8 @@
 //   that received GOAWAY takes no new streams, finishes its own and does not count against the bound.
 // - h2: TLS with ALPN "h2" (RFC 9113 section 3.2), the pool's TLS context and session resumption
 //   (backend-tls.ts); a backend that selects anything else fails the connect. h2c: prior knowledge over TCP
-//   (RFC 9113 section 3.3). connect_timeout covers TCP, TLS and the session preface.
+//   (RFC 9113 section 3.3). A session is ready once the backend's SETTINGS arrive (its preface); requests
+//   wait for that, and connect_timeout covers TCP, TLS and the preface.
 // - Requests: the HTTP/1.1 head is mapped to HTTP/2 fields (RFC 9113 section 8.2.2: connection-specific
 //   fields are dropped; Host becomes :authority), `te: trailers` is always sent (lb takes response trailers
 //   whatever the client does: gRPC servers require it), the body is streamed under HTTP/2 flow control,
@@ -18,10 +19,12 @@
 // - Responses: 1xx to onInformational, the head to onHeaders, DATA to onData (false pauses the stream:
 //   nghttp2 then stops extending the flow-control window, so a slow client bounds what lb holds), trailers
 //   to onComplete.
-// - Errors: a stream the backend refused (RST_STREAM REFUSED_STREAM, or above a GOAWAY's last-stream-id,
-//   which nghttp2 closes the same way) was not processed (RFC 9113 sections 6.8 and 8.7): `unprocessed`,
-//   so the proxy may send it elsewhere whatever its method. Other resets are UPSTREAM_CODES.streamReset;
-//   a session that dies under a stream that had no response byte, on a session used before, is `stale`.
+// - Errors: a stream the backend refused (RST_STREAM REFUSED_STREAM) was not processed (RFC 9113 section
+//   8.7): `unprocessed`, so the proxy may send it elsewhere whatever its method. A stream above a GOAWAY's
+//   last-stream-id (nghttp2 closes those with REFUSED_STREAM too; section 6.8) is sent again here, on
+//   another session of the same backend, when nothing of its body was read (MAX_GOAWAY_RESENDS). Other
+//   resets are UPSTREAM_CODES.streamReset; a session that dies under a stream that had no response byte, on
+//   a session used before, is `stale`.
 
 import http2 from 'node:http2';
 import net from 'node:net';
