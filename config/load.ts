@@ -25,6 +25,7 @@ import { buildRoute } from './routes.js';
 import type {
   Address,
   BackendConfig,
+  BackendProtocol,
   BackendTlsConfig,
   ClientAuthConfig,
   ConfigIssue,
@@ -760,18 +761,41 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       );
     }
 
+    const protoText = str(p, 'protocol');
+    const protocol: BackendProtocol = protoText === 'h2' || protoText === 'h2c' ? protoText : 'http1';
+    if (protocol === 'h2' && !isTable(p['tls'])) {
+      issues.report([...path, 'protocol'], 'protocol = "h2" is HTTP/2 over TLS and needs a tls table (tls = {} for the defaults); use "h2c" for HTTP/2 over plain TCP');
+    }
+    if (protocol === 'h2c' && isTable(p['tls'])) {
+      issues.report([...path, 'protocol'], 'protocol = "h2c" is HTTP/2 over plain TCP, but the pool has a tls table; use "h2" for HTTP/2 over TLS');
+    }
+    if (protocol === 'http1' && 'h2_max_connections' in p) {
+      issues.report([...path, 'h2_max_connections'], 'h2_max_connections applies to protocol "h2" or "h2c" pools only');
+    }
+    if (protocol !== 'http1' && 'send_proxy' in p) {
+      issues.report([...path, 'send_proxy'], `send_proxy applies to protocol "http1" pools only (this one has protocol = "${protocol}")`);
+    }
+
     const hcT = sub(p, 'health_check', path);
     let healthCheck: HealthCheckConfig | undefined;
     if (hcT) {
       const hpath = [...path, 'health_check'];
-      const type = str(hcT, 'type') === 'tcp' ? 'tcp' : 'http';
-      if (type === 'tcp') {
+      const typeText = str(hcT, 'type');
+      const type = typeText === 'tcp' || typeText === 'grpc' ? typeText : 'http';
+      if (type !== 'http') {
         for (const k of ['path', 'expect_status', 'host']) {
           if (k in hcT) {
-            issues.report([...hpath, k], `${k} applies to http health checks only (this one has type = "tcp")`);
+            issues.report([...hpath, k], `${k} applies to http health checks only (this one has type = "${type}")`);
           }
         }
       }
+      if (type !== 'grpc' && 'service' in hcT) {
+        issues.report([...hpath, 'service'], `service applies to grpc health checks only (this one has type = "${type}")`);
+      }
+      if (type === 'grpc' && 'send_proxy' in p) {
+        issues.report([...hpath, 'type'], 'grpc health checks do not send a PROXY header; a pool with send_proxy cannot use them');
+      }
+      const service = str(hcT, 'service');
       let expectStatus: Array<[number, number]> = [[200, 399]];
       const statusText = str(hcT, 'expect_status');
       if (statusText !== undefined) {
@@ -789,6 +813,9 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
       const checkProxy = str(p, 'send_proxy');
       healthCheck = {
         type,
+        ...(service !== undefined ? { service } : {}),
+        // grpc is HTTP/2 whatever the pool speaks: h2 when the pool has TLS, else h2c.
+        ...(type === 'grpc' && protocol === 'http1' ? { protocol: isTable(p['tls']) ? 'h2' : 'h2c' } : protocol !== 'http1' ? { protocol } : {}),
         path: str(hcT, 'path') ?? DEFAULTS.health_check.path,
         ...(host !== undefined ? { host } : {}),
         expectStatus,
@@ -891,6 +918,7 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
     const sendProxy = str(p, 'send_proxy');
     pools[name] = {
       name,
+      ...(protocol !== 'http1' ? { protocol, h2MaxConnections: int(p, 'h2_max_connections') ?? DEFAULTS.pool.h2_max_connections } : {}),
       algorithm: isModule ? resolve(dir, algorithmText) : algorithmText,
       ...(hashKey ? { hashKey } : {}),
       ...(optionsT ? { algorithmOptions: optionsT } : {}),
@@ -991,6 +1019,10 @@ function build(raw: unknown, issues: Issues, file: string): LbConfig {
         `pool ${JSON.stringify(pool)} hashes on ${JSON.stringify(text)}, which a tcp listener does not have; ` +
           'use hash_key = "client-ip" in that pool',
       );
+    }
+    const poolProtocol = pools[pool]?.protocol;
+    if (protocol === 'tcp' && poolProtocol !== undefined && poolProtocol !== 'http1') {
+      issues.report([...path, 'pool'], `pool ${JSON.stringify(pool)} speaks ${poolProtocol} to its backends, which a tcp listener cannot carry; use an http listener`);
     }
 
     if (protocol === 'tcp') {

@@ -74,7 +74,14 @@ export interface BackendConfig {
 }
 
 export interface HealthCheckConfig {
-  type: 'http' | 'tcp';
+  type: 'http' | 'tcp' | 'grpc';
+  /** grpc only: HealthCheckRequest.service; "" (default) asks about the server as a whole. */
+  service?: string;
+  /**
+   * The HTTP version of http and grpc checks: the pool's `protocol` (grpc on an http1 pool: h2 with `tls`,
+   * else h2c). undefined: http1.
+   */
+  protocol?: BackendProtocol;
   /** http only; default "/". */
   path: string;
   /** http only; optional Host header, default the backend address. */
@@ -172,8 +179,15 @@ export interface BackendTlsConfig {
   minVersion: 'TLSv1.2' | 'TLSv1.3';
 }
 
+/** `pools.NAME.protocol`: HTTP/1.1, HTTP/2 over TLS (ALPN h2), or HTTP/2 over TCP with prior knowledge. */
+export type BackendProtocol = 'http1' | 'h2' | 'h2c';
+
 export interface PoolConfig {
   name: string;
+  /** http: the protocol spoken to the backends; undefined (as the loader leaves it by default): http1. */
+  protocol?: BackendProtocol;
+  /** protocol h2/h2c: HTTP/2 connections per backend at most, per worker; default 4. */
+  h2MaxConnections?: number;
   /** A built-in algorithm name, or a module path (starts with "./", "../" or "/"). */
   algorithm: string;
   /** Present only for algorithms that use a key. Default client-ip for those. */

@@ -27,7 +27,7 @@ export const DEFAULTS = {
   tls: { min_version: 'TLSv1.2' },
   backend_tls: { verify: true, min_version: 'TLSv1.2' },
   client_auth: { mode: 'required' },
-  pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s' },
+  pool: { algorithm: 'round-robin', retries: 2, connect_timeout: '2s', response_timeout: '30s', read_timeout: '60s', slow_start: '0s', protocol: 'http1', h2_max_connections: 4 },
   backend: { weight: 1, max_connections: 0, priority: 0 },
   discovery: { min_ttl: '1s', max_ttl: '60s', timeout: '2s', hold_empty: '30s', weight: 1, max_connections: 0 },
   health_check: { type: 'http', path: '/', expect_status: '200-399', interval: '2s', timeout: '1s', rise: 2, fall: 3 },
@@ -661,9 +661,17 @@ const DiscoverySchema = Type.Object(
 const HealthCheckSchema = Type.Object(
   {
     type: Type.Optional(
-      oneOf(['http', 'tcp'] as const, {
-        description: '"http": GET `path` and check the status; "tcp": open a connection.',
+      oneOf(['http', 'tcp', 'grpc'] as const, {
+        description:
+          '"http": GET `path` and check the status (over the pool\'s `protocol`); "tcp": open a connection; ' +
+          '"grpc": call grpc.health.v1.Health/Check over HTTP/2 (the pool\'s h2 or h2c; for an http1 pool, h2 ' +
+          'when it has `tls`, else h2c) and pass on SERVING.',
         default: DEFAULTS.health_check.type,
+      }),
+    ),
+    service: Type.Optional(
+      Type.String({
+        description: 'grpc only: the service name asked about (HealthCheckRequest.service). Default "": the server as a whole.',
       }),
     ),
     path: Type.Optional(
@@ -932,6 +940,28 @@ const PoolSchema = Type.Object(
     health_check: Type.Optional(HealthCheckSchema),
     passive: Type.Optional(PassiveSchema),
     tls: Type.Optional(BackendTlsSchema),
+    protocol: Type.Optional(
+      oneOf(['http1', 'h2', 'h2c'] as const, {
+        description:
+          'http: the protocol lb speaks to the backends (HAProxy `proto h2`, Envoy http2_protocol_options). ' +
+          '"http1": HTTP/1.1; "h2": HTTP/2 over TLS, negotiated by ALPN (needs `tls`; a backend that does not ' +
+          'select h2 fails to connect); "h2c": HTTP/2 over plain TCP with prior knowledge (RFC 9113 section 3.3). ' +
+          'HTTP/2 streams are multiplexed over at most h2_max_connections connections per backend.',
+        default: DEFAULTS.pool.protocol,
+      }),
+    ),
+    h2_max_connections: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1000,
+        description:
+          'protocol h2 / h2c: HTTP/2 connections per backend at most, per worker. A request goes on the open ' +
+          "connection with the fewest streams; another connection is opened only when each open one is at the " +
+          "backend's SETTINGS_MAX_CONCURRENT_STREAMS. Past the bound, requests wait for a stream (within " +
+          'response_timeout); max_requests / max_queue and a backend max_connections limit them before that.',
+        default: DEFAULTS.pool.h2_max_connections,
+      }),
+    ),
   },
   { ...closed, description: 'A pool of backends and how traffic is spread over them.' },
 );

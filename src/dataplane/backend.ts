@@ -7,7 +7,8 @@ import type { Address, BackendConfig, PoolConfig } from '../../config/model.js';
 import type net from 'node:net';
 import type { BackendTls } from './backend-tls.js';
 import { buildProxyHeader, clientEndpoints } from './proxy-protocol.js';
-import { UpstreamPool, type UpstreamOptions } from './upstream.js';
+import { UpstreamPool, type Upstream, type UpstreamOptions } from './upstream.js';
+import { H2UpstreamPool } from './upstream-h2.js';
 
 /**
  * send_proxy on http: a connection that began with one client's PROXY header must not carry another
@@ -79,7 +80,7 @@ export class Backend implements Candidate {
   retired = false;
   /** The pool's TLS to backends (pools.NAME.tls); set by the pool, undefined for plain text. */
   tls: BackendTls | undefined;
-  private http?: UpstreamPool;
+  private http?: Upstream;
 
   constructor(cfg: BackendConfig) {
     this.name = cfg.name;
@@ -125,9 +126,13 @@ export class Backend implements Candidate {
   }
 
   /** The keep-alive connection pool to this backend for http listeners, created on first use. */
-  upstream(pool: PoolConfig): UpstreamPool {
+  upstream(pool: PoolConfig): Upstream {
     if (this.http) return this.http;
-    this.http = new UpstreamPool(this.upstreamOptions(pool));
+    const protocol = pool.protocol;
+    this.http =
+      protocol === undefined || protocol === 'http1'
+        ? new UpstreamPool(this.upstreamOptions(pool))
+        : new H2UpstreamPool({ ...this.upstreamOptions(pool), protocol, maxSessions: pool.h2MaxConnections ?? 4, pool: pool.name, name: this.name });
     return this.http;
   }
 

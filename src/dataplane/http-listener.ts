@@ -300,7 +300,7 @@ export class HttpListener implements Listener, ListenerInfo {
 
   /** Refuses a request lb will not forward: answered with `Connection: close`, counted and logged. */
   private refuse(req: HttpRequest, res: HttpResponse, status: number, reason: string, extra?: LocalExtra): void {
-    replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true);
+    replyError(res, status, `${status} ${STATUS_CODES[status] ?? 'Error'}: ${reason}`, true, req);
     this.local(status, reason, req, undefined, extra);
   }
 

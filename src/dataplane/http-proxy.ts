@@ -214,18 +214,68 @@ function dropNamed(out: string[], named: readonly string[]): void {
   for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!.toLowerCase())) out.splice(i, 2);
 }
 
-function classify(err: Error & { code?: string; tls?: string }, connected: boolean): FailureReason {
+function classify(err: Error & { code?: string; tls?: string; unprocessed?: boolean }, connected: boolean): FailureReason {
   const code = err.code ?? '';
+  // A request the backend did not process (HTTP/2 REFUSED_STREAM, GOAWAY): as a refused connection.
+  if (err.unprocessed === true) return 'connect';
   // (`tls`: a failed TLS handshake to the backend, upstream.ts; nothing was sent.)
   if (!connected && (CONNECT_ERRORS.has(code) || code === 'ECONNRESET' || code === UPSTREAM_CODES.closed || err.tls !== undefined)) return 'connect';
   if (code === UPSTREAM_CODES.responseTimeout || code === UPSTREAM_CODES.readTimeout) return 'timeout';
-  if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE') return 'reset';
+  if (code === UPSTREAM_CODES.closed || code === 'ECONNRESET' || code === 'EPIPE' || code === UPSTREAM_CODES.streamReset) return 'reset';
   if (CONNECT_ERRORS.has(code)) return 'connect';
   return 'protocol';
 }
-/** Writes a short plain-text error response (503/502/504/400), unless a response has started. */
-export function replyError(res: HttpResponse, status: number, message: string, close = false): void {
+/**
+ * The gRPC status of lb's own error responses to gRPC requests, as Envoy's local replies give them: 502 and
+ * 503 UNAVAILABLE (14), 504 and 408 DEADLINE_EXCEEDED (4), 429 RESOURCE_EXHAUSTED (8); the rest as
+ * grpc/doc/http-grpc-status-mapping.md maps HTTP statuses (400 INTERNAL, 401 UNAUTHENTICATED, 403
+ * PERMISSION_DENIED, 404 UNIMPLEMENTED), else UNKNOWN (2).
+ */
+const GRPC_STATUS: Record<number, number> = { 400: 13, 401: 16, 403: 7, 404: 12, 408: 4, 429: 8, 502: 14, 503: 14, 504: 4 };
+
+/** A gRPC request: its content-type is application/grpc or application/grpc+<codec> (gRPC over HTTP/2 spec). */
+export function isGrpcRequest(req: HttpRequest): boolean {
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 12 && raw[i]!.toLowerCase() === 'content-type') return /^application\/grpc(?:[+;]|$)/i.test(raw[i + 1]!);
+  }
+  return false;
+}
+
+/** grpc-message: percent-encoded UTF-8, bytes outside 0x20-0x7E and "%" escaped (gRPC over HTTP/2 spec). */
+function grpcMessage(text: string): string {
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) out += byte < 0x20 || byte > 0x7e || byte === 0x25 ? `%${byte.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(byte);
+  return out;
+}
+
+/**
+ * lb's own error answer to a gRPC request: a Trailers-Only response (HTTP 200, grpc-status and grpc-message
+ * in the head, no body), which gRPC clients read as the call's status; `extra` adds fields (Retry-After...).
+ */
+export function replyGrpcError(res: HttpResponse, status: number, message: string, close = false, extra?: Record<string, string | number>): void {
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/grpc',
+    'grpc-status': GRPC_STATUS[status] ?? 2,
+    'grpc-message': grpcMessage(message),
+    'content-length': 0,
+    ...extra,
+  };
+  if (close) headers.connection = 'close';
+  res.writeHead(200, headers);
+  res.end();
+}
+
+/**
+ * Writes a short plain-text error response (503/502/504/400), unless a response has started; to a gRPC
+ * request `req`, the same as a gRPC status (replyGrpcError).
+ */
+export function replyError(res: HttpResponse, status: number, message: string, close = false, req?: HttpRequest): void {
   if (res.headersSent || res.destroyed) return;
+  if (req !== undefined && isGrpcRequest(req)) {
+    replyGrpcError(res, status, message, close);
+    return;
+  }
   const body = `${message}\n`;
   const headers: Record<string, string | number> = {
     'content-type': 'text/plain; charset=utf-8',
@@ -312,7 +362,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     if (!b) {
       this.status = 503;
       this.error = 'no usable backend';
-      replyError(this.res, 503, `503 Service Unavailable: no usable backend in pool ${this.pool.name}`);
+      replyError(this.res, 503, `503 Service Unavailable: no usable backend in pool ${this.pool.name}`, false, this.req);
       this.finish();
       return;
     }
@@ -331,7 +381,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     this.socket.removeListener('end', this.onQueuedEnd);
     this.status = 503;
     this.error = reason === 'no_backend' ? 'no usable backend' : reason;
-    replyError(this.res, 503, why);
+    replyError(this.res, 503, why, false, this.req);
     this.finish();
   }
 
@@ -496,7 +546,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     this.finish();
   }
 
-  onError(err: Error & { code?: string; stale?: boolean }): void {
+  onError(err: Error & { code?: string; stale?: boolean; unprocessed?: boolean }): void {
     if (this.finished) return;
     const b = this.backend!;
     b.end();
@@ -526,7 +576,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       this.status = 408;
       this.error = 'client body timeout';
       if (res.headersSent) res.destroy();
-      else replyError(res, 408, `408 Request Timeout: no request body bytes for ${this.listener.bodyTimeoutMs}ms`, true);
+      else replyError(res, 408, `408 Request Timeout: no request body bytes for ${this.listener.bodyTimeoutMs}ms`, true, this.req);
       this.finish(b);
       return;
     }
@@ -569,10 +619,10 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     if (reason === 'timeout') {
       this.status = 504;
       const cfg = this.pool.config;
-      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${cfg.perTryTimeoutMs || cfg.responseTimeoutMs}ms`);
+      replyError(res, 504, `504 Gateway Timeout: backend ${b.name} sent no response within ${cfg.perTryTimeoutMs || cfg.responseTimeoutMs}ms`, false, this.req);
     } else {
       this.status = 502;
-      replyError(res, 502, `502 Bad Gateway: backend ${b.name} failed (${err.code ?? err.message})`);
+      replyError(res, 502, `502 Bad Gateway: backend ${b.name} failed (${err.code ?? err.message})`, false, this.req);
     }
     this.finish(b);
   }

@@ -365,11 +365,14 @@ export class BackendPool {
   }
 }
 
+/** Settings the backend connections were made with (timeouts, protocol): changed, they are made again. */
 function timeoutsChanged(a: PoolConfig, b: PoolConfig): boolean {
   return (
     a.connectTimeoutMs !== b.connectTimeoutMs ||
     a.responseTimeoutMs !== b.responseTimeoutMs ||
     a.perTryTimeoutMs !== b.perTryTimeoutMs ||
-    a.readTimeoutMs !== b.readTimeoutMs
+    a.readTimeoutMs !== b.readTimeoutMs ||
+    a.protocol !== b.protocol ||
+    a.h2MaxConnections !== b.h2MaxConnections
   );
 }

@@ -10,7 +10,7 @@
 
 import type { ListenerConfig } from '../../config/model.js';
 import type { HttpRequest, HttpResponse } from './exchange.js';
-import type { ScannedRequest } from './http-proxy.js';
+import { isGrpcRequest, replyGrpcError, type ScannedRequest } from './http-proxy.js';
 import { ADMIT, DENY, rateLimiters, type RateLimiter } from './rate-limit.js';
 import { RequestIds, type RequestTags } from './request-id.js';
 import type { CompiledRoute } from './route-match.js';
@@ -95,6 +95,14 @@ function refuse(
     'ratelimit-policy': lim.policy,
   };
   if (tags?.responseHeader !== undefined && tags.requestId !== undefined) headers[tags.responseHeader] = tags.requestId;
-  if (!res.headersSent && !res.destroyed) res.writeHead(429, headers).end(body);
+  if (!res.headersSent && !res.destroyed) {
+    if (isGrpcRequest(req)) {
+      // RESOURCE_EXHAUSTED, with the same Retry-After and RateLimit fields.
+      const { 'content-type': _t, 'content-length': _l, ...rest } = headers;
+      replyGrpcError(res, 429, body.trimEnd(), false, rest);
+    } else {
+      res.writeHead(429, headers).end(body);
+    }
+  }
   l.local(429, `rate limited (${lim.name})`, req, undefined, { limited: lim.name, requestId: tags?.requestId, traceId: tags?.traceId, route });
 }

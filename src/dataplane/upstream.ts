@@ -35,13 +35,24 @@ export const UPSTREAM_CODES = {
   closed: 'UPSTREAM_CLOSED',
   /** A response that cannot belong to the request: 101 without an upgrade, or one nobody asked for. */
   badResponse: 'BAD_RESPONSE',
+  /** HTTP/2 (upstream-h2.ts): the backend reset the stream (RST_STREAM other than REFUSED_STREAM). */
+  streamReset: 'STREAM_RESET',
 } as const;
 
 /**
  * An error ending an exchange. `stale`: it came on a kept-alive connection before any byte of a response,
  * as when the backend closed the connection while it was idle; the request may not have been read at all.
+ * `unprocessed`: the backend said it did not process the request (HTTP/2 REFUSED_STREAM, or a stream above a
+ * GOAWAY's last-stream-id: RFC 9113 section 8.7), so it may be sent again whatever its method.
  */
-export type UpstreamError = Error & { code?: string; stale?: boolean };
+export type UpstreamError = Error & { code?: string; stale?: boolean; unprocessed?: boolean };
+
+/** What the proxy dispatches requests to: the HTTP/1.1 client below, or the HTTP/2 one (upstream-h2.ts). */
+export interface Upstream {
+  dispatch(req: UpstreamRequest, handler: UpstreamHandler): void;
+  close(): void;
+  readonly connections: number;
+}
 
 export interface UpstreamHandler {
   onConnect(abort: (err?: Error) => void): void;

@@ -65,6 +65,20 @@ export const METRICS = {
     labels: ['pool', 'backend', 'reason'],
     where: 'worker',
   },
+  backendH2Sessions: {
+    name: 'lb_backend_h2_sessions',
+    type: 'gauge',
+    help: 'HTTP/2 connections open to a backend (pools with protocol h2 or h2c), summed over workers.',
+    labels: ['pool', 'backend'],
+    where: 'worker',
+  },
+  backendH2Refused: {
+    name: 'lb_backend_h2_refused_streams_total',
+    type: 'counter',
+    help: 'HTTP/2 streams a backend did not process, by reason (refused_stream: RST_STREAM REFUSED_STREAM; goaway: above the last-stream-id of its GOAWAY).',
+    labels: ['pool', 'backend', 'reason'],
+    where: 'worker',
+  },
   clientCertVerifications: {
     name: 'lb_client_cert_verifications_total',
     type: 'counter',

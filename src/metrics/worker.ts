@@ -14,6 +14,7 @@ import type { FailureReason, RequestRecord } from '../dataplane/events.js';
 import type { BackendPool } from '../dataplane/pool.js';
 import { DURATION_BUCKETS, METRICS } from './names.js';
 import { backendTlsErrors } from '../dataplane/backend-tls.js';
+import { h2Refused, h2Sessions } from '../dataplane/upstream-h2.js';
 import { clientCertVerifications } from '../dataplane/client-cert.js';
 
 type Metric = MetricObjectWithValues<MetricValue<string>>;
@@ -142,6 +143,9 @@ export class WorkerMetrics {
         for (const byPool of this.http.values()) byPool.get(pool)?.byBackend.delete(name);
         for (const byPool of this.conns.values()) byPool.get(pool)?.delete(name);
         this.failures.get(pool)?.delete(name);
+        h2Refused.get(pool)?.delete(name);
+        const sessions = h2Sessions.get(pool);
+        if (sessions?.get(name) === 0) sessions.delete(name);
         if (b.inflight === 0) g.delete(name);
       }
       if (g.size === 0) this.gone.delete(pool);
@@ -194,6 +198,13 @@ export class WorkerMetrics {
     for (const [pool, byBackend] of backendTlsErrors)
       for (const [backend, byReason] of byBackend) for (const [reason, value] of byReason) tlsErrors.push({ labels: { pool, backend, reason }, value });
     out.push(series(METRICS.backendTlsErrors, tlsErrors));
+    const sessions: Series[] = [];
+    for (const [pool, byBackend] of h2Sessions) for (const [backend, value] of byBackend) sessions.push({ labels: { pool, backend }, value });
+    out.push(series(METRICS.backendH2Sessions, sessions));
+    const refused: Series[] = [];
+    for (const [pool, byBackend] of h2Refused)
+      for (const [backend, byReason] of byBackend) for (const [reason, value] of byReason) refused.push({ labels: { pool, backend, reason }, value });
+    out.push(series(METRICS.backendH2Refused, refused));
     const verifications: Series[] = [];
     for (const [listener, byResult] of clientCertVerifications) for (const [result, value] of byResult) verifications.push({ labels: { listener, result }, value });
     out.push(series(METRICS.clientCertVerifications, verifications));
