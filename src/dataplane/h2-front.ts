@@ -17,9 +17,10 @@
 // Limits: SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_INITIAL_WINDOW_SIZE (stream and connection) from the
 // listener; SETTINGS_MAX_HEADER_LIST_SIZE is its max_header_size (the HTTP/1.1 head bound). Rapid reset
 // (CVE-2023-44487): nghttp2 limits RST_STREAM frames (a burst of 1000, then 33/s); on top, a connection
-// whose client cancels more than RESET_LIMIT streams lb had not finished answering within RESET_WINDOW_MS
-// gets GOAWAY ENHANCE_YOUR_CALM and is closed (HAProxy's glitch counter and Envoy's overload manager
-// answer the same attack the same way), counted and logged by the listener.
+// whose client has reset more streams that lb had not finished answering than resetLimit(), and more than
+// lb answered to the end on it, gets GOAWAY ENHANCE_YOUR_CALM and is closed, counted and logged by the
+// listener. Counts, not rates, as HAProxy's glitch counter: a worker slowed down by the flood itself still
+// stops it; a long-lived connection whose client cancels some of its streams (a browser) stays.
 
 import http2, { constants as H2 } from 'node:http2';
 import type net from 'node:net';
@@ -31,8 +32,7 @@ import type { Http2Config } from '../../config/model.js';
 
 /** The client connection preface (RFC 9113 §3.4). */
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-/** A client cancelling more than this many unfinished streams within RESET_WINDOW_MS is flooding. */
-export const RESET_WINDOW_MS = 10_000;
+/** A client that reset more unfinished streams than this, and than it was answered, is flooding. */
 export function resetLimit(maxConcurrentStreams: number): number {
   return Math.max(200, 2 * maxConcurrentStreams);
 }
@@ -65,8 +65,10 @@ export interface H2Limits extends Http2Config {
 export class H2Conn {
   /** Streams handed to the listener and not closed. */
   open = 0;
+  /** Streams the client reset before lb finished answering them. */
   resets = 0;
-  windowStart = 0;
+  /** Streams answered to the end. */
+  completed = 0;
   /** Sent GOAWAY ENHANCE_YOUR_CALM; closing. */
   flooded = false;
   constructor(
@@ -172,19 +174,15 @@ export class H2Front {
       const res = this[RES]!;
       const conn = res.conn;
       conn.open--;
-      if (!res.ended && !res.cut && this.rstCode !== H2.NGHTTP2_NO_ERROR) front.clientReset(conn);
+      if (res.ended) conn.completed++;
+      else if (!res.cut && this.rstCode !== H2.NGHTTP2_NO_ERROR) front.clientReset(conn);
       res.closed();
     })(this);
 
   /** A stream the client reset before lb finished answering it (see the header: rapid reset). */
   clientReset(conn: H2Conn): void {
     if (conn.flooded || conn.session.destroyed || conn.session.closed) return;
-    const now = performance.now();
-    if (now - conn.windowStart > RESET_WINDOW_MS) {
-      conn.windowStart = now;
-      conn.resets = 0;
-    }
-    if (++conn.resets <= resetLimit(this.limits.maxConcurrentStreams)) return;
+    if (++conn.resets <= resetLimit(this.limits.maxConcurrentStreams) || conn.resets <= conn.completed) return;
     const resets = conn.resets;
     conn.flooded = true;
     conn.session.goaway(H2.NGHTTP2_ENHANCE_YOUR_CALM);
