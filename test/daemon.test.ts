@@ -34,14 +34,16 @@ backends = ${backends(ups)}
 
 /** Upstreams that answer their name, and hold `/slow` requests for `slowMs` (recording who got one). */
 const gotSlow = new Set<Upstream>();
-async function upstreams(names: string[], slowMs = 1500): Promise<Upstream[]> {
+/** `slow`: how long /slow is held, in ms, or until the promise settles (a hold no machine load can outlast). */
+async function upstreams(names: string[], slow: number | Promise<void> = 1500): Promise<Upstream[]> {
   gotSlow.clear();
   const ups: Upstream[] = await Promise.all(
     names.map((n, i) =>
       startUpstream(n, (req, res) => {
         if (req.url === '/slow') {
           gotSlow.add(ups[i]!);
-          setTimeout(() => res.end(`${n} slow done`), slowMs);
+          if (typeof slow === 'number') setTimeout(() => res.end(`${n} slow done`), slow);
+          else void slow.then(() => res.end(`${n} slow done`));
         } else res.end(n);
       }),
     ),
@@ -194,8 +196,13 @@ t.test('lb drain under load: no new request to the drained backend; --wait retur
 });
 
 t.test('drain --wait gives up with exit 1 when in-flight work outlasts the duration', async (t) => {
-  const ups = await upstreams(['a'], 3000);
-  t.teardown(() => Promise.all(ups.map((u) => u.close())));
+  let release = (): void => {};
+  const held = new Promise<void>((r) => (release = r));
+  const ups = await upstreams(['a'], held);
+  t.teardown(() => {
+    release();
+    return Promise.all(ups.map((u) => u.close()));
+  });
   const [port, tcpPort] = [await freePort(), await freePort()];
   const lb = await startLb(config(port, tcpPort, [{ name: 'a', port: ups[0]!.port }]), [port, tcpPort]);
   t.teardown(() => lb.stop());
@@ -204,6 +211,7 @@ t.test('drain --wait gives up with exit 1 when in-flight work outlasts the durat
   const w = await cli(['drain', 'app/a', '--wait', '300ms', '-s', lb.socket]);
   t.equal(w.code, 1);
   t.match(w.stderr, /app\/a: still 1 in flight after 300ms/);
+  release();
   t.equal((await slow).status, 200);
 });
 
