@@ -18,7 +18,7 @@ export interface Machine {
   node: string;
   os: string;
   memoryGiB: number;
-  /** 1-minute load average when the part started (0 where the OS has none). */
+  /** 1-minute load average when the report object was made (0 where the OS has none): before the run for the benches that make it first, after it for `bench proxy-report`. */
   loadAverage: number;
   date: string;
 }
@@ -41,7 +41,7 @@ export function machineMarkdown(m: Machine): string {
   return [
     `- **Machine:** ${m.cores} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, ${m.os}`,
     `- **Node:** ${m.node}`,
-    `- **Date:** ${m.date} (1-minute load average at start: ${m.loadAverage})`,
+    `- **Date:** ${m.date} (1-minute load average when the report was created: ${m.loadAverage})`,
   ].join('\n');
 }
 
