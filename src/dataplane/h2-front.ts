@@ -477,6 +477,13 @@ export function sniffPreface(socket: net.Socket, timeoutMs: number, then: (h2: b
     if (timer) clearTimeout(timer);
     socket.removeListener('data', onData);
     socket.removeListener('end', onEnd);
+    socket.removeListener('error', onError);
+  };
+  // Until the connection is handed on, nobody else listens for its errors: a client's reset (ECONNRESET)
+  // with no listener would be an uncaught exception that ends the worker.
+  const onError = (): void => {
+    done();
+    socket.destroy();
   };
   const onData = (chunk: Buffer): void => {
     got = got === undefined ? chunk : Buffer.concat([got, chunk]);
@@ -494,6 +501,7 @@ export function sniffPreface(socket: net.Socket, timeoutMs: number, then: (h2: b
   };
   socket.on('data', onData);
   socket.once('end', onEnd);
+  socket.on('error', onError);
   socket.once('close', () => timer && clearTimeout(timer));
   socket.resume();
 }
