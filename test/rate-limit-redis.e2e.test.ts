@@ -155,7 +155,12 @@ for (const RATE of [200, 1000]) {
     t.ok(Math.abs(sRate / RATE - 1) <= 0.05, `redis stalling past its timeout: within 5%: ${sRate.toFixed(1)} req/s`);
     t.ok(logs.every((l) => l.times('redis unreachable').some((x) => x >= stallFrom && x < stallTo)), 'both instances saw late answers in S');
     t.ok(Math.abs(bRate / RATE - 1) <= 0.1, `redis down: each instance at half the limit, together within 10%: ${bRate.toFixed(1)} req/s`);
-    t.ok(Math.abs(cRate / RATE - 1) <= 0.05, `shared limit within 5% after redis came back: ${cRate.toFixed(1)} req/s`);
+    // Within 5% below, and above by no more than a token bucket allows: rate x time + burst (burst = rate
+    // here). A bucket that refilled while an instance stalled (a loaded machine) admits its burst once more
+    // afterwards; over phase C's few seconds that alone can be more than 5% of the rate.
+    const cCount = countIn(all, cFrom, end);
+    const cBound = (RATE * (end - cFrom)) / 1000 + RATE;
+    t.ok(cRate >= RATE * 0.95 && cCount <= cBound, `shared limit after redis came back: ${cRate.toFixed(1)} req/s, at least 95% of the rate; ${cCount} admitted, within the bucket's bound ${cBound.toFixed(0)}`);
     t.ok(transient <= transientBound * 1.05, `after the return: ${transient} admitted, within 5% of the bucket's bound ${transientBound.toFixed(0)}`);
     t.same(Object.keys(codes).sort(), ['200', '429'], 'only 200 and 429: no 5xx');
     t.equal(results.reduce((s, r) => s + r.errors, 0), 0, 'no connection errors or timeouts');
