@@ -228,10 +228,10 @@ class Connection {
     // send_proxy: the PROXY header goes first, in the clear (before a TLS handshake), queued until connected.
     let raw: net.Socket | undefined;
     if (o.proxyHeader) {
-      raw = net.connect({ host: o.host, port: o.port });
+      raw = net.connect({ host: o.host, port: o.port, noDelay: true });
       raw.write(o.proxyHeader);
     }
-    const socket = (this.socket = o.tls ? o.tls.connect(o.host, o.port, raw ? { socket: raw } : {}) : (raw ?? net.connect({ host: o.host, port: o.port })));
+    const socket = (this.socket = o.tls ? o.tls.connect(o.host, o.port, raw ? { socket: raw } : {}) : (raw ?? net.connect({ host: o.host, port: o.port, noDelay: true })));
     // A failed write must not destroy the socket before what the backend sent is read: an early response
     // (413 and close during an upload) makes the next write fail while the response waits unread
     // (onSocketError). Every other end of the socket is an explicit destroy() here.
