@@ -251,6 +251,10 @@ t.test('decoder: dynamic table size updates, eviction, oversized entries, growth
   t.same(e.decode(Buffer.from([0x40, ...str('big'), ...str('v'.repeat(400))]), NO_LIMIT), ['big', 'v'.repeat(400)]);
   t.equal(e.tableSize, 0);
   t.same(e.dynamicTable(), []);
+  // One byte too many: the table empties as well.
+  e.decode(Buffer.from([0x40, ...str('n'), ...str('v')]), NO_LIMIT);
+  t.same(e.decode(Buffer.from([0x40, ...str('n'), ...str('v'.repeat(350 - 32))]), NO_LIMIT), ['n', 'v'.repeat(318)]);
+  t.same(e.dynamicTable(), [], 'an entry of 351 bytes is not added to a 350-byte table');
   // An entry of exactly the table's size fits.
   t.same(e.decode(Buffer.from([0x40, ...str('n'), ...str('v'.repeat(350 - 33))]), NO_LIMIT), ['n', 'v'.repeat(317)]);
   t.equal(e.tableSize, 350);
@@ -297,8 +301,11 @@ t.test('decoder: malformed blocks throw HpackError', async (t) => {
     ['size update above the limit', int(5, 0x20, 4097)],
     ['size update above a small limit', int(5, 0x20, 101), 100],
     ['size update after a field', [0x82, 0x20]],
+    ['size update (to 0) after a field, followed by bytes that would parse as strings', [0x82, 0x20, ...str('a'), ...str('b')]],
     ['size update after a literal', [0x04, ...str('/'), ...int(5, 0x20, 10)]],
     ['integer with 5 continuation bytes (> 2^28)', [0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]],
+    ['integer with 5 continuation bytes, small value', [0x3f, 0x80, 0x80, 0x80, 0x80, 0x00]],
+    ['integer whose bits would wrap a 32-bit shift to a small value', [0x3f, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]],
     ['string length > 2^28', [0x04, 0x7f, 0xff, 0xff, 0xff, 0xff, 0x0f]],
     ['integer ends with the block', [0xff, 0x80]],
     ['integer prefix at the end', [0xff]],

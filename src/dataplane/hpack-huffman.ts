@@ -282,13 +282,13 @@ for (let s = 0; s < 257; s++) {
   HUFFMAN_LENGTHS[s] = HUFFMAN_TABLE[2 * s + 1]!;
 }
 
-// DECODE_TABLE entry layout (32 bits):
+// DECODE_TABLE entry layout (32 bits, signed):
 //   bits 0-7   next state
 //   bits 8-15  first completed symbol      bits 16-23 second completed symbol
 //   bits 24-25 number of symbols completed (0, 1 or 2)
-//   bit 26     FAIL: the bits reached the EOS leaf
-const FAIL = 1 << 26;
-export const DECODE_TABLE = new Uint32Array(256 * 256);
+//   the whole entry is -1 (FAIL) when the bits reach the EOS leaf
+const FAIL = -1;
+export const DECODE_TABLE = new Int32Array(256 * 256);
 /** 1 for the states a string may end in (padding of 0..7 one bits), else 0. */
 export const ACCEPTING = new Uint8Array(256);
 
@@ -333,7 +333,7 @@ export const ACCEPTING = new Uint8Array(256);
       let node = state;
       let count = 0;
       let syms = 0;
-      let fail = 0;
+      let fail = false;
       for (let i = 7; i >= 0; i--) {
         const next = child[node * 2 + ((byte >>> i) & 1)]!;
         if (next >= 0) {
@@ -342,22 +342,24 @@ export const ACCEPTING = new Uint8Array(256);
         }
         const sym = ~next;
         if (sym === EOS) {
-          fail = FAIL;
-          node = 0;
+          fail = true;
           break;
         }
         syms |= sym << (8 * count);
         count++;
         node = 0;
       }
-      DECODE_TABLE[(state << 8) | byte] = fail | (count << 24) | (syms << 8) | node;
+      DECODE_TABLE[(state << 8) | byte] = fail ? FAIL : (count << 24) | (syms << 8) | node;
     }
   }
 }
 
-/** An upper bound of the decoded length of `n` Huffman-coded bytes (every code has at least 5 bits). */
+/**
+ * The size of output buffer huffmanDecode needs for `n` Huffman-coded bytes: every code has at least 5 bits,
+ * so at most n * 8 / 5 symbols, plus one byte that the decoder may scribble on past the end.
+ */
 export function huffmanDecodedMax(n: number): number {
-  return ((n * 8) / 5) | 0;
+  return (((n * 8) / 5) | 0) + 1;
 }
 
 /**
@@ -370,12 +372,11 @@ export function huffmanDecode(src: Uint8Array, start: number, end: number, dst: 
   let out = 0;
   for (let i = start; i < end; i++) {
     const e = DECODE_TABLE[(state << 8) | src[i]!]!;
-    const count = e >>> 24;
-    if (count !== 0) {
-      if (count > 2) return -1; // FAIL (bit 26) is set
-      dst[out++] = (e >>> 8) & 0xff;
-      if (count === 2) dst[out++] = (e >>> 16) & 0xff;
-    }
+    if (e < 0) return -1;
+    // Branch-free: store both symbol slots (Uint8Array stores keep the low 8 bits), advance by the count.
+    dst[out] = e >>> 8;
+    dst[out + 1] = e >>> 16;
+    out += e >>> 24;
     state = e & 0xff;
   }
   return ACCEPTING[state] === 1 ? out : -1;

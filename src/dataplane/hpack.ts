@@ -116,6 +116,13 @@ interface Latin1Buffer {
  */
 const MAX_CONTINUATION_SHIFT = 21;
 
+/**
+ * Huffman output, shared by every decoder of the process: decode() is synchronous and copies each string
+ * out (latin1Slice) before the next one is decoded, so one buffer suffices and a new connection costs no
+ * allocation for it. Grows to the largest string seen.
+ */
+let scratch: Buffer = Buffer.allocUnsafeSlow(4096);
+
 export class HpackDecoder {
   /** Our SETTINGS_HEADER_TABLE_SIZE: the largest dynamic table size the peer may choose. */
   private limit: number;
@@ -133,8 +140,6 @@ export class HpackDecoder {
   private size = 0;
   /** Read position in the block being decoded. */
   private pos = 0;
-  /** Huffman output, reused across strings and blocks. */
-  private scratch: Buffer = Buffer.allocUnsafeSlow(256);
 
   constructor(maxTableSize = 4096) {
     if (!Number.isInteger(maxTableSize) || maxTableSize < 0) throw new RangeError('maxTableSize must be an integer >= 0');
@@ -288,10 +293,10 @@ export class HpackDecoder {
     if (b < 0x80) return (block as unknown as Latin1Buffer).latin1Slice(pos, end);
     if (len === 0) return '';
     const max = huffmanDecodedMax(len);
-    if (this.scratch.length < max) this.scratch = Buffer.allocUnsafeSlow(Math.max(max, this.scratch.length * 2));
-    const n = huffmanDecode(block, pos, end, this.scratch);
+    if (scratch.length < max) scratch = Buffer.allocUnsafeSlow(Math.max(max, scratch.length * 2));
+    const n = huffmanDecode(block, pos, end, scratch);
     if (n < 0) throw new HpackError('invalid Huffman-coded string (EOS symbol, or bad padding)');
-    return (this.scratch as unknown as Latin1Buffer).latin1Slice(0, n);
+    return (scratch as unknown as Latin1Buffer).latin1Slice(0, n);
   }
 
   /** §4.4: adds an entry, evicting the oldest ones to make room; an entry larger than the table empties it. */
@@ -337,44 +342,55 @@ export class HpackDecoder {
   }
 }
 
-/** :status values with an entry of their own in the static table (index 8..14). */
-const STATUS_INDEX: Record<number, number> = { 200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14 };
 /** Output is carved from slabs of this size; a block larger than a slab gets a buffer of its own. */
 const SLAB_SIZE = 16 * 1024;
-/** Strings up to this length are copied by a JS loop; longer ones by Buffer's latin1Write. */
-const SHORT_STRING = 16;
+/**
+ * Strings up to this length are copied by a JS loop; longer ones by Buffer's latin1Write, whose fixed cost
+ * (a call into C++) is about that of copying this many chars in JS.
+ */
+const SHORT_STRING = 32;
 
 export class HpackEncoder {
   private slab: Buffer = Buffer.allocUnsafeSlow(SLAB_SIZE);
+  /** The slab as a plain Uint8Array: element stores on it are cheaper than on a Buffer. */
+  private bytes = new Uint8Array(this.slab.buffer, this.slab.byteOffset, this.slab.length);
   private off = 0;
 
   /**
    * Encodes a response header block (`status` set: `:status` first) or a trailer block (`status`
-   * undefined) from flat [name, value, ...] pairs, names already lower-case, strings latin1. The returned
-   * Buffer is never written again by the encoder (it is carved from a slab that only moves forward), so it
-   * can be handed to socket.write as is.
+   * undefined) from flat [name, value, ...] pairs, names already lower-case, strings latin1 (a char above
+   * 0xff is sent as its low byte: the caller validates). `headroom` bytes are left free in front of the
+   * block (content unspecified) for the caller's frame header, so that the frame is a single buffer; the
+   * block is result.subarray(headroom). The returned Buffer is never written again by the encoder (it is
+   * carved from a slab that only moves forward), so it can be handed to socket.write as is.
    */
-  encode(status: number | undefined, fields: string[]): Buffer {
-    // Upper bound: per field one representation byte + up to 5 integer bytes for the name index or
-    // length, the name, up to 5 length bytes, the value.
-    let need = 8;
+  encode(status: number | undefined, fields: string[], headroom = 0): Buffer {
+    // Upper bound: :status (at most 1 + 1 + 3 for a 3-digit status); per field one representation byte
+    // + up to 5 integer bytes for the name index or length, the name, up to 5 length bytes, the value.
+    let need = headroom + 40;
     for (let i = 0; i < fields.length; i++) need += fields[i]!.length + 6;
-    let buf = this.slab;
-    if (buf.length - this.off < need) {
-      buf = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, need));
-      this.slab = buf;
+    if (this.slab.length - this.off < need) {
+      this.slab = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, need));
+      this.bytes = new Uint8Array(this.slab.buffer, this.slab.byteOffset, this.slab.length);
       this.off = 0;
     }
+    const buf = this.bytes;
     const start = this.off;
-    let off = start;
+    let off = start + headroom;
     if (status !== undefined) {
-      const idx = STATUS_INDEX[status];
-      if (idx !== undefined) {
-        buf[off++] = 0x80 | idx; // §6.1 indexed
-      } else {
-        // §6.2.2 literal without indexing, name = static index 8 (:status).
-        buf[off++] = 0x08;
-        off = writeString(buf, off, String(status));
+      switch (status) {
+        // §6.1 indexed: static entries 8..14.
+        case 200: buf[off++] = 0x88; break;
+        case 204: buf[off++] = 0x89; break;
+        case 206: buf[off++] = 0x8a; break;
+        case 304: buf[off++] = 0x8b; break;
+        case 400: buf[off++] = 0x8c; break;
+        case 404: buf[off++] = 0x8d; break;
+        case 500: buf[off++] = 0x8e; break;
+        default:
+          // §6.2.2 literal without indexing, name = static index 8 (:status).
+          buf[off++] = 0x08;
+          off = this.writeString(off, String(status));
       }
     }
     for (let i = 0; i + 1 < fields.length; i += 2) {
@@ -382,38 +398,39 @@ export class HpackEncoder {
       const idx = STATIC_NAME_INDEX.get(name);
       if (idx === undefined) {
         buf[off++] = 0x00; // §6.2.2 literal without indexing, new name
-        off = writeString(buf, off, name);
+        off = this.writeString(off, name);
       } else if (idx < 15) {
-        buf[off++] = idx;
+        buf[off++] = idx; // §6.2.2 literal without indexing, indexed name (4-bit prefix)
       } else {
         buf[off++] = 0x0f;
         buf[off++] = idx - 15; // idx <= 61: one continuation byte
       }
-      off = writeString(buf, off, fields[i + 1]!);
+      off = this.writeString(off, fields[i + 1]!);
     }
     this.off = off;
-    return buf.subarray(start, off);
+    return this.slab.subarray(start, off);
   }
-}
 
-/** §5.2 string literal, H = 0: 7-bit-prefix length then the latin1 bytes. Returns the offset after it. */
-function writeString(buf: Buffer, off: number, s: string): number {
-  const len = s.length;
-  if (len < 0x7f) {
-    buf[off++] = len;
-  } else {
-    buf[off++] = 0x7f;
-    let n = len - 0x7f;
-    while (n >= 0x80) {
-      buf[off++] = (n & 0x7f) | 0x80;
-      n >>>= 7;
+  /** §5.2 string literal, H = 0: 7-bit-prefix length then the latin1 bytes. Returns the offset after it. */
+  private writeString(off: number, s: string): number {
+    const buf = this.bytes;
+    const len = s.length;
+    if (len < 0x7f) {
+      buf[off++] = len;
+    } else {
+      buf[off++] = 0x7f;
+      let n = len - 0x7f;
+      while (n >= 0x80) {
+        buf[off++] = (n & 0x7f) | 0x80;
+        n >>>= 7;
+      }
+      buf[off++] = n;
     }
-    buf[off++] = n;
+    if (len <= SHORT_STRING) {
+      for (let i = 0; i < len; i++) buf[off + i] = s.charCodeAt(i);
+    } else {
+      (this.slab as unknown as Latin1Buffer).latin1Write(s, off, len);
+    }
+    return off + len;
   }
-  if (len <= SHORT_STRING) {
-    for (let i = 0; i < len; i++) buf[off + i] = s.charCodeAt(i);
-  } else {
-    (buf as unknown as Latin1Buffer).latin1Write(s, off, len);
-  }
-  return off + len;
 }
