@@ -453,7 +453,7 @@ function frame(type: number, flags: number, stream: number, payload: Buffer): Bu
  * empty SETTINGS, acknowledges the client's SETTINGS and PINGs, and hands every complete request header
  * block (HEADERS + CONTINUATION, padding and priority removed) to `onHeaders` with a per-connection decoder.
  */
-async function rawH2Server(onHeaders: (sock: net.Socket, stream: number, block: Buffer, dec: HpackDecoder) => void) {
+async function rawH2Server(onHeaders: (sock: net.Socket, stream: number, block: Buffer, dec: HpackDecoder) => void, tableSize?: number) {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
@@ -463,7 +463,13 @@ async function rawH2Server(onHeaders: (sock: net.Socket, stream: number, block: 
     let buf = Buffer.alloc(0);
     let sawPreface = false;
     let pending: { stream: number; parts: Buffer[] } | undefined;
-    sock.write(frame(FRAME_SETTINGS, 0, 0, Buffer.alloc(0)));
+    // SETTINGS_HEADER_TABLE_SIZE (0x1) when asked for; it binds the client's encoder once acknowledged.
+    const settings = Buffer.alloc(tableSize === undefined ? 0 : 6);
+    if (tableSize !== undefined) {
+      settings.writeUInt16BE(0x1, 0);
+      settings.writeUInt32BE(tableSize, 2);
+    }
+    sock.write(frame(FRAME_SETTINGS, 0, 0, settings));
     sock.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
       if (!sawPreface) {
@@ -481,6 +487,7 @@ async function rawH2Server(onHeaders: (sock: net.Socket, stream: number, block: 
         let p = buf.subarray(9, 9 + len);
         buf = buf.subarray(9 + len);
         if (type === FRAME_SETTINGS && !(flags & ACK)) sock.write(frame(FRAME_SETTINGS, ACK, 0, Buffer.alloc(0)));
+        else if (type === FRAME_SETTINGS && tableSize !== undefined) dec.setMaxTableSize(tableSize);
         else if (type === FRAME_PING && !(flags & ACK)) sock.write(frame(FRAME_PING, ACK, 0, p));
         else if (type === FRAME_HEADERS) {
           if (flags & PADDED) p = p.subarray(1, p.length - p[0]!);
@@ -560,7 +567,13 @@ t.test('interop: node:http2 client accepts the encoder\'s response and trailer b
   const srv = await rawH2Server((sock, stream, block, dec) => {
     const req = dec.decode(block, NO_LIMIT)!;
     const c = cases[req[req.indexOf(':path') + 1]!]!;
-    sock.write(frame(FRAME_HEADERS, END_HEADERS, stream, enc.encode(c.status, c.fields)));
+    // The HEADERS frame written in place in front of the block (headroom of 9 bytes).
+    const f = enc.encode(c.status, c.fields, 9);
+    f.writeUIntBE(f.length - 9, 0, 3);
+    f[3] = FRAME_HEADERS;
+    f[4] = END_HEADERS;
+    f.writeUInt32BE(stream, 5);
+    sock.write(f);
     if (c.trailers) {
       sock.write(frame(FRAME_DATA, 0, stream, Buffer.from('ok')));
       sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(undefined, c.trailers)));
@@ -633,4 +646,56 @@ t.test('interop: the decoder reads node:http2 client request blocks (dynamic tab
   const table = lastDecoder!.dynamicTable();
   t.ok(table.some(([n]) => n === 'user-agent'), 'user-agent is in the dynamic table');
   t.notOk(table.some(([n]) => n === 'authorization'), 'authorization (sensitive) was never indexed');
+});
+
+t.test('interop: the client honours our SETTINGS_HEADER_TABLE_SIZE; the decoder enforces it', async (t) => {
+  for (const size of [0, 64]) {
+    const decoded: string[][] = [];
+    const capacities: number[] = [];
+    const enc = new HpackEncoder();
+    const srv = await rawH2Server((sock, stream, block, dec) => {
+      decoded.push(dec.decode(block, NO_LIMIT)!);
+      capacities.push(dec.tableCapacity);
+      sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(200, [])));
+    }, size);
+    const client = http2.connect(`http://127.0.0.1:${srv.port}`);
+    client.on('error', () => undefined);
+    for (let i = 0; i < 5; i++) {
+      const r = await clientRequest(client, { ':path': `/p${i}`, 'x-filler': `value-${i}-`.padEnd(40, 'z'), 'user-agent': 'interop' });
+      t.equal(r.headers[':status'], 200);
+    }
+    client.close();
+    await srv.close();
+    t.equal(decoded.length, 5);
+    for (let i = 0; i < 5; i++) {
+      const got = decoded[i]!;
+      t.equal(got[got.indexOf(':path') + 1], `/p${i}`, `table ${size}, request ${i}: path`);
+      t.equal(got[got.indexOf('x-filler') + 1], `value-${i}-`.padEnd(40, 'z'), `table ${size}, request ${i}: x-filler`);
+    }
+    t.ok(capacities[4]! <= size, `table ${size}: the client shrank its table (${capacities.join(', ')})`);
+  }
+});
+
+t.test('decoder: blocks that are views into a larger buffer; strings larger than the kept scratch', async (t) => {
+  const inner = Buffer.from([0x82, 0x40, ...str('x-a'), ...huff('caf\xe9'), 0x04, ...str('/p')]);
+  const outer = Buffer.concat([Buffer.from('garbage'), inner, Buffer.from([0xff, 0xff, 0x80])]);
+  const view = outer.subarray(7, 7 + inner.length);
+  t.same(new HpackDecoder().decode(view, NO_LIMIT), [':method', 'GET', 'x-a', 'caf\xe9', ':path', '/p']);
+  const big = 'abc\xff'.repeat(40_000);
+  const d = new HpackDecoder();
+  t.same(d.decode(Buffer.from([0x04, ...huff(big), 0x00, ...huff('x'), ...huff('y')]), NO_LIMIT), [':path', big, 'x', 'y'], '160 000-char Huffman string');
+  t.same(d.decode(Buffer.from([0x04, ...huff('short')]), NO_LIMIT), [':path', 'short'], 'then a short one');
+});
+
+t.test('encoder: headroom, chars above 0xff, odd field lists', async (t) => {
+  const enc = new HpackEncoder();
+  const b = enc.encode(200, ['age', '1'], 9);
+  t.equal(b.length, 14);
+  t.equal(b.subarray(9).toString('hex'), '880f060131', 'the block follows 9 free bytes');
+  t.equal(enc.encode(undefined, ['x', '\u0100\u01ff']).toString('hex'), '0001780200ff', 'a char above 0xff is sent as its low byte');
+  t.equal(enc.encode(404, ['age']).toString('hex'), '8d', 'a name without a value is ignored');
+  const d = new HpackDecoder();
+  const long = 'q'.repeat(16 * 1024 + 5);
+  const blocks = [enc.encode(200, ['x', long], 9), enc.encode(200, ['x', long], 9), enc.encode(204, [], 9)];
+  t.same(blocks.map((x) => d.decode(x.subarray(9), NO_LIMIT)), [[':status', '200', 'x', long], [':status', '200', 'x', long], [':status', '204']]);
 });

@@ -119,9 +119,11 @@ const MAX_CONTINUATION_SHIFT = 21;
 /**
  * Huffman output, shared by every decoder of the process: decode() is synchronous and copies each string
  * out (latin1Slice) before the next one is decoded, so one buffer suffices and a new connection costs no
- * allocation for it. Grows to the largest string seen.
+ * allocation for it. Grows to the largest string seen, up to SCRATCH_KEEP.
  */
 let scratch: Buffer = Buffer.allocUnsafeSlow(4096);
+/** The largest scratch buffer kept for reuse; a longer string gets a buffer of its own. */
+const SCRATCH_KEEP = 64 * 1024;
 
 export class HpackDecoder {
   /** Our SETTINGS_HEADER_TABLE_SIZE: the largest dynamic table size the peer may choose. */
@@ -141,6 +143,12 @@ export class HpackDecoder {
   /** Read position in the block being decoded. */
   private pos = 0;
 
+  /**
+   * `maxTableSize`: the dynamic table size limit in force, which is also the table's initial maximum size.
+   * A peer may send header blocks before it has seen our SETTINGS, so a server that advertises a
+   * SETTINGS_HEADER_TABLE_SIZE other than the protocol's initial 4096 should start with 4096 and call
+   * setMaxTableSize() once the peer acknowledges that SETTINGS (RFC 9113 §6.5.3).
+   */
   constructor(maxTableSize = 4096) {
     if (!Number.isInteger(maxTableSize) || maxTableSize < 0) throw new RangeError('maxTableSize must be an integer >= 0');
     this.limit = maxTableSize;
@@ -293,10 +301,14 @@ export class HpackDecoder {
     if (b < 0x80) return (block as unknown as Latin1Buffer).latin1Slice(pos, end);
     if (len === 0) return '';
     const max = huffmanDecodedMax(len);
-    if (scratch.length < max) scratch = Buffer.allocUnsafeSlow(Math.max(max, scratch.length * 2));
-    const n = huffmanDecode(block, pos, end, scratch);
+    let dst = scratch;
+    if (dst.length < max) {
+      dst = Buffer.allocUnsafeSlow(max);
+      if (max <= SCRATCH_KEEP) scratch = dst;
+    }
+    const n = huffmanDecode(block, pos, end, dst);
     if (n < 0) throw new HpackError('invalid Huffman-coded string (EOS symbol, or bad padding)');
-    return (scratch as unknown as Latin1Buffer).latin1Slice(0, n);
+    return (dst as unknown as Latin1Buffer).latin1Slice(0, n);
   }
 
   /** §4.4: adds an entry, evicting the oldest ones to make room; an entry larger than the table empties it. */
@@ -358,7 +370,8 @@ export class HpackEncoder {
 
   /**
    * Encodes a response header block (`status` set: `:status` first) or a trailer block (`status`
-   * undefined) from flat [name, value, ...] pairs, names already lower-case, strings latin1 (a char above
+   * undefined) from flat [name, value, ...] pairs (an odd last element is ignored), names already
+   * lower-case, strings latin1 (a char above
    * 0xff is sent as its low byte: the caller validates). `headroom` bytes are left free in front of the
    * block (content unspecified) for the caller's frame header, so that the frame is a single buffer; the
    * block is result.subarray(headroom). The returned Buffer is never written again by the encoder (it is
