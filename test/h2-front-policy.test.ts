@@ -171,10 +171,18 @@ t.test('malformed HTTP/2 is refused per stream; the connection and other streams
   t.notOk(raw.frames.some((f) => f.type === 7), 'no GOAWAY: the connection lives on');
   t.notOk(raw.closed, 'and stays open');
   t.equal(a.hits, 1, 'only the well-formed stream reached the backend (Host against :authority is refused)');
-  const line = await waitFor(() => lb.logs().find((l) => l.msg === 'access' && l.status === 400), 10_000, 'the 400 in the access log');
-  t.match(line.error, /Host disagrees with :authority/, 'a Host that disagrees with :authority: 400, logged');
+  const refused = await waitFor(() => {
+    const lines = lb.logs().filter((l) => l.msg === 'access' && l.status === 400);
+    return lines.length >= 4 ? lines : undefined;
+  }, 10_000, 'four 400s in the access log');
+  const errors = refused.map((l) => String(l.error));
+  t.ok(errors.some((e) => /Host disagrees with :authority/.test(e)), 'a Host that disagrees with :authority: 400, logged');
+  t.ok(errors.some((e) => /malformed HTTP\/2 request \(field name "X-Upper".*stream reset/.test(e)), 'the upper-case name: logged as a malformed request');
+  t.ok(errors.some((e) => /connection-specific field connection/.test(e)), 'the connection-specific field: logged');
+  t.ok(errors.some((e) => /TE other than "trailers"/.test(e)), 'the TE: logged');
+  t.ok(refused.every((l) => l.proto === 'h2'), 'each logged as HTTP/2');
   const m = await get(metricsPort, '/metrics');
-  t.match(m.body, /lb_requests_total\{listener="web",pool="",backend="",code="400"\} 1/, 'and counted');
+  t.match(m.body, /lb_requests_total\{listener="web",pool="",backend="",code="400"\} 4/, 'and counted');
 });
 
 t.test('rapid reset flood: GOAWAY ENHANCE_YOUR_CALM to the flooder, other clients unaffected', async (t) => {

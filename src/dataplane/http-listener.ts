@@ -82,7 +82,7 @@ export class HttpListener implements Listener, ListenerInfo {
     this.h2 = cfg.http2
       ? new H2Front(
           { ...cfg.http2, maxHeaderListSize: cfg.maxHeaderSize, idleTimeoutMs: cfg.idleTimeoutMs },
-          { request: this.onH2Request, flood: this.onH2Flood },
+          { request: this.onH2Request, flood: this.onH2Flood, malformed: this.onH2Malformed },
         )
       : undefined;
     if (tls) {
@@ -154,6 +154,11 @@ export class HttpListener implements Listener, ListenerInfo {
       return;
     }
     this.onRequest(req, res);
+  };
+
+  /** A stream refused before it became a request (malformed: reset PROTOCOL_ERROR; too large: 431). */
+  private readonly onH2Malformed = (socket: net.Socket, status: number, reason: string): void => {
+    this.local(status, status === 400 ? `malformed HTTP/2 request (${reason}); stream reset` : reason, undefined, socket, undefined, 'h2');
   };
 
   /** A client flooding stream resets (rapid reset, CVE-2023-44487): its connection got GOAWAY and was closed. */
@@ -308,7 +313,7 @@ export class HttpListener implements Listener, ListenerInfo {
    * Counts and logs a response lb produced itself (no pool, no backend): refusals, malformed requests,
    * timeouts. `req` is undefined when no request head could be parsed.
    */
-  local(status: number, reason: string | undefined, req: HttpRequest | undefined, socket?: net.Socket, extra?: LocalExtra): void {
+  local(status: number, reason: string | undefined, req: HttpRequest | undefined, socket?: net.Socket, extra?: LocalExtra, proto?: 'h2'): void {
     this.events.done({
       kind: 'http',
       listener: this.name,
@@ -327,7 +332,7 @@ export class HttpListener implements Listener, ListenerInfo {
       limited: extra?.limited,
       requestId: extra?.requestId,
       traceId: extra?.traceId,
-      proto: req?.httpVersionMajor === 2 ? 'h2' : undefined,
+      proto: req?.httpVersionMajor === 2 ? 'h2' : proto,
     });
   }
 

@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { waitFor } from './lb.js';
 
-export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, GOAWAY: 7, WINDOW_UPDATE: 8 } as const;
+export const FRAME = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
 
 export interface Frame {
   type: number;
@@ -15,7 +15,7 @@ export interface Frame {
   payload: Buffer;
 }
 
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+export function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
   const h = Buffer.alloc(9);
   h.writeUIntBE(payload.length, 0, 3);
   h[3] = type;
@@ -57,12 +57,24 @@ export class RawH2 {
     socket.on('error', () => {});
   }
 
-  static async connect(port: number): Promise<RawH2> {
+  /** Connects and sends the preface with a SETTINGS frame (`settings`: its payload; none by default). */
+  static async connect(port: number, settings: Buffer = Buffer.alloc(0)): Promise<RawH2> {
     const socket = net.connect(port, '127.0.0.1');
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     const c = new RawH2(socket);
-    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]));
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(FRAME.SETTINGS, 0, 0, settings)]));
     return c;
+  }
+
+  /** Any frame, as given. */
+  send(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): void {
+    this.socket.write(frame(type, flags, stream, payload));
+  }
+
+  /** The error code of the GOAWAY the server sent, once it came. */
+  async goawayCode(ms = 10_000): Promise<number> {
+    const f = await waitFor(() => this.frames.find((x) => x.type === FRAME.GOAWAY), ms, 'GOAWAY');
+    return f.payload.readUInt32BE(4);
   }
 
   private onData(d: Buffer): void {

@@ -314,7 +314,8 @@ export function startLoad(port: number, opts: { concurrency: number; keepAlive: 
  * A config with one http listener `web` on 127.0.0.1:`port` whose default pool is `app`, the admin socket
  * as `{{socket}}` (startLb fills it in) and log level warn; `tables` follows the listener (routes, pools).
  */
-export function httpConfig(port: number, tables: string, workers = 1): string {
+/** `log`: the [log] table's keys. */
+export function httpConfig(port: number, tables: string, workers = 1, log = 'level = "warn"'): string {
   return `
 [daemon]
 workers = ${workers}
@@ -322,7 +323,7 @@ grace_period = "2s"
 [admin]
 socket = "{{socket}}"
 [log]
-level = "warn"
+${log}
 [listeners.web]
 protocol = "http"
 listen = "127.0.0.1:${port}"
