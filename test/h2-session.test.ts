@@ -59,6 +59,21 @@ t.test('RFC 9113 through lb: frames, flow control, limits', async (t) => {
         res.end(Buffer.alloc(1000, 'x'));
         return;
       }
+      if (req.url === '/huge') {
+        // 8 MiB in 64 KiB writes, each byte its offset mod 251 (checked by the client).
+        let sent = 0;
+        const more = (): void => {
+          while (sent < 8 << 20) {
+            const chunk = Buffer.alloc(65536);
+            for (let i = 0; i < chunk.length; i++) chunk[i] = (sent + i) % 251;
+            sent += chunk.length;
+            if (!res.write(chunk)) return void res.once('drain', more);
+          }
+          res.end();
+        };
+        more();
+        return;
+      }
       res.end(`got ${body.length} ${body.toString('latin1').slice(0, 40)}`);
     });
   });
@@ -112,6 +127,39 @@ t.test('RFC 9113 through lb: frames, flow control, limits', async (t) => {
     c.send(FRAME.WINDOW_UPDATE, 0, 1, u32(2000));
     await waitFor(() => dataOf(c, 1).length === 1000, 10_000, 'the rest after WINDOW_UPDATE');
     t.ok(c.frames.some((f) => f.stream === 1 && f.type === FRAME.DATA && (f.flags & 1) === 1), 'END_STREAM on the last DATA');
+  });
+
+  await t.test('three concurrent 8 MiB responses to a client with wide-open windows arrive whole', async (t) => {
+    // Windows (stream and connection) far larger than the bodies: only the socket paces lb's writes.
+    const client = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 30 } });
+    t.teardown(() => client.close());
+    await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+    client.setLocalWindowSize(1 << 30);
+    const one = (): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const r = client.request({ ':path': '/huge' });
+        let off = 0;
+        let bad = -1;
+        r.on('data', (d: Buffer) => {
+          for (let i = 0; i < d.length && bad < 0; i++) if (d[i] !== (off + i) % 251) bad = off + i;
+          off += d.length;
+        });
+        r.on('end', () => (bad >= 0 ? reject(new Error(`wrong byte at ${bad}`)) : resolve(off)));
+        r.on('error', reject);
+      });
+    const sizes = await waitFor(() => Promise.all([one(), one(), one()]), 120_000, 'three 8 MiB responses');
+    t.same(sizes, [8 << 20, 8 << 20, 8 << 20], 'three concurrent 8 MiB bodies, every byte in place');
+  });
+
+  await t.test('a client that shrinks its HPACK table (SETTINGS_HEADER_TABLE_SIZE 0) is answered', async (t) => {
+    // nghttp2 expects a dynamic table size update in the first header block after such a SETTINGS.
+    const client = http2.connect(`http://127.0.0.1:${port}`, { settings: { headerTableSize: 0 } });
+    t.teardown(() => client.close());
+    const failed = new Promise<never>((_, reject) => client.once('error', reject));
+    const r = await Promise.race([h2request(client, { ':path': '/t0' }), failed]);
+    t.equal(r.status, 200);
+    const again = await Promise.race([h2request(client, { ':path': '/t0' }), failed]);
+    t.equal(again.status, 200, 'and again on the same connection');
   });
 
   await t.test('streams over SETTINGS_MAX_CONCURRENT_STREAMS are refused (REFUSED_STREAM)', async (t) => {

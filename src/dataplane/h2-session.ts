@@ -62,6 +62,8 @@ const SLAB = 16384;
 const COPY_MAX = 2048;
 /** Bytes queued to the socket above which streams are told to wait ('drain'), and reading pauses at 16x. */
 const OUT_HIGH = 65536;
+/** RFC 7541 §6.3: dynamic table size update, new size 0. */
+const SIZE_UPDATE_0 = Buffer.from([0x20]);
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 export interface SessionLimits {
@@ -277,6 +279,8 @@ export class H2Session {
   private flushing = false;
   private pendingControl = 0;
   private readPaused = false;
+  /** The next header block starts with a dynamic table size update to 0 (see onSettings). */
+  private sizeUpdate = false;
   /** Streams with DATA waiting for a window. */
   private readonly blocked = new Set<H2Stream>();
   /** Streams whose writer waits for 'drain'. */
@@ -590,10 +594,14 @@ export class H2Session {
       } else if (key === SETTINGS_MAX_FRAME_SIZE) {
         if (value < 16384 || value > 16777215) return this.connectionError(ERR.PROTOCOL_ERROR);
         this.peerMaxFrame = value;
+      } else if (key === SETTINGS_HEADER_TABLE_SIZE) {
+        // lb's encoder never indexes, but a decoder whose table was made smaller than 4096 expects the
+        // change acknowledged by a dynamic table size update at the start of the next header block
+        // (RFC 7541 §4.2; nghttp2 fails the connection without it): lb sends one, to 0.
+        if (value < 4096) this.sizeUpdate = true;
       }
-      // HEADER_TABLE_SIZE: lb's encoder never indexes; MAX_CONCURRENT_STREAMS: lb never pushes;
-      // MAX_HEADER_LIST_SIZE: advisory (§6.5.2); unknown settings are ignored.
-      void SETTINGS_HEADER_TABLE_SIZE;
+      // MAX_CONCURRENT_STREAMS: lb never pushes; MAX_HEADER_LIST_SIZE: advisory (§6.5.2); unknown settings
+      // are ignored.
     }
     this.control(FRAME.SETTINGS, undefined);
   }
@@ -745,6 +753,10 @@ export class H2Session {
   }
 
   private headers(s: H2Stream, block: Buffer, endStream: boolean): void {
+    if (this.sizeUpdate) {
+      this.sizeUpdate = false;
+      block = Buffer.concat([SIZE_UPDATE_0, block]);
+    }
     const max = this.peerMaxFrame;
     const flags = endStream ? END_STREAM : 0;
     if (block.length <= max) {
@@ -895,7 +907,11 @@ export class H2Session {
       this.readPaused = true;
       sock.pause();
     }
-    if (ok) this.pendingControl = 0;
+    if (ok) {
+      this.pendingControl = 0;
+      // The socket took it all: no 'drain' will come, so writers told to wait are woken here.
+      if (this.drainWaiters.size > 0) for (const s of [...this.drainWaiters]) this.wake(s);
+    }
   };
 
   private readonly onSocketDrain = (): void => {
