@@ -196,7 +196,6 @@ t.test('RFC 9113 through lb: frames, flow control, limits', async (t) => {
     { name: 'SETTINGS_MAX_FRAME_SIZE below 16384', code: ERR.PROTOCOL_ERROR, send: (c) => c.send(FRAME.SETTINGS, 0, 0, setting(5, 100)) },
     { name: 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1', code: ERR.FLOW_CONTROL_ERROR, send: (c) => c.send(FRAME.SETTINGS, 0, 0, setting(4, 0x80000000)) },
     { name: 'HEADERS on an even stream', code: ERR.PROTOCOL_ERROR, send: (c) => c.headers(2, GET) },
-    { name: 'HEADERS on a stream lower than one already used', code: 5 /* STREAM_CLOSED */, send: (c) => (c.headers(5, GET), c.headers(3, GET)) },
     { name: 'another frame inside a header block', code: ERR.PROTOCOL_ERROR, send: (c) => (c.send(FRAME.HEADERS, 0, 1, headerBlock(GET)), c.send(FRAME.PING, 0, 0, Buffer.alloc(8))) },
     { name: 'CONTINUATION without HEADERS', code: ERR.PROTOCOL_ERROR, send: (c) => c.send(FRAME.CONTINUATION, 0x4, 1, headerBlock(GET)) },
     { name: 'DATA on stream 0', code: ERR.PROTOCOL_ERROR, send: (c) => c.send(FRAME.DATA, 0, 0, Buffer.from('x')) },
@@ -251,6 +250,19 @@ t.test('RFC 9113 through lb: frames, flow control, limits', async (t) => {
       off += 9 + len;
     }
     t.equal(code, ERR.PROTOCOL_ERROR);
+  });
+
+  await t.test('HEADERS on a stream already closed is ignored (RFC 9113 §5.1), and its HPACK block still read', async (t) => {
+    const c = await open();
+    c.headers(5, GET);
+    await responseHead(c, 5);
+    // Stream 3 was never opened (implicitly closed by 5); a block that adds to the dynamic table on it
+    // (literal with incremental indexing, new name), then stream 7 refers to that entry (index 62).
+    const add = Buffer.concat([Buffer.from([0x40, 6]), Buffer.from('x-late'), Buffer.from([1]), Buffer.from('1')]);
+    c.send(FRAME.HEADERS, 0x5, 3, Buffer.concat([headerBlock(GET), add]));
+    c.send(FRAME.HEADERS, 0x5, 7, Buffer.concat([headerBlock(GET), Buffer.from([0x80 | 62])]));
+    t.equal((await responseHead(c, 7))[':status'], '200', 'the next stream is served');
+    t.notOk(c.frames.some((f) => f.type === FRAME.GOAWAY), 'no GOAWAY');
   });
 
   await t.test('unknown frame types are ignored', async (t) => {

@@ -25,7 +25,6 @@
 
 import type net from 'node:net';
 import { Readable } from 'node:stream';
-import { EventEmitter } from 'node:events';
 import type { HttpRequest, HttpResponse } from './exchange.js';
 import { CHUNKED, NO_BODY } from './http-server.js';
 import { ERR, H2Session, PREFACE, type H2Stream, type RequestHead } from './h2-session.js';
@@ -287,7 +286,11 @@ export class H2Request implements HttpRequest {
   }
 }
 
-export class H2Response extends EventEmitter implements HttpResponse {
+/**
+ * One stream's response. Its 'drain' and 'close' listeners (HttpResponse's `once`) are kept in two lists
+ * rather than an EventEmitter per stream: each runs once, as `once` listeners do, removed before it runs.
+ */
+export class H2Response implements HttpResponse {
   headersSent = false;
   destroyed = false;
   ended = false;
@@ -297,6 +300,8 @@ export class H2Response extends EventEmitter implements HttpResponse {
   cut = false;
   private status = 200;
   private fields: string[] = [];
+  private drainListeners: Array<() => void> | undefined;
+  private closeListeners: Array<() => void> | undefined;
   private responded = false;
   private noBody = false;
 
@@ -306,8 +311,24 @@ export class H2Response extends EventEmitter implements HttpResponse {
     /** The connection's state (h2-front's own; open streams, resets). */
     readonly conn: H2Conn,
   ) {
-    super();
     stream.onDrain = this.onDrain;
+  }
+
+  once(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') (this.drainListeners ??= []).push(listener);
+    else (this.closeListeners ??= []).push(listener);
+    return this;
+  }
+
+  removeListener(event: 'drain' | 'close', listener: () => void): this {
+    const list = event === 'drain' ? this.drainListeners : this.closeListeners;
+    const i = list === undefined ? -1 : list.lastIndexOf(listener);
+    if (i >= 0) list!.splice(i, 1);
+    return this;
+  }
+
+  private static run(list: Array<() => void> | undefined): void {
+    if (list !== undefined) for (const fn of list) fn();
   }
 
   writeHead(status: number, reason?: string | Record<string, string | number>, list?: string[]): this {
@@ -349,7 +370,9 @@ export class H2Response extends EventEmitter implements HttpResponse {
   }
 
   private readonly onDrain = (): void => {
-    this.emit('drain');
+    const list = this.drainListeners;
+    this.drainListeners = undefined;
+    H2Response.run(list);
   };
 
   end(chunk?: Buffer | string, trailers?: string[]): this {
@@ -389,7 +412,9 @@ export class H2Response extends EventEmitter implements HttpResponse {
   closed(): void {
     if (this.ended) return;
     this.destroyed = true;
-    this.emit('close');
+    const list = this.closeListeners;
+    this.closeListeners = undefined;
+    H2Response.run(list);
   }
 }
 

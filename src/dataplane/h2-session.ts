@@ -460,7 +460,11 @@ export class H2Session {
       this.remoteEnd(existing, t);
       return;
     }
-    if ((id & 1) === 0 || id <= this.lastId) return this.connectionError(id <= this.lastId ? ERR.STREAM_CLOSED : ERR.PROTOCOL_ERROR);
+    if ((id & 1) === 0) return this.connectionError(ERR.PROTOCOL_ERROR);
+    // A stream already closed: lb may have reset it while the client was still sending (trailers after a
+    // refusal or an early answer), which §5.1 says to ignore. Its block was decoded above (the table stays
+    // in step); counted as a glitch.
+    if (id <= this.lastId) return this.glitch();
     this.lastId = id;
     // After GOAWAY, streams the client opened past its last stream id are ignored (§6.8).
     if (this.goingAway) return;
