@@ -38,5 +38,12 @@ out.push('');
 out.push(`lb / HAProxy (req/s, same round): ${ratios.map((x) => x.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)}x.`);
 out.push('');
 out.push('CPU per request is the proxy process\'s utime+stime over the h2load run (warm-up included) divided by the');
-out.push('requests h2load logged: an upper bound, comparable between rows. haproxy-h2be: HAProxy with h2c to the upstream.');
+out.push('requests h2load logged: an upper bound, comparable between rows. haproxy-h2be and lb-h2be: h2c to the upstream.');
+const h2be = [];
+for (const round of [...new Set(rows.map((r) => r.round))]) {
+  const lb = rows.find((r) => r.round === round && r.target === 'lb-h2be');
+  const hp = rows.find((r) => r.round === round && r.target === 'haproxy-h2be');
+  if (lb && hp && hp.rps > 0) h2be.push(lb.rps / hp.rps);
+}
+if (h2be.length > 0) out.push('', `lb-h2be / haproxy-h2be (same round): ${h2be.map((x) => x.toFixed(2)).join(', ')}; median ${median(h2be).toFixed(2)}x.`);
 console.log(out.join('\n'));

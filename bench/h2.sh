@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run bench:h2`: h2load through lb, HAProxy and NGINX, each with HTTP/2 in front (h2c with prior
-# knowledge, RFC 9113 §3.3) and HTTP/1.1 to two nginx upstreams (plus HAProxy with h2c to an nginx
-# upstream, "haproxy-h2be"). 1 lb worker; every proxy pinned to CPU 0 (taskset -c 0), h2load and the
+# knowledge, RFC 9113 §3.3) and HTTP/1.1 to two nginx upstreams (plus HAProxy and lb with h2c to an nginx
+# upstream: "haproxy-h2be", "lb-h2be"). 1 lb worker; every proxy pinned to CPU 0 (taskset -c 0), h2load and the
 # upstreams to CPU 1. Rounds are interleaved: each round runs every target once.
 #
 # Per run: h2load -c CONNS -m STREAMS -D SECS (after a 1 s warm-up), req/s from h2load, p99 from its
@@ -23,7 +23,7 @@ for bin in h2load haproxy nginx taskset; do
   command -v "$bin" >/dev/null || { echo "bench/h2.sh: $bin is missing (apt-get install nghttp2-client haproxy nginx-light util-linux)" >&2; exit 1; }
 done
 [ -f "$ROOT/dist/src/cli.js" ] || { echo "bench/h2.sh: dist/ is missing; run \`npm run build\` first" >&2; exit 1; }
-for port in 18380 18381 18382 18383 19301 19302 19303; do
+for port in 18380 18381 18382 18383 18384 19301 19302 19303; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "bench/h2.sh: 127.0.0.1:$port is already in use; stop whatever listens there first" >&2
     exit 1
@@ -64,11 +64,11 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$LB_WORKER" ] || { echo "bench/h2.sh: lb's worker did not start" >&2; exit 1; }
-for port in 18381 18382 18383; do
+for port in 18381 18382 18383 18384; do
   for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 --http2-prior-knowledge http://127.0.0.1:$port/ && break; sleep 0.1; done
 done
 
-targets=("lb 18380 $LB_WORKER" "haproxy 18381 $HAPROXY_PID" "nginx 18382 $NGINX_PID" "haproxy-h2be 18383 $HAPROXY_PID")
+targets=("lb 18380 $LB_WORKER" "haproxy 18381 $HAPROXY_PID" "nginx 18382 $NGINX_PID" "haproxy-h2be 18383 $HAPROXY_PID" "lb-h2be 18384 $LB_WORKER")
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 CLK=$(getconf CLK_TCK)
 
