@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { HpackDecoder, HpackEncoder, HpackError } from '../src/dataplane/hpack.js';
+import { encodedLengthBound, HpackDecoder, HpackEncoder, HpackError } from '../src/dataplane/hpack.js';
 import {
   HUFFMAN_CODES,
   HUFFMAN_LENGTHS,
@@ -687,8 +687,16 @@ t.test('decoder: blocks that are views into a larger buffer; strings larger than
   t.same(d.decode(Buffer.from([0x04, ...huff('short')]), NO_LIMIT), [':path', 'short'], 'then a short one');
 });
 
-t.test('encoder: headroom, chars above 0xff, odd field lists', async (t) => {
+t.test('encoder: headroom, encodeInto, chars above 0xff, odd field lists', async (t) => {
   const enc = new HpackEncoder();
+  const fields = ['content-type', 'text/html', 'x-custom', 'v\xe9'.repeat(30)];
+  const out = Buffer.alloc(encodedLengthBound(fields) + 3, 0xaa);
+  const end = enc.encodeInto(out, 3, 302, fields);
+  t.same(new HpackDecoder().decode(out.subarray(3, end), NO_LIMIT), [':status', '302', ...fields], 'encodeInto at an offset');
+  t.equal(out.subarray(0, 3).toString('hex'), 'aaaaaa', 'bytes before the offset untouched');
+  t.same(out.subarray(3, end), enc.encode(302, fields), 'same bytes as encode()');
+  t.throws(() => enc.encodeInto(out, 4, 302, fields), RangeError, 'one byte short of the bound');
+  t.throws(() => enc.encodeInto(out, -1, 302, fields), RangeError, 'negative offset');
   const b = enc.encode(200, ['age', '1'], 9);
   t.equal(b.length, 14);
   t.equal(b.subarray(9).toString('hex'), '880f060131', 'the block follows 9 free bytes');
