@@ -707,3 +707,48 @@ t.test('encoder: headroom, encodeInto, chars above 0xff, odd field lists', async
   const blocks = [enc.encode(200, ['x', long], 9), enc.encode(200, ['x', long], 9), enc.encode(204, [], 9)];
   t.same(blocks.map((x) => d.decode(x.subarray(9), NO_LIMIT)), [[':status', '200', 'x', long], [':status', '200', 'x', long], [':status', '204']]);
 });
+
+t.test('decoder: mutated and random blocks either decode or throw HpackError, nothing else', async (t) => {
+  const rand = rng(9113);
+  const enc = new HpackEncoder();
+  const seeds: Buffer[] = [
+    hex('8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff'),
+    hex('8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf'),
+    hex('4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6 2d1b ff6e 919d 29ad'),
+    Buffer.from([...int(5, 0x20, 300), 0x40, ...huff('x-key'), ...huff('some value'), 0xbe, 0x10, ...str('n'), ...huff('v')]),
+    Buffer.from(enc.encode(503, ['content-type', 'text/plain', 'x-long', 'z'.repeat(200)])),
+  ];
+  let decoded = 0;
+  let rejected = 0;
+  const other: string[] = [];
+  // `shared` keeps decoding after errors (a connection would be closed): whatever state an error leaves,
+  // the next block still only decodes or throws HpackError.
+  const shared = new HpackDecoder(4096);
+  for (let i = 0; i < 20_000; i++) {
+    const b = Buffer.from(seeds[rand(seeds.length)]!);
+    let m: Buffer = b;
+    const kind = rand(5);
+    if (kind === 0) {
+      for (let k = rand(3) + 1; k > 0; k--) {
+        const at = rand(m.length);
+        m[at] = m[at]! ^ (1 << rand(8));
+      }
+    }
+    else if (kind === 1) m = b.subarray(0, rand(b.length));
+    else if (kind === 2) m = Buffer.concat([b, Buffer.from([rand(256), rand(256), rand(256)])]);
+    else if (kind === 3) m[rand(m.length)] = rand(256);
+    else m = Buffer.from(Array.from({ length: rand(40) }, () => rand(256)));
+    for (const d of [new HpackDecoder(4096), shared]) {
+      try {
+        const r = d.decode(m, rand(2) ? NO_LIMIT : 200);
+        if (r !== null && (r.length % 2 !== 0 || r.some((x) => typeof x !== 'string'))) other.push(`bad result for ${m.toString('hex')}`);
+        decoded++;
+      } catch (err) {
+        if (err instanceof HpackError) rejected++;
+        else other.push(`${(err as Error).name}: ${(err as Error).message} for ${m.toString('hex')}`);
+      }
+    }
+  }
+  t.same(other.slice(0, 5), [], 'no other exception or malformed result');
+  t.ok(decoded > 1000 && rejected > 1000, `both outcomes occur (${decoded} decoded, ${rejected} rejected)`);
+});
