@@ -125,6 +125,9 @@ let scratch: Buffer = Buffer.allocUnsafeSlow(4096);
 /** The largest scratch buffer kept for reuse; a longer string gets a buffer of its own. */
 const SCRATCH_KEEP = 64 * 1024;
 
+/** The dynamic table's initial ring (a power of two of slots), copied per decoder; it grows by doubling. */
+const EMPTY_RING: readonly string[] = Array.from({ length: 16 }, () => '');
+
 export class HpackDecoder {
   /** Our SETTINGS_HEADER_TABLE_SIZE: the largest dynamic table size the peer may choose. */
   private limit: number;
@@ -153,9 +156,9 @@ export class HpackDecoder {
     if (!Number.isInteger(maxTableSize) || maxTableSize < 0) throw new RangeError('maxTableSize must be an integer >= 0');
     this.limit = maxTableSize;
     this.capacity = maxTableSize;
-    this.names = new Array<string>(16).fill('');
-    this.values = new Array<string>(16).fill('');
-    this.mask = 15;
+    this.names = EMPTY_RING.slice();
+    this.values = EMPTY_RING.slice();
+    this.mask = EMPTY_RING.length - 1;
   }
 
   /**
@@ -340,12 +343,17 @@ export class HpackDecoder {
 
   private grow(): void {
     const n = this.names.length;
-    const names = new Array<string>(n * 2).fill('');
-    const values = new Array<string>(n * 2).fill('');
+    // Oldest to newest into slots 0..count-1 (a full ring: count === n), then empty slots.
+    const names: string[] = [];
+    const values: string[] = [];
     for (let k = 0; k < this.count; k++) {
       const slot = (this.head - this.count + k) & this.mask;
-      names[k] = this.names[slot]!;
-      values[k] = this.values[slot]!;
+      names.push(this.names[slot]!);
+      values.push(this.values[slot]!);
+    }
+    for (let k = this.count; k < n * 2; k++) {
+      names.push('');
+      values.push('');
     }
     this.names = names;
     this.values = values;
