@@ -125,6 +125,8 @@ t.test('Huffman coding: Appendix C strings, every byte value, padding', async (t
   t.equal(dec(hex('ff')), -1, 'padding of 8 bits alone');
   t.equal(dec(hex('fffffffc')), -1, 'EOS (30 ones) in the string');
   t.equal(dec(hex('1ffffffff8')), -1, "'a' then EOS");
+  t.equal(dec(hex('1c7f')), 2, "'ab'");
+  t.equal(dec(hex('fffffffc 71ff')), -1, "EOS, then 'ab' with valid padding");
 });
 
 type Step = { block: string; fields: string[]; table: string[]; size: number };
