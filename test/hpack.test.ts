@@ -285,6 +285,19 @@ t.test('decoder: dynamic table size updates, eviction, oversized entries, growth
   s3.setMaxTableSize(100);
   t.same(s3.decode(Buffer.from([...int(5, 0x20, 100), 0xbe]), NO_LIMIT), [':authority', 'www.example.com'], 'the 57-byte entry survives');
   t.same(s3.decode(Buffer.from([0xbe]), NO_LIMIT), [':authority', 'www.example.com'], 'no update needed any more');
+  // The limit went down to 0 and back up between two blocks: the first update must signal the minimum.
+  const s5 = new HpackDecoder(4096);
+  s5.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), NO_LIMIT);
+  s5.setMaxTableSize(0);
+  s5.setMaxTableSize(4096);
+  t.throws(() => s5.decode(Buffer.from([...int(5, 0x20, 4096), 0x82]), NO_LIMIT), HpackError, 'an update to 4096 alone');
+  const s6 = new HpackDecoder(4096);
+  s6.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), NO_LIMIT);
+  s6.setMaxTableSize(0);
+  s6.setMaxTableSize(4096);
+  t.same(s6.decode(Buffer.from([0x20, ...int(5, 0x20, 4096), 0x82]), NO_LIMIT), [':method', 'GET'], '0, then 4096');
+  t.equal(s6.tableSize, 0, 'the update to 0 emptied the table');
+  t.equal(s6.tableCapacity, 4096);
   const s4 = new HpackDecoder(4096);
   s4.setMaxTableSize(8192);
   t.same(s4.decode(Buffer.from([0x82]), NO_LIMIT), [':method', 'GET'], 'a raised limit needs no update');

@@ -133,8 +133,12 @@ export class HpackDecoder {
   private limit: number;
   /** The dynamic table's maximum size, as last set by the peer (§4.2, §6.3); starts at `limit`. */
   private capacity: number;
-  /** Set when `limit` dropped below `capacity`: the next block must start with a size update (§4.2). */
-  private updateRequired = false;
+  /**
+   * -1, or the value the next block's first size update must not exceed: the smallest limit set since the
+   * last block, when it went below `capacity` (§4.2: the next block must start with an update, and "the
+   * smallest maximum table size that occurs in that interval MUST be signaled").
+   */
+  private updateBound = -1;
   // The dynamic table: a ring of `names.length` (a power of two) slots; the newest entry (index 62) is at
   // slot (head - 1) & mask, the oldest at (head - count) & mask.
   private names: string[];
@@ -168,7 +172,7 @@ export class HpackDecoder {
   setMaxTableSize(maxTableSize: number): void {
     if (!Number.isInteger(maxTableSize) || maxTableSize < 0) throw new RangeError('maxTableSize must be an integer >= 0');
     this.limit = maxTableSize;
-    if (maxTableSize < this.capacity) this.updateRequired = true;
+    if (maxTableSize < this.capacity && (this.updateBound < 0 || maxTableSize < this.updateBound)) this.updateBound = maxTableSize;
   }
 
   /** The dynamic table's current size (§4.1) and maximum size (§4.2). */
@@ -209,11 +213,14 @@ export class HpackDecoder {
       else this.pos = pos;
       pos = this.pos;
       if (n > this.limit) throw new HpackError(`dynamic table size update to ${n} exceeds the limit ${this.limit}`);
+      if (this.updateBound >= 0) {
+        if (n > this.updateBound) throw new HpackError(`dynamic table size update to ${n}, expected at most ${this.updateBound} first`);
+        this.updateBound = -1;
+      }
       this.capacity = n;
       this.evictTo(n);
-      this.updateRequired = false;
     }
-    if (this.updateRequired) throw new HpackError('missing dynamic table size update after SETTINGS_HEADER_TABLE_SIZE decreased');
+    if (this.updateBound >= 0) throw new HpackError('missing dynamic table size update after SETTINGS_HEADER_TABLE_SIZE decreased');
 
     while (pos < end) {
       const b = block[pos]!;
