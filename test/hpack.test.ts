@@ -2,11 +2,13 @@
 // after each block), every malformed-input case, the header list size limit, the encoder round-tripped
 // through the decoder, and interop with node:http2 (nghttp2) both ways over real loopback sockets: its
 // client accepts the encoder's response and trailer blocks, and the decoder reads the request blocks its
-// client sends (dynamic table references, Huffman-coded strings, never-indexed fields).
+// client sends (dynamic table references, Huffman-coded strings, never-indexed fields); the same with
+// nghttp2's own tools (h2load under a bounded load, nghttp printing the response headers it decoded).
 
 import t, { type Test } from 'tap';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { run } from './helpers/h2.js';
 import { encodedLengthBound, HpackDecoder, HpackEncoder, HpackError } from '../src/dataplane/hpack.js';
 import {
   HUFFMAN_CODES,
@@ -766,4 +768,45 @@ t.test('decoder: mutated and random blocks either decode or throw HpackError, no
   }
   t.same(other.slice(0, 5), [], 'no other exception or malformed result');
   t.ok(decoded > 1000 && rejected > 1000, `both outcomes occur (${decoded} decoded, ${rejected} rejected)`);
+});
+
+t.test('interop: h2load and nghttp (nghttp2 tools) against the codec on a raw HTTP/2 socket', async (t) => {
+  const enc = new HpackEncoder();
+  const bad: string[] = [];
+  let blocks = 0;
+  const srv = await rawH2Server((sock, stream, block, dec) => {
+    blocks++;
+    let req: string[] | null = null;
+    try {
+      req = dec.decode(block, 16 * 1024);
+    } catch (err) {
+      bad.push(`stream ${stream}: ${(err as Error).message}`);
+    }
+    const get = (n: string) => (req ? req[req.indexOf(n) + 1] : undefined);
+    if (req && (get(':method') !== 'GET' || get(':scheme') !== 'http' || !get(':path')?.startsWith('/load') || get('x-test') !== 'caf\xc3\xa9 ' + 'v'.repeat(60))) {
+      bad.push(`stream ${stream}: ${JSON.stringify(req)}`);
+    }
+    const fields = ['content-type', 'text/plain', 'x-seen', String(blocks), 'x-bytes', 'caf\xe9', 'server', 'hpack-test'];
+    sock.write(frame(FRAME_HEADERS, END_HEADERS, stream, enc.encode(get(':path') === '/load/teapot' ? 418 : 200, fields)));
+    sock.write(frame(FRAME_DATA, END_STREAM, stream, Buffer.from('hello')));
+  });
+  t.teardown(srv.close);
+  // x-test's value is sent as UTF-8 by the tools and decoded here byte for byte (latin1).
+  const r = await run('h2load', ['-n', '2000', '-c', '4', '-m', '10', '-t', '1', '-H', `x-test: café ${'v'.repeat(60)}`, `http://127.0.0.1:${srv.port}/load`]);
+  t.equal(r.code, 0, `h2load exits 0 ${r.err}`);
+  const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(r.out);
+  t.ok(m, `h2load reports its requests: ${r.out.slice(0, 400)}`);
+  t.equal(Number(m?.[4]), 2000, '2000 succeeded');
+  t.match(r.out, /status codes: 2000 2xx/, 'all 2xx');
+  t.match(r.out, /space savings [0-9.]+%/, 'h2load reports its header compression');
+  t.same(bad.slice(0, 5), [], 'every request block decoded to what h2load sent');
+  t.equal(blocks, 2000);
+
+  const n = await run('nghttp', ['-nv', '-H', `x-test: café ${'v'.repeat(60)}`, `http://127.0.0.1:${srv.port}/load/teapot`]);
+  t.equal(n.code, 0, `nghttp exits 0 ${n.err}`);
+  t.match(n.out, /recv \(stream_id=\d+\) :status: 418/, 'nghttp decoded :status 418 (literal, static name)');
+  t.match(n.out, /recv \(stream_id=\d+\) content-type: text\/plain/, 'content-type (static name index 31)');
+  t.match(n.out, /recv \(stream_id=\d+\) x-seen: 2001/, 'x-seen (literal name)');
+  t.match(n.out, /recv \(stream_id=\d+\) server: hpack-test/, 'server');
+  t.same(bad, [], 'nghttp\'s request block decoded too');
 });
