@@ -2,12 +2,14 @@
 // after each block), every malformed-input case, the header list size limit, the encoder round-tripped
 // through the decoder, and interop with node:http2 (nghttp2) both ways over real loopback sockets: its
 // client accepts the encoder's response and trailer blocks, and the decoder reads the request blocks its
-// client sends (dynamic table references, Huffman-coded strings, never-indexed fields).
+// client sends (dynamic table references, Huffman-coded strings, never-indexed fields); the same with
+// nghttp2's own tools (h2load under a bounded load, nghttp printing the response headers it decoded).
 
 import t, { type Test } from 'tap';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { HpackDecoder, HpackEncoder, HpackError } from '../src/dataplane/hpack.js';
+import { run } from './helpers/h2.js';
+import { encodedLengthBound, HpackDecoder, HpackEncoder, HpackError } from '../src/dataplane/hpack.js';
 import {
   HUFFMAN_CODES,
   HUFFMAN_LENGTHS,
@@ -125,6 +127,8 @@ t.test('Huffman coding: Appendix C strings, every byte value, padding', async (t
   t.equal(dec(hex('ff')), -1, 'padding of 8 bits alone');
   t.equal(dec(hex('fffffffc')), -1, 'EOS (30 ones) in the string');
   t.equal(dec(hex('1ffffffff8')), -1, "'a' then EOS");
+  t.equal(dec(hex('1c7f')), 2, "'ab'");
+  t.equal(dec(hex('fffffffc 71ff')), -1, "EOS, then 'ab' with valid padding");
 });
 
 type Step = { block: string; fields: string[]; table: string[]; size: number };
@@ -283,6 +287,19 @@ t.test('decoder: dynamic table size updates, eviction, oversized entries, growth
   s3.setMaxTableSize(100);
   t.same(s3.decode(Buffer.from([...int(5, 0x20, 100), 0xbe]), NO_LIMIT), [':authority', 'www.example.com'], 'the 57-byte entry survives');
   t.same(s3.decode(Buffer.from([0xbe]), NO_LIMIT), [':authority', 'www.example.com'], 'no update needed any more');
+  // The limit went down to 0 and back up between two blocks: the first update must signal the minimum.
+  const s5 = new HpackDecoder(4096);
+  s5.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), NO_LIMIT);
+  s5.setMaxTableSize(0);
+  s5.setMaxTableSize(4096);
+  t.throws(() => s5.decode(Buffer.from([...int(5, 0x20, 4096), 0x82]), NO_LIMIT), HpackError, 'an update to 4096 alone');
+  const s6 = new HpackDecoder(4096);
+  s6.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), NO_LIMIT);
+  s6.setMaxTableSize(0);
+  s6.setMaxTableSize(4096);
+  t.same(s6.decode(Buffer.from([0x20, ...int(5, 0x20, 4096), 0x82]), NO_LIMIT), [':method', 'GET'], '0, then 4096');
+  t.equal(s6.tableSize, 0, 'the update to 0 emptied the table');
+  t.equal(s6.tableCapacity, 4096);
   const s4 = new HpackDecoder(4096);
   s4.setMaxTableSize(8192);
   t.same(s4.decode(Buffer.from([0x82]), NO_LIMIT), [':method', 'GET'], 'a raised limit needs no update');
@@ -687,8 +704,16 @@ t.test('decoder: blocks that are views into a larger buffer; strings larger than
   t.same(d.decode(Buffer.from([0x04, ...huff('short')]), NO_LIMIT), [':path', 'short'], 'then a short one');
 });
 
-t.test('encoder: headroom, chars above 0xff, odd field lists', async (t) => {
+t.test('encoder: headroom, encodeInto, chars above 0xff, odd field lists', async (t) => {
   const enc = new HpackEncoder();
+  const fields = ['content-type', 'text/html', 'x-custom', 'v\xe9'.repeat(30)];
+  const out = Buffer.alloc(encodedLengthBound(fields) + 3, 0xaa);
+  const end = enc.encodeInto(out, 3, 302, fields);
+  t.same(new HpackDecoder().decode(out.subarray(3, end), NO_LIMIT), [':status', '302', ...fields], 'encodeInto at an offset');
+  t.equal(out.subarray(0, 3).toString('hex'), 'aaaaaa', 'bytes before the offset untouched');
+  t.same(out.subarray(3, end), enc.encode(302, fields), 'same bytes as encode()');
+  t.throws(() => enc.encodeInto(out, 4, 302, fields), RangeError, 'one byte short of the bound');
+  t.throws(() => enc.encodeInto(out, -1, 302, fields), RangeError, 'negative offset');
   const b = enc.encode(200, ['age', '1'], 9);
   t.equal(b.length, 14);
   t.equal(b.subarray(9).toString('hex'), '880f060131', 'the block follows 9 free bytes');
@@ -698,4 +723,90 @@ t.test('encoder: headroom, chars above 0xff, odd field lists', async (t) => {
   const long = 'q'.repeat(16 * 1024 + 5);
   const blocks = [enc.encode(200, ['x', long], 9), enc.encode(200, ['x', long], 9), enc.encode(204, [], 9)];
   t.same(blocks.map((x) => d.decode(x.subarray(9), NO_LIMIT)), [[':status', '200', 'x', long], [':status', '200', 'x', long], [':status', '204']]);
+});
+
+t.test('decoder: mutated and random blocks either decode or throw HpackError, nothing else', async (t) => {
+  const rand = rng(9113);
+  const enc = new HpackEncoder();
+  const seeds: Buffer[] = [
+    hex('8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff'),
+    hex('8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf'),
+    hex('4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6 2d1b ff6e 919d 29ad'),
+    Buffer.from([...int(5, 0x20, 300), 0x40, ...huff('x-key'), ...huff('some value'), 0xbe, 0x10, ...str('n'), ...huff('v')]),
+    Buffer.from(enc.encode(503, ['content-type', 'text/plain', 'x-long', 'z'.repeat(200)])),
+  ];
+  let decoded = 0;
+  let rejected = 0;
+  const other: string[] = [];
+  // `shared` keeps decoding after errors (a connection would be closed): whatever state an error leaves,
+  // the next block still only decodes or throws HpackError.
+  const shared = new HpackDecoder(4096);
+  for (let i = 0; i < 20_000; i++) {
+    const b = Buffer.from(seeds[rand(seeds.length)]!);
+    let m: Buffer = b;
+    const kind = rand(5);
+    if (kind === 0) {
+      for (let k = rand(3) + 1; k > 0; k--) {
+        const at = rand(m.length);
+        m[at] = m[at]! ^ (1 << rand(8));
+      }
+    }
+    else if (kind === 1) m = b.subarray(0, rand(b.length));
+    else if (kind === 2) m = Buffer.concat([b, Buffer.from([rand(256), rand(256), rand(256)])]);
+    else if (kind === 3) m[rand(m.length)] = rand(256);
+    else m = Buffer.from(Array.from({ length: rand(40) }, () => rand(256)));
+    for (const d of [new HpackDecoder(4096), shared]) {
+      try {
+        const r = d.decode(m, rand(2) ? NO_LIMIT : 200);
+        if (r !== null && (r.length % 2 !== 0 || r.some((x) => typeof x !== 'string'))) other.push(`bad result for ${m.toString('hex')}`);
+        decoded++;
+      } catch (err) {
+        if (err instanceof HpackError) rejected++;
+        else other.push(`${(err as Error).name}: ${(err as Error).message} for ${m.toString('hex')}`);
+      }
+    }
+  }
+  t.same(other.slice(0, 5), [], 'no other exception or malformed result');
+  t.ok(decoded > 1000 && rejected > 1000, `both outcomes occur (${decoded} decoded, ${rejected} rejected)`);
+});
+
+t.test('interop: h2load and nghttp (nghttp2 tools) against the codec on a raw HTTP/2 socket', async (t) => {
+  const enc = new HpackEncoder();
+  const bad: string[] = [];
+  let blocks = 0;
+  const srv = await rawH2Server((sock, stream, block, dec) => {
+    blocks++;
+    let req: string[] | null = null;
+    try {
+      req = dec.decode(block, 16 * 1024);
+    } catch (err) {
+      bad.push(`stream ${stream}: ${(err as Error).message}`);
+    }
+    const get = (n: string) => (req ? req[req.indexOf(n) + 1] : undefined);
+    if (req && (get(':method') !== 'GET' || get(':scheme') !== 'http' || !get(':path')?.startsWith('/load') || get('x-test') !== 'caf\xc3\xa9 ' + 'v'.repeat(60))) {
+      bad.push(`stream ${stream}: ${JSON.stringify(req)}`);
+    }
+    const fields = ['content-type', 'text/plain', 'x-seen', String(blocks), 'x-bytes', 'caf\xe9', 'server', 'hpack-test'];
+    sock.write(frame(FRAME_HEADERS, END_HEADERS, stream, enc.encode(get(':path') === '/load/teapot' ? 418 : 200, fields)));
+    sock.write(frame(FRAME_DATA, END_STREAM, stream, Buffer.from('hello')));
+  });
+  t.teardown(srv.close);
+  // x-test's value is sent as UTF-8 by the tools and decoded here byte for byte (latin1).
+  const r = await run('h2load', ['-n', '2000', '-c', '4', '-m', '10', '-t', '1', '-H', `x-test: café ${'v'.repeat(60)}`, `http://127.0.0.1:${srv.port}/load`]);
+  t.equal(r.code, 0, `h2load exits 0 ${r.err}`);
+  const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(r.out);
+  t.ok(m, `h2load reports its requests: ${r.out.slice(0, 400)}`);
+  t.equal(Number(m?.[4]), 2000, '2000 succeeded');
+  t.match(r.out, /status codes: 2000 2xx/, 'all 2xx');
+  t.match(r.out, /space savings [0-9.]+%/, 'h2load reports its header compression');
+  t.same(bad.slice(0, 5), [], 'every request block decoded to what h2load sent');
+  t.equal(blocks, 2000);
+
+  const n = await run('nghttp', ['-nv', '-H', `x-test: café ${'v'.repeat(60)}`, `http://127.0.0.1:${srv.port}/load/teapot`]);
+  t.equal(n.code, 0, `nghttp exits 0 ${n.err}`);
+  t.match(n.out, /recv \(stream_id=\d+\) :status: 418/, 'nghttp decoded :status 418 (literal, static name)');
+  t.match(n.out, /recv \(stream_id=\d+\) content-type: text\/plain/, 'content-type (static name index 31)');
+  t.match(n.out, /recv \(stream_id=\d+\) x-seen: 2001/, 'x-seen (literal name)');
+  t.match(n.out, /recv \(stream_id=\d+\) server: hpack-test/, 'server');
+  t.same(bad, [], 'nghttp\'s request block decoded too');
 });

@@ -9,8 +9,9 @@
 // state 0); DECODE_TABLE[state << 8 | byte] says which state the 8 bits lead to, and which symbols (at most
 // two, since the shortest code has 5 bits) were completed on the way. An input that walks into the EOS
 // leaf is an error (§5.2: "A Huffman-encoded string literal containing the EOS symbol MUST be treated as
-// a decoding error"). At the end of the string the state must be a node on the all-ones path at depth
-// 0..7 (ACCEPTING): that is exactly "padding of at most 7 bits, all ones, i.e. a prefix of EOS".
+// a decoding error"): it leads to a dead state (256) that no byte leaves, so the loop needs no branch. At
+// the end of the string the state must be a node on the all-ones path at depth 0..7 (ACCEPTING): that is
+// exactly "padding of at most 7 bits, all ones, i.e. a prefix of EOS".
 
 /** RFC 7541 Appendix B: code, length in bits; one row per symbol 0..255, then EOS. */
 // prettier-ignore
@@ -282,15 +283,14 @@ for (let s = 0; s < 257; s++) {
   HUFFMAN_LENGTHS[s] = HUFFMAN_TABLE[2 * s + 1]!;
 }
 
-// DECODE_TABLE entry layout (32 bits, signed):
-//   bits 0-7   next state
-//   bits 8-15  first completed symbol      bits 16-23 second completed symbol
-//   bits 24-25 number of symbols completed (0, 1 or 2)
-//   the whole entry is -1 (FAIL) when the bits reach the EOS leaf
-const FAIL = -1;
-export const DECODE_TABLE = new Int32Array(256 * 256);
-/** 1 for the states a string may end in (padding of 0..7 one bits), else 0. */
-export const ACCEPTING = new Uint8Array(256);
+// DECODE_TABLE entry layout:
+//   bits 0-8   next state (0..255, or DEAD)
+//   bits 9-16  first completed symbol      bits 17-24 second completed symbol
+//   bits 25-26 number of symbols completed (0, 1 or 2)
+const DEAD = 256;
+export const DECODE_TABLE = new Int32Array(257 * 256);
+/** 1 for the states a string may end in (padding of 0..7 one bits), else 0 (DEAD included). */
+export const ACCEPTING = new Uint8Array(257);
 
 {
   // The code tree: child[node * 2 + bit] is an internal node id (>= 0) or ~symbol for a leaf (< 0);
@@ -349,9 +349,10 @@ export const ACCEPTING = new Uint8Array(256);
         count++;
         node = 0;
       }
-      DECODE_TABLE[(state << 8) | byte] = fail ? FAIL : (count << 24) | (syms << 8) | node;
+      DECODE_TABLE[(state << 8) | byte] = fail ? DEAD : (count << 25) | (syms << 9) | node;
     }
   }
+  for (let byte = 0; byte < 256; byte++) DECODE_TABLE[(DEAD << 8) | byte] = DEAD;
 }
 
 /**
@@ -372,12 +373,11 @@ export function huffmanDecode(src: Uint8Array, start: number, end: number, dst: 
   let out = 0;
   for (let i = start; i < end; i++) {
     const e = DECODE_TABLE[(state << 8) | src[i]!]!;
-    if (e < 0) return -1;
     // Branch-free: store both symbol slots (Uint8Array stores keep the low 8 bits), advance by the count.
-    dst[out] = e >>> 8;
-    dst[out + 1] = e >>> 16;
-    out += e >>> 24;
-    state = e & 0xff;
+    dst[out] = e >>> 9;
+    dst[out + 1] = e >>> 17;
+    out += e >>> 25;
+    state = e & 0x1ff;
   }
   return ACCEPTING[state] === 1 ? out : -1;
 }

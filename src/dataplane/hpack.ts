@@ -125,13 +125,20 @@ let scratch: Buffer = Buffer.allocUnsafeSlow(4096);
 /** The largest scratch buffer kept for reuse; a longer string gets a buffer of its own. */
 const SCRATCH_KEEP = 64 * 1024;
 
+/** The dynamic table's initial ring (a power of two of slots), copied per decoder; it grows by doubling. */
+const EMPTY_RING: readonly string[] = Array.from({ length: 16 }, () => '');
+
 export class HpackDecoder {
   /** Our SETTINGS_HEADER_TABLE_SIZE: the largest dynamic table size the peer may choose. */
   private limit: number;
   /** The dynamic table's maximum size, as last set by the peer (§4.2, §6.3); starts at `limit`. */
   private capacity: number;
-  /** Set when `limit` dropped below `capacity`: the next block must start with a size update (§4.2). */
-  private updateRequired = false;
+  /**
+   * -1, or the value the next block's first size update must not exceed: the smallest limit set since the
+   * last block, when it went below `capacity` (§4.2: the next block must start with an update, and "the
+   * smallest maximum table size that occurs in that interval MUST be signaled").
+   */
+  private updateBound = -1;
   // The dynamic table: a ring of `names.length` (a power of two) slots; the newest entry (index 62) is at
   // slot (head - 1) & mask, the oldest at (head - count) & mask.
   private names: string[];
@@ -153,9 +160,9 @@ export class HpackDecoder {
     if (!Number.isInteger(maxTableSize) || maxTableSize < 0) throw new RangeError('maxTableSize must be an integer >= 0');
     this.limit = maxTableSize;
     this.capacity = maxTableSize;
-    this.names = new Array<string>(16).fill('');
-    this.values = new Array<string>(16).fill('');
-    this.mask = 15;
+    this.names = EMPTY_RING.slice();
+    this.values = EMPTY_RING.slice();
+    this.mask = EMPTY_RING.length - 1;
   }
 
   /**
@@ -165,7 +172,7 @@ export class HpackDecoder {
   setMaxTableSize(maxTableSize: number): void {
     if (!Number.isInteger(maxTableSize) || maxTableSize < 0) throw new RangeError('maxTableSize must be an integer >= 0');
     this.limit = maxTableSize;
-    if (maxTableSize < this.capacity) this.updateRequired = true;
+    if (maxTableSize < this.capacity && (this.updateBound < 0 || maxTableSize < this.updateBound)) this.updateBound = maxTableSize;
   }
 
   /** The dynamic table's current size (§4.1) and maximum size (§4.2). */
@@ -206,11 +213,14 @@ export class HpackDecoder {
       else this.pos = pos;
       pos = this.pos;
       if (n > this.limit) throw new HpackError(`dynamic table size update to ${n} exceeds the limit ${this.limit}`);
+      if (this.updateBound >= 0) {
+        if (n > this.updateBound) throw new HpackError(`dynamic table size update to ${n}, expected at most ${this.updateBound} first`);
+        this.updateBound = -1;
+      }
       this.capacity = n;
       this.evictTo(n);
-      this.updateRequired = false;
     }
-    if (this.updateRequired) throw new HpackError('missing dynamic table size update after SETTINGS_HEADER_TABLE_SIZE decreased');
+    if (this.updateBound >= 0) throw new HpackError('missing dynamic table size update after SETTINGS_HEADER_TABLE_SIZE decreased');
 
     while (pos < end) {
       const b = block[pos]!;
@@ -340,12 +350,17 @@ export class HpackDecoder {
 
   private grow(): void {
     const n = this.names.length;
-    const names = new Array<string>(n * 2).fill('');
-    const values = new Array<string>(n * 2).fill('');
+    // Oldest to newest into slots 0..count-1 (a full ring: count === n), then empty slots.
+    const names: string[] = [];
+    const values: string[] = [];
     for (let k = 0; k < this.count; k++) {
       const slot = (this.head - this.count + k) & this.mask;
-      names[k] = this.names[slot]!;
-      values[k] = this.values[slot]!;
+      names.push(this.names[slot]!);
+      values.push(this.values[slot]!);
+    }
+    for (let k = this.count; k < n * 2; k++) {
+      names.push('');
+      values.push('');
     }
     this.names = names;
     this.values = values;
@@ -362,88 +377,108 @@ const SLAB_SIZE = 16 * 1024;
  */
 const SHORT_STRING = 32;
 
+/**
+ * An upper bound of the size of the block HpackEncoder writes for `fields` (with or without a status):
+ * :status takes at most 1 + 1 + a short decimal; each field one representation byte, up to 5 bytes of
+ * name index or length, the name, up to 5 bytes of length, the value.
+ */
+export function encodedLengthBound(fields: string[]): number {
+  let need = 40;
+  for (let i = 0; i < fields.length; i++) need += fields[i]!.length + 6;
+  return need;
+}
+
 export class HpackEncoder {
   private slab: Buffer = Buffer.allocUnsafeSlow(SLAB_SIZE);
-  /** The slab as a plain Uint8Array: element stores on it are cheaper than on a Buffer. */
-  private bytes = new Uint8Array(this.slab.buffer, this.slab.byteOffset, this.slab.length);
   private off = 0;
 
   /**
    * Encodes a response header block (`status` set: `:status` first) or a trailer block (`status`
    * undefined) from flat [name, value, ...] pairs (an odd last element is ignored), names already
-   * lower-case, strings latin1 (a char above
-   * 0xff is sent as its low byte: the caller validates). `headroom` bytes are left free in front of the
-   * block (content unspecified) for the caller's frame header, so that the frame is a single buffer; the
-   * block is result.subarray(headroom). The returned Buffer is never written again by the encoder (it is
-   * carved from a slab that only moves forward), so it can be handed to socket.write as is.
+   * lower-case, strings latin1 (a char above 0xff is sent as its low byte: the caller validates).
+   * `headroom` bytes are left free in front of the block (content unspecified) for the caller's frame
+   * header, so that the frame is a single buffer; the block is result.subarray(headroom). The returned
+   * Buffer is never written again by the encoder (it is carved from a slab that only moves forward), so it
+   * can be handed to socket.write as is.
    */
   encode(status: number | undefined, fields: string[], headroom = 0): Buffer {
-    // Upper bound: :status (at most 1 + 1 + 3 for a 3-digit status); per field one representation byte
-    // + up to 5 integer bytes for the name index or length, the name, up to 5 length bytes, the value.
-    let need = headroom + 40;
-    for (let i = 0; i < fields.length; i++) need += fields[i]!.length + 6;
+    const need = headroom + encodedLengthBound(fields);
     if (this.slab.length - this.off < need) {
       this.slab = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, need));
-      this.bytes = new Uint8Array(this.slab.buffer, this.slab.byteOffset, this.slab.length);
       this.off = 0;
     }
-    const buf = this.bytes;
     const start = this.off;
-    let off = start + headroom;
-    if (status !== undefined) {
-      switch (status) {
-        // §6.1 indexed: static entries 8..14.
-        case 200: buf[off++] = 0x88; break;
-        case 204: buf[off++] = 0x89; break;
-        case 206: buf[off++] = 0x8a; break;
-        case 304: buf[off++] = 0x8b; break;
-        case 400: buf[off++] = 0x8c; break;
-        case 404: buf[off++] = 0x8d; break;
-        case 500: buf[off++] = 0x8e; break;
-        default:
-          // §6.2.2 literal without indexing, name = static index 8 (:status).
-          buf[off++] = 0x08;
-          off = this.writeString(off, String(status));
-      }
-    }
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name = fields[i]!;
-      const idx = STATIC_NAME_INDEX.get(name);
-      if (idx === undefined) {
-        buf[off++] = 0x00; // §6.2.2 literal without indexing, new name
-        off = this.writeString(off, name);
-      } else if (idx < 15) {
-        buf[off++] = idx; // §6.2.2 literal without indexing, indexed name (4-bit prefix)
-      } else {
-        buf[off++] = 0x0f;
-        buf[off++] = idx - 15; // idx <= 61: one continuation byte
-      }
-      off = this.writeString(off, fields[i + 1]!);
-    }
-    this.off = off;
-    return this.slab.subarray(start, off);
+    const end = writeBlock(this.slab, start + headroom, status, fields);
+    this.off = end;
+    return this.slab.subarray(start, end);
   }
 
-  /** §5.2 string literal, H = 0: 7-bit-prefix length then the latin1 bytes. Returns the offset after it. */
-  private writeString(off: number, s: string): number {
-    const buf = this.bytes;
-    const len = s.length;
-    if (len < 0x7f) {
-      buf[off++] = len;
-    } else {
-      buf[off++] = 0x7f;
-      let n = len - 0x7f;
-      while (n >= 0x80) {
-        buf[off++] = (n & 0x7f) | 0x80;
-        n >>>= 7;
-      }
-      buf[off++] = n;
+  /**
+   * Like encode(), into the caller's buffer at `offset` (e.g. an output buffer that batches frames);
+   * returns the offset after the block. Throws RangeError unless dst has encodedLengthBound(fields) bytes
+   * from offset.
+   */
+  encodeInto(dst: Buffer, offset: number, status: number | undefined, fields: string[]): number {
+    if (!(offset >= 0 && dst.length - offset >= encodedLengthBound(fields))) {
+      throw new RangeError(`HPACK encodeInto: need ${encodedLengthBound(fields)} bytes at offset ${offset} of ${dst.length}`);
     }
-    if (len <= SHORT_STRING) {
-      for (let i = 0; i < len; i++) buf[off + i] = s.charCodeAt(i);
-    } else {
-      (this.slab as unknown as Latin1Buffer).latin1Write(s, off, len);
-    }
-    return off + len;
+    return writeBlock(dst, offset, status, fields);
   }
+}
+
+/** Writes the block at `off` (room checked by the caller) and returns the offset after it. */
+function writeBlock(buf: Buffer, off: number, status: number | undefined, fields: string[]): number {
+  if (status !== undefined) {
+    switch (status) {
+      // §6.1 indexed: static entries 8..14.
+      case 200: buf[off++] = 0x88; break;
+      case 204: buf[off++] = 0x89; break;
+      case 206: buf[off++] = 0x8a; break;
+      case 304: buf[off++] = 0x8b; break;
+      case 400: buf[off++] = 0x8c; break;
+      case 404: buf[off++] = 0x8d; break;
+      case 500: buf[off++] = 0x8e; break;
+      default:
+        // §6.2.2 literal without indexing, name = static index 8 (:status).
+        buf[off++] = 0x08;
+        off = writeString(buf, off, String(status));
+    }
+  }
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = fields[i]!;
+    const idx = STATIC_NAME_INDEX.get(name);
+    if (idx === undefined) {
+      buf[off++] = 0x00; // §6.2.2 literal without indexing, new name
+      off = writeString(buf, off, name);
+    } else if (idx < 15) {
+      buf[off++] = idx; // §6.2.2 literal without indexing, indexed name (4-bit prefix)
+    } else {
+      buf[off++] = 0x0f;
+      buf[off++] = idx - 15; // idx <= 61: one continuation byte
+    }
+    off = writeString(buf, off, fields[i + 1]!);
+  }
+  return off;
+}
+
+/** §5.2 string literal, H = 0: 7-bit-prefix length then the latin1 bytes. Returns the offset after it. */
+function writeString(buf: Buffer, off: number, s: string): number {
+  const len = s.length;
+  if (len < 0x7f) {
+    buf[off++] = len;
+  } else {
+    buf[off++] = 0x7f;
+    let n = len - 0x7f;
+    while (n >= 0x80) {
+      buf[off++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    buf[off++] = n;
+  }
+  if (len <= SHORT_STRING) {
+    for (let i = 0; i < len; i++) buf[off + i] = s.charCodeAt(i);
+  } else {
+    (buf as unknown as Latin1Buffer).latin1Write(s, off, len);
+  }
+  return off + len;
 }
