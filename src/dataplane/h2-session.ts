@@ -25,7 +25,7 @@
 // - rapid reset (CVE-2023-44487) is counted per stream by h2-front.ts (resetLimit) on the close events.
 
 import type net from 'node:net';
-import { HpackDecoder, HpackEncoder, HpackError } from './hpack.js';
+import { HpackDecoder, HpackEncoder, HpackError, encodedLengthBound } from './hpack.js';
 
 export const FRAME = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
 export const ERR = {
@@ -646,7 +646,25 @@ export class H2Session {
   /** The response head (and END_STREAM when nothing follows). */
   respond(s: H2Stream, status: number, fields: string[], endStream: boolean): void {
     if (s.closed || this.destroyed) return;
-    this.headers(s, this.encoder.encode(status, fields), endStream);
+    const bound = encodedLengthBound(fields);
+    if (this.sizeUpdate || bound > 16384) this.headers(s, this.encoder.encode(status, fields), endStream);
+    else {
+      // The usual head: encoded straight into the output slab behind its frame header.
+      let b = this.slab;
+      if (b === undefined || b.length - this.slabOff < 9 + bound) b = this.newSlab(9 + bound);
+      const o = this.slabOff;
+      const end = this.encoder.encodeInto(b, o + 9, status, fields);
+      const len = end - o - 9;
+      b[o] = len >>> 16;
+      b[o + 1] = (len >>> 8) & 0xff;
+      b[o + 2] = len & 0xff;
+      b[o + 3] = FRAME.HEADERS;
+      b[o + 4] = END_HEADERS | (endStream ? END_STREAM : 0);
+      b.writeUInt32BE(s.id, o + 5);
+      this.slabOff = end;
+      this.outBytes += end - o;
+      this.scheduleFlush();
+    }
     if (endStream) this.localEnd(s);
   }
 
