@@ -50,12 +50,16 @@ t.test('Huffman table (Appendix B): 257 codes, canonical, complete (Kraft equali
   t.equal(HUFFMAN_CODES.length, 257);
   t.equal(HUFFMAN_LENGTHS.length, 257);
   let kraft = 0n;
+  const badLength: number[] = [];
+  const badCode: number[] = [];
   for (let s = 0; s < 257; s++) {
     const len = HUFFMAN_LENGTHS[s]!;
-    t.ok(len >= 5 && len <= 30, `length of ${s}`);
-    t.ok(HUFFMAN_CODES[s]! < 2 ** len, `code of ${s} fits its length`);
+    if (!(len >= 5 && len <= 30)) badLength.push(s);
+    if (!(HUFFMAN_CODES[s]! < 2 ** len)) badCode.push(s);
     kraft += 1n << BigInt(30 - len);
   }
+  t.same(badLength, [], 'every length is 5..30 bits');
+  t.same(badCode, [], 'every code fits its length');
   t.equal(kraft, 1n << 30n, 'sum of 2^-length is exactly 1');
   // Canonical: in (length, symbol) order each code is the previous one plus one, shifted to its length.
   const order = [...Array(257).keys()].sort((a, b) => HUFFMAN_LENGTHS[a]! - HUFFMAN_LENGTHS[b]! || a - b);
@@ -702,6 +706,11 @@ t.test('decoder: blocks that are views into a larger buffer; strings larger than
   const d = new HpackDecoder();
   t.same(d.decode(Buffer.from([0x04, ...huff(big), 0x00, ...huff('x'), ...huff('y')]), NO_LIMIT), [':path', big, 'x', 'y'], '160 000-char Huffman string');
   t.same(d.decode(Buffer.from([0x04, ...huff('short')]), NO_LIMIT), [':path', 'short'], 'then a short one');
+  const mid = 'mid-sized \xe9'.repeat(1000); // coded in more than the initial 4 KiB scratch, less than 64 KiB
+  t.same(d.decode(Buffer.from([0x04, ...huff(mid), 0x04, ...huff('after')]), NO_LIMIT), [':path', mid, ':path', 'after']);
+  t.throws(() => new HpackDecoder(-1), RangeError);
+  t.throws(() => new HpackDecoder(1.5), RangeError);
+  t.throws(() => d.setMaxTableSize(-1), RangeError);
 });
 
 t.test('encoder: headroom, encodeInto, chars above 0xff, odd field lists', async (t) => {
