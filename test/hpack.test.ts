@@ -3,7 +3,8 @@
 // through the decoder, and interop with node:http2 (nghttp2) both ways over real loopback sockets: its
 // client accepts the encoder's response and trailer blocks, and the decoder reads the request blocks its
 // client sends (dynamic table references, Huffman-coded strings, never-indexed fields); the same with
-// nghttp2's own tools (h2load under a bounded load, nghttp printing the response headers it decoded).
+// nghttp2's own tools (h2load under a bounded load, nghttp printing the response headers it decoded); and
+// every static table name as nghttp2 refers to it by index.
 
 import t, { type Test } from 'tap';
 import http2 from 'node:http2';
@@ -50,12 +51,16 @@ t.test('Huffman table (Appendix B): 257 codes, canonical, complete (Kraft equali
   t.equal(HUFFMAN_CODES.length, 257);
   t.equal(HUFFMAN_LENGTHS.length, 257);
   let kraft = 0n;
+  const badLength: number[] = [];
+  const badCode: number[] = [];
   for (let s = 0; s < 257; s++) {
     const len = HUFFMAN_LENGTHS[s]!;
-    t.ok(len >= 5 && len <= 30, `length of ${s}`);
-    t.ok(HUFFMAN_CODES[s]! < 2 ** len, `code of ${s} fits its length`);
+    if (!(len >= 5 && len <= 30)) badLength.push(s);
+    if (!(HUFFMAN_CODES[s]! < 2 ** len)) badCode.push(s);
     kraft += 1n << BigInt(30 - len);
   }
+  t.same(badLength, [], 'every length is 5..30 bits');
+  t.same(badCode, [], 'every code fits its length');
   t.equal(kraft, 1n << 30n, 'sum of 2^-length is exactly 1');
   // Canonical: in (length, symbol) order each code is the previous one plus one, shifted to its length.
   const order = [...Array(257).keys()].sort((a, b) => HUFFMAN_LENGTHS[a]! - HUFFMAN_LENGTHS[b]! || a - b);
@@ -702,6 +707,11 @@ t.test('decoder: blocks that are views into a larger buffer; strings larger than
   const d = new HpackDecoder();
   t.same(d.decode(Buffer.from([0x04, ...huff(big), 0x00, ...huff('x'), ...huff('y')]), NO_LIMIT), [':path', big, 'x', 'y'], '160 000-char Huffman string');
   t.same(d.decode(Buffer.from([0x04, ...huff('short')]), NO_LIMIT), [':path', 'short'], 'then a short one');
+  const mid = 'mid-sized \xe9'.repeat(1000); // coded in more than the initial 4 KiB scratch, less than 64 KiB
+  t.same(d.decode(Buffer.from([0x04, ...huff(mid), 0x04, ...huff('after')]), NO_LIMIT), [':path', mid, ':path', 'after']);
+  t.throws(() => new HpackDecoder(-1), RangeError);
+  t.throws(() => new HpackDecoder(1.5), RangeError);
+  t.throws(() => d.setMaxTableSize(-1), RangeError);
 });
 
 t.test('encoder: headroom, encodeInto, chars above 0xff, odd field lists', async (t) => {
@@ -809,4 +819,37 @@ t.test('interop: h2load and nghttp (nghttp2 tools) against the codec on a raw HT
   t.match(n.out, /recv \(stream_id=\d+\) x-seen: 2001/, 'x-seen (literal name)');
   t.match(n.out, /recv \(stream_id=\d+\) server: hpack-test/, 'server');
   t.same(bad, [], 'nghttp\'s request block decoded too');
+});
+
+t.test('interop: every static table name as nghttp2 indexes it decodes to the same name', async (t) => {
+  // Names 15..61 of Appendix A, minus those node:http2 refuses to send (connection-specific) or rewrites.
+  const names = ['accept-charset', 'accept-encoding', 'accept-language', 'accept-ranges', 'accept', 'access-control-allow-origin',
+    'age', 'allow', 'authorization', 'cache-control', 'content-disposition', 'content-encoding', 'content-language',
+    'content-length', 'content-location', 'content-range', 'content-type', 'cookie', 'date', 'etag', 'expect', 'expires',
+    'from', 'if-match', 'if-modified-since', 'if-none-match', 'if-range', 'if-unmodified-since', 'last-modified', 'link',
+    'location', 'max-forwards', 'proxy-authenticate', 'proxy-authorization', 'range', 'referer', 'refresh', 'retry-after',
+    'server', 'set-cookie', 'strict-transport-security', 'user-agent', 'vary', 'via', 'www-authenticate'];
+  const decoded: string[][] = [];
+  const enc = new HpackEncoder();
+  const srv = await rawH2Server((sock, stream, block, dec) => {
+    decoded.push(dec.decode(block, NO_LIMIT)!);
+    sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(204, [])));
+  });
+  t.teardown(srv.close);
+  const client = http2.connect(`http://127.0.0.1:${srv.port}`);
+  t.teardown(() => client.close());
+  client.on('error', () => undefined);
+  const headers: http2.OutgoingHttpHeaders = { ':method': 'POST', ':path': '/index.html', ':scheme': 'https' };
+  for (const n of names) headers[n] = n === 'accept-encoding' ? 'gzip, deflate' : n === 'content-length' ? '0' : `v-${n}`;
+  await clientRequest(client, headers);
+  await clientRequest(client, headers);
+  t.equal(decoded.length, 2);
+  for (const got of decoded) {
+    const seen = new Map<string, string>();
+    for (let i = 0; i < got.length; i += 2) seen.set(got[i]!, got[i + 1]!);
+    t.same(names.filter((n) => seen.get(n) !== headers[n]), [], 'every name and value');
+    t.equal(seen.get(':path'), '/index.html');
+    t.equal(seen.get(':scheme'), 'https');
+    t.equal(seen.get(':method'), 'POST');
+  }
 });
