@@ -40,7 +40,6 @@
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
-import { EventEmitter } from 'node:events';
 import { Deadline } from './deadline.js';
 import {
   consumeSocket,
@@ -207,7 +206,35 @@ export class RequestBody extends Readable {
   }
 }
 
-export class FrontResponse extends EventEmitter {
+/** Listeners of one event: none, one, or several (in the order added). */
+type Listeners = (() => void) | (() => void)[] | undefined;
+
+function addListener(list: Listeners, fn: () => void): Listeners {
+  if (list === undefined) return fn;
+  if (typeof list === 'function') return [list, fn];
+  list.push(fn);
+  return list;
+}
+
+function removeListener(list: Listeners, fn: () => void): Listeners {
+  if (list === fn) return undefined;
+  if (typeof list !== 'object') return list;
+  // As EventEmitter: the most recently added match goes.
+  const i = list.lastIndexOf(fn);
+  if (i >= 0) list.splice(i, 1);
+  return list;
+}
+
+function callListeners(list: Listeners): void {
+  if (typeof list === 'function') list();
+  else if (list !== undefined) for (const fn of list) fn();
+}
+
+/**
+ * One response. Its 'drain' and 'close' listeners (HttpResponse's `once`) are kept in two fields rather than
+ * an EventEmitter per request: each is called once, as `once` listeners are, and removed before it runs.
+ */
+export class FrontResponse {
   headersSent = false;
   destroyed = false;
   /** end() was called */
@@ -229,14 +256,27 @@ export class FrontResponse extends EventEmitter {
   private held: (string | Buffer)[] | undefined;
   private heldBytes = 0;
   needDrain = false;
+  private drainListeners: Listeners = undefined;
+  private closeListeners: Listeners = undefined;
 
   constructor(
     private readonly conn: FrontConnection,
     readonly req: FrontRequest,
     keepAlive: boolean,
   ) {
-    super();
     this.shouldKeepAlive = keepAlive;
+  }
+
+  once(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') this.drainListeners = addListener(this.drainListeners, listener);
+    else this.closeListeners = addListener(this.closeListeners, listener);
+    return this;
+  }
+
+  removeListener(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') this.drainListeners = removeListener(this.drainListeners, listener);
+    else this.closeListeners = removeListener(this.closeListeners, listener);
+    return this;
   }
 
   /** writeHead(status, reason, [name, value, ...]) or writeHead(status, { name: value }). */
@@ -420,13 +460,17 @@ export class FrontResponse extends EventEmitter {
   drained(): void {
     if (!this.needDrain) return;
     this.needDrain = false;
-    this.emit('drain');
+    const list = this.drainListeners;
+    this.drainListeners = undefined;
+    callListeners(list);
   }
 
   /** The connection closed before this response was finished. */
   aborted(): void {
     this.destroyed = true;
-    this.emit('close');
+    const list = this.closeListeners;
+    this.closeListeners = undefined;
+    callListeners(list);
   }
 }
 
