@@ -543,7 +543,8 @@ class Connection {
   private keepAliveHint(headers: string[]): void {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
-      if (name.length !== 10 || name.toLowerCase() !== 'keep-alive') continue;
+      // (Connection has the same length: the first letter tells them apart without lower-casing.)
+      if (name.length !== 10 || (name.charCodeAt(0) | 0x20) !== 0x6b /* k */ || name.toLowerCase() !== 'keep-alive') continue;
       const m = /timeout\s*=\s*(\d+)/i.exec(headers[i + 1]!);
       if (!m) continue;
       const ms = Number(m[1]) * 1000 - KEEP_ALIVE_MARGIN_MS;
