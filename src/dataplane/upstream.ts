@@ -183,8 +183,10 @@ class Connection {
   private exchange = 0;
   private pending: UpstreamRequest | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
-  private responseTimer: NodeJS.Timeout | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** response_timeout: armed when the request is written; firing once the head came does nothing. */
+  private readonly responseDeadline = new Deadline(() => this.onResponseTimeout());
+  /** The idle connection's timeout: armed when it is released; firing while it is busy does nothing. */
+  private readonly idleDeadline = new Deadline(() => this.onIdleTimeout());
   private idleMs: number;
   /** read_timeout: armed from the response head on, refreshed per read; firing with no body awaited does nothing. */
   private readonly readDeadline = new Deadline(() => this.onReadTimeout());
@@ -312,8 +314,7 @@ class Connection {
   private armResponseTimer(): void {
     const ms = this.pool.options.responseTimeoutMs;
     if (ms <= 0) return;
-    if (this.responseTimer) this.responseTimer.refresh();
-    else this.responseTimer = setTimeout(this.onResponseTimeout, ms).unref();
+    this.responseDeadline.arm(ms);
   }
 
   private readonly onBodyData = (chunk: Buffer): void => {
@@ -425,8 +426,8 @@ class Connection {
     this.switching = undefined;
     const h = this.handler!;
     this.handler = undefined;
-    clearTimeout(this.responseTimer);
-    clearTimeout(this.idleTimer);
+    this.responseDeadline.clear();
+    this.idleDeadline.clear();
     this.readDeadline.clear();
     this.detachBody();
     const socket = this.socket;
@@ -551,8 +552,6 @@ class Connection {
       if (ms <= 0) this.keepAlive = false;
       else if (ms < this.idleMs) {
         this.idleMs = ms;
-        clearTimeout(this.idleTimer);
-        this.idleTimer = undefined;
       }
     }
   }
@@ -590,8 +589,7 @@ class Connection {
     this.detachBody();
     if (reuse && this.pool.release(this)) {
       this.idleSince = performance.now();
-      if (this.idleTimer) this.idleTimer.refresh();
-      else this.idleTimer = setTimeout(this.onIdleTimeout, this.idleMs).unref();
+      this.idleDeadline.arm(this.idleMs);
     } else {
       this.destroy();
     }
@@ -653,8 +651,8 @@ class Connection {
   private readonly onSocketClose = (): void => {
     this.pool.forget(this);
     clearTimeout(this.connectTimer);
-    clearTimeout(this.responseTimer);
-    clearTimeout(this.idleTimer);
+    this.responseDeadline.clear();
+    this.idleDeadline.clear();
     this.readDeadline.clear();
     if (this.handler) this.fail(upstreamError(UPSTREAM_CODES.closed, 'backend closed the connection before the response was complete'));
     if (this.handle) this.parser.unconsume();
