@@ -20,13 +20,14 @@ export class Deadline {
 
   constructor(private readonly fire: () => void) {}
 
-  arm(ms: number): void {
+  /** Starts (or restarts) the wait; `now` is performance.now(), when the caller has just read it. */
+  arm(ms: number, now?: number): void {
     if (ms <= 0) {
       this.clear();
       this.ms = ms;
       return;
     }
-    this.due = performance.now() + ms;
+    this.due = (now ?? performance.now()) + ms;
     if (ms === this.ms) {
       // Scheduled with this duration (or the rest of it) no later than now: it fires at or before `due`.
       if (this.pending) return;

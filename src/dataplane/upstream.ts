@@ -588,8 +588,9 @@ class Connection {
     const reuse = this.keepAlive && this.sent;
     this.detachBody();
     if (reuse && this.pool.release(this)) {
-      this.idleSince = performance.now();
-      this.idleDeadline.arm(this.idleMs);
+      const now = performance.now();
+      this.idleSince = now;
+      this.idleDeadline.arm(this.idleMs, now);
     } else {
       this.destroy();
     }
