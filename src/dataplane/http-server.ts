@@ -41,6 +41,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { Deadline } from './deadline.js';
+import { writeLatin1 } from '../node-internals/socket-write.js';
 import {
   consumeSocket,
   HTTPParser,
@@ -417,12 +418,12 @@ export class FrontResponse {
     if (!s.writable) return false;
     let ok: boolean;
     if (data === undefined) {
-      ok = first === undefined ? true : s.write(first, 'latin1');
+      ok = first === undefined ? true : writeLatin1(s, first);
     } else if (first === undefined && post === undefined) {
       ok = s.write(data);
     } else if (data.length <= JOIN_MAX) {
       const body = data.toString('latin1');
-      ok = s.write(first === undefined ? body + post! : post === undefined ? first + body : first + body + post, 'latin1');
+      ok = writeLatin1(s, first === undefined ? body + post! : post === undefined ? first + body : first + body + post);
     } else {
       s.cork();
       if (first !== undefined) s.write(first, 'latin1');

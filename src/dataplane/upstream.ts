@@ -21,6 +21,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { countTlsError, tlsFailure, type BackendTls } from './backend-tls.js';
 import { Deadline } from './deadline.js';
+import { writeLatin1 } from '../node-internals/socket-write.js';
 import { CHUNKED } from './http-server.js';
 import { forwardableTrailers } from './fields.js';
 import { consumeSocket, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, startReading, stopReading, type ParserInstance, type StreamHandle } from '../node-internals/llhttp.js';
@@ -295,7 +296,7 @@ class Connection {
     const framing = req.framing;
     if (framing >= 0) text += `content-length: ${framing}\r\n`;
     else if (framing === CHUNKED) text += 'transfer-encoding: chunked\r\n';
-    this.socket.write(`${text}\r\n`, 'latin1');
+    writeLatin1(this.socket, `${text}\r\n`);
     this.written = true;
     if (req.body) {
       this.sent = false;
