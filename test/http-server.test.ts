@@ -2,7 +2,8 @@
 // loopback sockets: pipelined requests answered in order (a slow first response holding back a fast and a
 // large one), a malformed request pipelined behind a good one, response framing to HTTP/1.0 and HTTP/1.1
 // clients, HEAD, Expect, a client's half-close, the Keep-Alive hint, the bytes that follow an Upgrade
-// request's head, and a reloaded idle_timeout reaching open connections.
+// request's head, a streamed response to a client that stops reading, and a reloaded idle_timeout reaching
+// open connections.
 
 import t from 'tap';
 import net from 'node:net';
@@ -66,6 +67,10 @@ async function exchange(port: number, bytes: string, o: { methods: string[]; hal
 }
 
 const BIG = 'b'.repeat(200 * 1024);
+/** /stream: this many chunked pieces of 1000 bytes, each starting with its number (8 digits). */
+const STREAM_CHUNKS = 16_000;
+/** Set when the backend had to wait for lb to take /stream (lb stopped reading: its client was not). */
+let streamBlocked = false;
 
 /** The upstream's answers, by path: /slow-N after N ms, /chunked in two chunks, /big 200 KiB, /ws a 101. */
 function answer(req: SeenRequest, socket: net.Socket): void {
@@ -79,6 +84,21 @@ function answer(req: SeenRequest, socket: net.Socket): void {
     reply(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n`);
   } else if (req.path === '/big') {
     reply(plain(BIG));
+  } else if (req.path === '/stream') {
+    socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+    let i = 0;
+    const pump = (): void => {
+      while (i < STREAM_CHUNKS) {
+        const piece = `${String(i++).padStart(8, '0')}${'x'.repeat(992)}`;
+        if (!socket.write(`3e8\r\n${piece}\r\n`)) {
+          streamBlocked = true;
+          socket.once('drain', pump);
+          return;
+        }
+      }
+      socket.write('0\r\n\r\n');
+    };
+    pump();
   } else if (req.path === '/ws') {
     reply('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
   } else {
@@ -214,6 +234,32 @@ t.test('lb as an HTTP/1.1 server: pipelining, framing, Expect, half-close, upgra
     const r = await exchange(port, get('/after', 'Connection: close\r\n'), { methods: ['GET'] });
     t.equal(r.responses[0]?.body, 'path:/after', 'lb still serving');
     t.notMatch(lb.stdout(), /worker died/, 'no worker died');
+  });
+
+  t.test('a response in 16,000 small pieces to a client that stops reading: lb holds the backend back, then all of it arrives in order', async (t) => {
+    const s = net.connect(port, '127.0.0.1');
+    t.teardown(() => s.destroy());
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.pause();
+    s.write(get('/stream'));
+    // lb writes each piece as it comes until its client's buffers are full, then stops reading the backend.
+    await waitFor(() => streamBlocked, 20_000, 'the backend to wait for lb');
+    const parts: Buffer[] = [];
+    let got = '';
+    s.on('data', (d: Buffer) => {
+      parts.push(d);
+      if (d.includes('\r\n0\r\n\r\n')) got = Buffer.concat(parts).toString('latin1');
+    });
+    s.resume();
+    await waitFor(() => got, 30_000, 'the whole response');
+    const [r] = parseResponses(got, ['GET']);
+    t.equal(r?.status, 200);
+    t.equal(r?.headers['transfer-encoding'], 'chunked');
+    const body = r?.body ?? '';
+    t.equal(body.length, STREAM_CHUNKS * 1000, 'every byte arrived');
+    let inOrder = true;
+    for (let i = 0; i < STREAM_CHUNKS && inOrder; i++) inOrder = body.slice(i * 1000, i * 1000 + 8) === String(i).padStart(8, '0');
+    t.ok(inOrder, 'the pieces in order');
   });
 
   t.test('a reloaded idle_timeout applies to a connection that was idle under the old one', async (t) => {

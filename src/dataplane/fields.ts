@@ -7,8 +7,14 @@
  */
 const HOST_SYNTAX = /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
 
+/** The last value found valid: a connection's requests repeat their Host, and the check is a pure function of it. */
+let lastValidHost = '';
+
 export function validHost(value: string): boolean {
-  return HOST_SYNTAX.test(value);
+  if (value === lastValidHost) return true;
+  if (!HOST_SYNTAX.test(value)) return false;
+  lastValidHost = value;
+  return true;
 }
 
 /**

@@ -20,6 +20,7 @@ import type net from 'node:net';
 import type { BackendPool } from './pool.js';
 import { requestKey } from './request-key.js';
 import { UPSTREAM_CODES, type UpstreamHandler } from './upstream.js';
+import { CHUNKED, NO_BODY } from './http-server.js';
 import { passFin, splice } from './connect.js';
 import { forwardableTrailers, validHost } from './fields.js';
 import { CLIENT_CERT_FIELDS, knownClientCert } from './client-cert.js';
@@ -187,10 +188,13 @@ function responseHeaders(raw: string[]): { headers: string[]; codings: string | 
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const len = name.length;
-    if ((len === 2 || len === 7 || len === 10 || len === 16 || len === 17) && RESPONSE_DROP.has(name.toLowerCase())) {
-      const lower = name.toLowerCase();
+    const lower = len === 2 || len === 7 || len === 10 || len === 16 || len === 17 ? name.toLowerCase() : undefined;
+    if (lower !== undefined && RESPONSE_DROP.has(lower)) {
       if (lower === 'connection') {
-        for (const token of raw[i + 1]!.toLowerCase().split(',')) {
+        const value = raw[i + 1]!;
+        // The usual values name no field: nothing to split.
+        if (value === 'keep-alive' || value === 'close') continue;
+        for (const token of value.toLowerCase().split(',')) {
           const t = token.trim();
           // Content-Length frames what lb forwards: kept whatever Connection says (framing is lb's own).
           if (t && t !== 'close' && t !== 'keep-alive' && t !== 'content-length') (named ??= []).push(t);
@@ -302,7 +306,10 @@ export class ProxyCall implements UpstreamHandler, Waiter {
   private readonly t0 = performance.now();
   /** When the current attempt was sent (Picker.done's latency). */
   private sentAt = 0;
-  /** Bytes read on the client connection before this request (keep-alive connections carry several). */
+  /**
+   * Bytes read on the client connection before this request (keep-alive connections carry several); read
+   * only for what bytesIn counts from the connection: a chunked body, or an Upgrade that may become a tunnel.
+   */
   private readonly bytesReadAtStart: number;
   /** The client connection. */
   private readonly socket: HttpRequest['socket'];
@@ -342,7 +349,7 @@ export class ProxyCall implements UpstreamHandler, Waiter {
   ) {
     this.hasHost = scan.host !== undefined;
     this.socket = req.socket;
-    this.bytesReadAtStart = req.socket.bytesRead;
+    this.bytesReadAtStart = req.upgrade || req.framing === CHUNKED ? req.socket.bytesRead : 0;
     this.headers = scan.headers;
     this.key = pool.hashKey ? requestKey(pool.hashKey, req) : undefined;
     res.once('close', this.onClientClose);
@@ -366,7 +373,8 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       this.finish();
       return;
     }
-    this.send(b, false);
+    // Sent in the same turn as the call began: its start time is the attempt's (one clock read fewer).
+    this.send(b, false, this.t0);
   }
 
   /** Waiter: capacity freed for the request while it waited (or at once). */
@@ -390,11 +398,11 @@ export class ProxyCall implements UpstreamHandler, Waiter {
     return this.req.body === null && IDEMPOTENT.has(this.req.method);
   }
 
-  private send(b: Backend, fresh: boolean): void {
+  private send(b: Backend, fresh: boolean, now = performance.now()): void {
     this.backend = b;
     this.connected = false;
     b.begin();
-    this.sentAt = performance.now();
+    this.sentAt = now;
     const req = this.req;
     const cfg = this.pool.config;
     (cfg.sendProxy ? b.privateUpstream(cfg, this.socket) : b.upstream(cfg)).dispatch(
@@ -731,10 +739,11 @@ export class ProxyCall implements UpstreamHandler, Waiter {
       status: this.status,
       method: this.req.method,
       path: this.req.url,
-      client: this.socket.remoteAddress ?? '',
-      // The declared body size; for chunked bodies and tunnels, what the connection read after the head.
-      // (HTTP/2: the stream's own DATA bytes; the connection carries other streams.)
-      bytesIn: framing >= 0 && !this.tunnel ? framing : this.req.httpVersionMajor === 2 ? (this.req.body as { bytes?: number } | null)?.bytes ?? 0 : this.socket.bytesRead - this.bytesReadAtStart,
+      // Only the access log reads it (events.needsClient).
+      client: this.listener.events.needsClient ? this.socket.remoteAddress ?? '' : '',
+      // The declared body size (0 without a body); for chunked bodies and tunnels, what the connection read
+      // after the head. (HTTP/2: the stream's own DATA bytes; the connection carries other streams.)
+      bytesIn: this.tunnel ? this.socket.bytesRead - this.bytesReadAtStart : framing >= 0 ? framing : framing === NO_BODY ? 0 : this.req.httpVersionMajor === 2 ? (this.req.body as { bytes?: number } | null)?.bytes ?? 0 : this.socket.bytesRead - this.bytesReadAtStart,
       bytesOut: this.bytesOut,
       seconds: (performance.now() - this.t0) / 1000,
       retries,

@@ -40,8 +40,8 @@
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
-import { EventEmitter } from 'node:events';
 import { Deadline } from './deadline.js';
+import { writeLatin1 } from '../node-internals/socket-write.js';
 import {
   consumeSocket,
   HTTPParser,
@@ -79,6 +79,13 @@ export interface FrontHandlers {
 
 /** Responses held behind an earlier one (pipelining) make write() return false past this many bytes. */
 const HELD_HIGH_WATER = 64 * 1024;
+/**
+ * A body chunk up to this size goes out in one string with the head (or chunk-size line) around it: one
+ * write of a latin1 string (Node copies it into a 16 KiB stack buffer and tries the write at once), rather
+ * than cork, three buffered writes and a writev built from them. Latin1 maps each byte to one character
+ * and back, so the bytes sent are the body's.
+ */
+const JOIN_MAX = 8 * 1024;
 /** Reading stops while this many requests on a connection are unanswered (resumes as they are answered). */
 const PIPELINE_PAUSE = 32;
 /**
@@ -200,7 +207,35 @@ export class RequestBody extends Readable {
   }
 }
 
-export class FrontResponse extends EventEmitter {
+/** Listeners of one event: none, one, or several (in the order added). */
+type Listeners = (() => void) | (() => void)[] | undefined;
+
+function addListener(list: Listeners, fn: () => void): Listeners {
+  if (list === undefined) return fn;
+  if (typeof list === 'function') return [list, fn];
+  list.push(fn);
+  return list;
+}
+
+function removeListener(list: Listeners, fn: () => void): Listeners {
+  if (list === fn) return undefined;
+  if (typeof list !== 'object') return list;
+  // As EventEmitter: the most recently added match goes.
+  const i = list.lastIndexOf(fn);
+  if (i >= 0) list.splice(i, 1);
+  return list;
+}
+
+function callListeners(list: Listeners): void {
+  if (typeof list === 'function') list();
+  else if (list !== undefined) for (const fn of list) fn();
+}
+
+/**
+ * One response. Its 'drain' and 'close' listeners (HttpResponse's `once`) are kept in two fields rather than
+ * an EventEmitter per request: each is called once, as `once` listeners are, and removed before it runs.
+ */
+export class FrontResponse {
   headersSent = false;
   destroyed = false;
   /** end() was called */
@@ -222,14 +257,27 @@ export class FrontResponse extends EventEmitter {
   private held: (string | Buffer)[] | undefined;
   private heldBytes = 0;
   needDrain = false;
+  private drainListeners: Listeners = undefined;
+  private closeListeners: Listeners = undefined;
 
   constructor(
     private readonly conn: FrontConnection,
     readonly req: FrontRequest,
     keepAlive: boolean,
   ) {
-    super();
     this.shouldKeepAlive = keepAlive;
+  }
+
+  once(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') this.drainListeners = addListener(this.drainListeners, listener);
+    else this.closeListeners = addListener(this.closeListeners, listener);
+    return this;
+  }
+
+  removeListener(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') this.drainListeners = removeListener(this.drainListeners, listener);
+    else this.closeListeners = removeListener(this.closeListeners, listener);
+    return this;
   }
 
   /** writeHead(status, reason, [name, value, ...]) or writeHead(status, { name: value }). */
@@ -370,9 +418,12 @@ export class FrontResponse extends EventEmitter {
     if (!s.writable) return false;
     let ok: boolean;
     if (data === undefined) {
-      ok = first === undefined ? true : s.write(first, 'latin1');
+      ok = first === undefined ? true : writeLatin1(s, first);
     } else if (first === undefined && post === undefined) {
       ok = s.write(data);
+    } else if (data.length <= JOIN_MAX) {
+      const body = data.toString('latin1');
+      ok = writeLatin1(s, first === undefined ? body + post! : post === undefined ? first + body : first + body + post);
     } else {
       s.cork();
       if (first !== undefined) s.write(first, 'latin1');
@@ -410,13 +461,17 @@ export class FrontResponse extends EventEmitter {
   drained(): void {
     if (!this.needDrain) return;
     this.needDrain = false;
-    this.emit('drain');
+    const list = this.drainListeners;
+    this.drainListeners = undefined;
+    callListeners(list);
   }
 
   /** The connection closed before this response was finished. */
   aborted(): void {
     this.destroyed = true;
-    this.emit('close');
+    const list = this.closeListeners;
+    this.closeListeners = undefined;
+    callListeners(list);
   }
 }
 

@@ -21,6 +21,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { countTlsError, tlsFailure, type BackendTls } from './backend-tls.js';
 import { Deadline } from './deadline.js';
+import { writeLatin1 } from '../node-internals/socket-write.js';
 import { CHUNKED } from './http-server.js';
 import { forwardableTrailers } from './fields.js';
 import { consumeSocket, HTTPParser, K_BODY, K_EXECUTE, K_HEADERS, K_HEADERS_COMPLETE, K_MESSAGE_COMPLETE, startReading, stopReading, type ParserInstance, type StreamHandle } from '../node-internals/llhttp.js';
@@ -183,8 +184,10 @@ class Connection {
   private exchange = 0;
   private pending: UpstreamRequest | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
-  private responseTimer: NodeJS.Timeout | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** response_timeout: armed when the request is written; firing once the head came does nothing. */
+  private readonly responseDeadline = new Deadline(() => this.onResponseTimeout());
+  /** The idle connection's timeout: armed when it is released; firing while it is busy does nothing. */
+  private readonly idleDeadline = new Deadline(() => this.onIdleTimeout());
   private idleMs: number;
   /** read_timeout: armed from the response head on, refreshed per read; firing with no body awaited does nothing. */
   private readonly readDeadline = new Deadline(() => this.onReadTimeout());
@@ -293,7 +296,7 @@ class Connection {
     const framing = req.framing;
     if (framing >= 0) text += `content-length: ${framing}\r\n`;
     else if (framing === CHUNKED) text += 'transfer-encoding: chunked\r\n';
-    this.socket.write(`${text}\r\n`, 'latin1');
+    writeLatin1(this.socket, `${text}\r\n`);
     this.written = true;
     if (req.body) {
       this.sent = false;
@@ -312,8 +315,7 @@ class Connection {
   private armResponseTimer(): void {
     const ms = this.pool.options.responseTimeoutMs;
     if (ms <= 0) return;
-    if (this.responseTimer) this.responseTimer.refresh();
-    else this.responseTimer = setTimeout(this.onResponseTimeout, ms).unref();
+    this.responseDeadline.arm(ms);
   }
 
   private readonly onBodyData = (chunk: Buffer): void => {
@@ -425,8 +427,8 @@ class Connection {
     this.switching = undefined;
     const h = this.handler!;
     this.handler = undefined;
-    clearTimeout(this.responseTimer);
-    clearTimeout(this.idleTimer);
+    this.responseDeadline.clear();
+    this.idleDeadline.clear();
     this.readDeadline.clear();
     this.detachBody();
     const socket = this.socket;
@@ -543,15 +545,14 @@ class Connection {
   private keepAliveHint(headers: string[]): void {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
-      if (name.length !== 10 || name.toLowerCase() !== 'keep-alive') continue;
+      // (Connection has the same length: the first letter tells them apart without lower-casing.)
+      if (name.length !== 10 || (name.charCodeAt(0) | 0x20) !== 0x6b /* k */ || name.toLowerCase() !== 'keep-alive') continue;
       const m = /timeout\s*=\s*(\d+)/i.exec(headers[i + 1]!);
       if (!m) continue;
       const ms = Number(m[1]) * 1000 - KEEP_ALIVE_MARGIN_MS;
       if (ms <= 0) this.keepAlive = false;
       else if (ms < this.idleMs) {
         this.idleMs = ms;
-        clearTimeout(this.idleTimer);
-        this.idleTimer = undefined;
       }
     }
   }
@@ -588,9 +589,9 @@ class Connection {
     const reuse = this.keepAlive && this.sent;
     this.detachBody();
     if (reuse && this.pool.release(this)) {
-      this.idleSince = performance.now();
-      if (this.idleTimer) this.idleTimer.refresh();
-      else this.idleTimer = setTimeout(this.onIdleTimeout, this.idleMs).unref();
+      const now = performance.now();
+      this.idleSince = now;
+      this.idleDeadline.arm(this.idleMs, now);
     } else {
       this.destroy();
     }
@@ -652,8 +653,8 @@ class Connection {
   private readonly onSocketClose = (): void => {
     this.pool.forget(this);
     clearTimeout(this.connectTimer);
-    clearTimeout(this.responseTimer);
-    clearTimeout(this.idleTimer);
+    this.responseDeadline.clear();
+    this.idleDeadline.clear();
     this.readDeadline.clear();
     if (this.handler) this.fail(upstreamError(UPSTREAM_CODES.closed, 'backend closed the connection before the response was complete'));
     if (this.handle) this.parser.unconsume();

@@ -3,6 +3,8 @@
 // read, write or close. Measured under the anchors rig's new-connection load (2 cores, Node 20, /proc): lb's
 // tcp listener used 13-14 µs of user CPU per connection on these handles, 33-55 µs on net.Socket.
 //
+// socket-write.ts uses its write request (newWrite, lastWriteAsync) to write HTTP heads on net.Sockets' handles.
+//
 // These are Node internals reached through process.binding (on its allow-list in Node 20, 22 and 24). They are
 // checked for the expected shape once, at load; when anything differs (or LB_NODE_FALLBACK names tcp_wrap),
 // `tcpWrap` is undefined, tcp listeners keep using net.Socket, and tcpWrapCapability says why.
