@@ -1,7 +1,8 @@
 // What routing, request policy, rewrites and forwarding (http-listener.ts, request-policy.ts, rewrite.ts,
 // route-match.ts, http-proxy.ts) use of a client request and its response. Two servers implement it: lb's
 // HTTP/1.1 server (http-server.ts: FrontRequest, FrontResponse) and its HTTP/2 front (h2-front.ts: one
-// request and response per stream), so that a stream takes the same path as an HTTP/1.1 request.
+// request and response per stream), so that a stream takes the same path as an HTTP/1.1 request. Both
+// responses keep their listeners in OnceEvents.
 
 import type net from 'node:net';
 import type { Readable } from 'node:stream';
@@ -54,4 +55,59 @@ export interface HttpResponse {
   /** 'drain' after write() returned false; 'close' when the client went away before the response ended. */
   once(event: 'drain' | 'close', listener: () => void): this;
   removeListener(event: 'drain' | 'close', listener: () => void): this;
+}
+
+/** Listeners of one event: none, one, or several (in the order added). */
+type Listeners = (() => void) | (() => void)[] | undefined;
+
+/**
+ * A response's 'drain' and 'close' listeners (HttpResponse's `once` and `removeListener`), kept in two
+ * fields rather than an EventEmitter per request: each runs once, as `once` listeners do, and is removed
+ * before it runs. Both servers' responses extend it.
+ */
+export class OnceEvents {
+  private drainListeners: Listeners = undefined;
+  private closeListeners: Listeners = undefined;
+
+  once(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') this.drainListeners = add(this.drainListeners, listener);
+    else this.closeListeners = add(this.closeListeners, listener);
+    return this;
+  }
+
+  removeListener(event: 'drain' | 'close', listener: () => void): this {
+    if (event === 'drain') this.drainListeners = remove(this.drainListeners, listener);
+    else this.closeListeners = remove(this.closeListeners, listener);
+    return this;
+  }
+
+  /** Runs the listeners of `event`, forgotten first. */
+  protected fire(event: 'drain' | 'close'): void {
+    let list: Listeners;
+    if (event === 'drain') {
+      list = this.drainListeners;
+      this.drainListeners = undefined;
+    } else {
+      list = this.closeListeners;
+      this.closeListeners = undefined;
+    }
+    if (typeof list === 'function') list();
+    else if (list !== undefined) for (const fn of list) fn();
+  }
+}
+
+function add(list: Listeners, fn: () => void): Listeners {
+  if (list === undefined) return fn;
+  if (typeof list === 'function') return [list, fn];
+  list.push(fn);
+  return list;
+}
+
+function remove(list: Listeners, fn: () => void): Listeners {
+  if (list === fn) return undefined;
+  if (typeof list !== 'object') return list;
+  // As EventEmitter: the most recently added match goes.
+  const i = list.lastIndexOf(fn);
+  if (i >= 0) list.splice(i, 1);
+  return list;
 }

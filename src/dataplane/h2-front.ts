@@ -25,12 +25,11 @@
 
 import type net from 'node:net';
 import { Readable } from 'node:stream';
-import type { HttpRequest, HttpResponse } from './exchange.js';
+import { OnceEvents, type HttpRequest, type HttpResponse } from './exchange.js';
 import { CHUNKED, NO_BODY } from './http-server.js';
 import { ERR, H2Session, PREFACE, type H2Stream, type RequestHead } from './h2-session.js';
 import type { Http2Config } from '../../config/model.js';
 
-export { PREFACE };
 /** A client that reset more unfinished streams than this, and than it was answered, is flooding. */
 export function resetLimit(maxConcurrentStreams: number): number {
   return Math.max(200, 2 * maxConcurrentStreams);
@@ -286,11 +285,8 @@ export class H2Request implements HttpRequest {
   }
 }
 
-/**
- * One stream's response. Its 'drain' and 'close' listeners (HttpResponse's `once`) are kept in two lists
- * rather than an EventEmitter per stream: each runs once, as `once` listeners do, removed before it runs.
- */
-export class H2Response implements HttpResponse {
+/** One stream's response (its 'drain' and 'close' listeners in OnceEvents). */
+export class H2Response extends OnceEvents implements HttpResponse {
   headersSent = false;
   destroyed = false;
   ended = false;
@@ -300,8 +296,6 @@ export class H2Response implements HttpResponse {
   cut = false;
   private status = 200;
   private fields: string[] = [];
-  private drainListeners: Array<() => void> | undefined;
-  private closeListeners: Array<() => void> | undefined;
   private responded = false;
   private noBody = false;
 
@@ -311,24 +305,8 @@ export class H2Response implements HttpResponse {
     /** The connection's state (h2-front's own; open streams, resets). */
     readonly conn: H2Conn,
   ) {
+    super();
     stream.onDrain = this.onDrain;
-  }
-
-  once(event: 'drain' | 'close', listener: () => void): this {
-    if (event === 'drain') (this.drainListeners ??= []).push(listener);
-    else (this.closeListeners ??= []).push(listener);
-    return this;
-  }
-
-  removeListener(event: 'drain' | 'close', listener: () => void): this {
-    const list = event === 'drain' ? this.drainListeners : this.closeListeners;
-    const i = list === undefined ? -1 : list.lastIndexOf(listener);
-    if (i >= 0) list!.splice(i, 1);
-    return this;
-  }
-
-  private static run(list: Array<() => void> | undefined): void {
-    if (list !== undefined) for (const fn of list) fn();
   }
 
   writeHead(status: number, reason?: string | Record<string, string | number>, list?: string[]): this {
@@ -370,9 +348,7 @@ export class H2Response implements HttpResponse {
   }
 
   private readonly onDrain = (): void => {
-    const list = this.drainListeners;
-    this.drainListeners = undefined;
-    H2Response.run(list);
+    this.fire('drain');
   };
 
   end(chunk?: Buffer | string, trailers?: string[]): this {
@@ -412,9 +388,7 @@ export class H2Response implements HttpResponse {
   closed(): void {
     if (this.ended) return;
     this.destroyed = true;
-    const list = this.closeListeners;
-    this.closeListeners = undefined;
-    H2Response.run(list);
+    this.fire('close');
   }
 }
 

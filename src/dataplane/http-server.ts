@@ -41,6 +41,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { Deadline } from './deadline.js';
+import { OnceEvents } from './exchange.js';
 import { writeLatin1 } from '../node-internals/socket-write.js';
 import {
   consumeSocket,
@@ -207,35 +208,8 @@ export class RequestBody extends Readable {
   }
 }
 
-/** Listeners of one event: none, one, or several (in the order added). */
-type Listeners = (() => void) | (() => void)[] | undefined;
-
-function addListener(list: Listeners, fn: () => void): Listeners {
-  if (list === undefined) return fn;
-  if (typeof list === 'function') return [list, fn];
-  list.push(fn);
-  return list;
-}
-
-function removeListener(list: Listeners, fn: () => void): Listeners {
-  if (list === fn) return undefined;
-  if (typeof list !== 'object') return list;
-  // As EventEmitter: the most recently added match goes.
-  const i = list.lastIndexOf(fn);
-  if (i >= 0) list.splice(i, 1);
-  return list;
-}
-
-function callListeners(list: Listeners): void {
-  if (typeof list === 'function') list();
-  else if (list !== undefined) for (const fn of list) fn();
-}
-
-/**
- * One response. Its 'drain' and 'close' listeners (HttpResponse's `once`) are kept in two fields rather than
- * an EventEmitter per request: each is called once, as `once` listeners are, and removed before it runs.
- */
-export class FrontResponse {
+/** One response (its 'drain' and 'close' listeners in OnceEvents). */
+export class FrontResponse extends OnceEvents {
   headersSent = false;
   destroyed = false;
   /** end() was called */
@@ -257,27 +231,14 @@ export class FrontResponse {
   private held: (string | Buffer)[] | undefined;
   private heldBytes = 0;
   needDrain = false;
-  private drainListeners: Listeners = undefined;
-  private closeListeners: Listeners = undefined;
 
   constructor(
     private readonly conn: FrontConnection,
     readonly req: FrontRequest,
     keepAlive: boolean,
   ) {
+    super();
     this.shouldKeepAlive = keepAlive;
-  }
-
-  once(event: 'drain' | 'close', listener: () => void): this {
-    if (event === 'drain') this.drainListeners = addListener(this.drainListeners, listener);
-    else this.closeListeners = addListener(this.closeListeners, listener);
-    return this;
-  }
-
-  removeListener(event: 'drain' | 'close', listener: () => void): this {
-    if (event === 'drain') this.drainListeners = removeListener(this.drainListeners, listener);
-    else this.closeListeners = removeListener(this.closeListeners, listener);
-    return this;
   }
 
   /** writeHead(status, reason, [name, value, ...]) or writeHead(status, { name: value }). */
@@ -461,17 +422,13 @@ export class FrontResponse {
   drained(): void {
     if (!this.needDrain) return;
     this.needDrain = false;
-    const list = this.drainListeners;
-    this.drainListeners = undefined;
-    callListeners(list);
+    this.fire('drain');
   }
 
   /** The connection closed before this response was finished. */
   aborted(): void {
     this.destroyed = true;
-    const list = this.closeListeners;
-    this.closeListeners = undefined;
-    callListeners(list);
+    this.fire('close');
   }
 }
 
