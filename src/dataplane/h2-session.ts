@@ -115,7 +115,6 @@ export class H2Stream {
   pendingTrailers: Buffer | undefined;
   contentLength = -1;
   received = 0;
-  wantDrain = false;
   // What the request and response above it take from the stream (h2-front.ts).
   onData: ((chunk: Buffer) => void) | undefined;
   onEnd: ((trailers: string[] | undefined) => void) | undefined;
@@ -245,10 +244,6 @@ function checkTrailers(list: string[]): string[] | string {
 
 export class H2Session {
   readonly streams = new Map<number, H2Stream>();
-  /** Streams open (in `streams`), for MAX_CONCURRENT_STREAMS. */
-  get open(): number {
-    return this.streams.size;
-  }
   /** Highest stream id the client opened. */
   lastId = 0;
   /** Streams completed (both sides ended), against which glitches are weighed. */
@@ -359,7 +354,6 @@ export class H2Session {
       this.frame(type, flags, id, payload);
     }
     if (off < end && !this.destroyed) this.rest = buf.subarray(off);
-    if (this.out.length > 0) this.scheduleFlush();
   };
 
   private frame(type: number, flags: number, id: number, p: Buffer): void {
@@ -690,10 +684,7 @@ export class H2Session {
     }
     if (end && s.queue === undefined) this.localDone(s);
     if (s.queue === undefined && this.outBytes + this.socket.writableLength < OUT_HIGH) return true;
-    if (!end) {
-      s.wantDrain = true;
-      this.drainWaiters.add(s);
-    }
+    if (!end) this.drainWaiters.add(s);
     this.scheduleFlush();
     return false;
   }
@@ -768,8 +759,7 @@ export class H2Session {
 
   /** A stream's writer waiting for 'drain' is told once its queue is out and the socket keeps up. */
   private wake(s: H2Stream): void {
-    if (!s.wantDrain || s.queue !== undefined || this.outBytes + this.socket.writableLength >= OUT_HIGH) return;
-    s.wantDrain = false;
+    if (!this.drainWaiters.has(s) || s.queue !== undefined || this.outBytes + this.socket.writableLength >= OUT_HIGH) return;
     this.drainWaiters.delete(s);
     s.onDrain?.();
   }
