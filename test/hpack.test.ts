@@ -10,6 +10,7 @@ import t, { type Test } from 'tap';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { run } from './helpers/h2.js';
+import { FRAME, frame } from './helpers/h2raw.js';
 import { encodedLengthBound, HpackDecoder, HpackEncoder, HpackError } from '../src/dataplane/hpack.js';
 import {
   HUFFMAN_CODES,
@@ -450,24 +451,18 @@ t.test('encoder: round trip through the decoder, never touching the dynamic tabl
 // ---- interop with node:http2 (nghttp2) over loopback ----
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-const FRAME_DATA = 0x0;
-const FRAME_HEADERS = 0x1;
-const FRAME_SETTINGS = 0x4;
-const FRAME_PING = 0x6;
-const FRAME_CONTINUATION = 0x9;
 const END_STREAM = 0x1;
 const ACK = 0x1;
 const END_HEADERS = 0x4;
 const PADDED = 0x8;
 const PRIORITY = 0x20;
 
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, payload]);
+/** A node:http2 client of `port`, closed when `t` ends. */
+function connectTo(t: Test, port: number): http2.ClientHttp2Session {
+  const client = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => client.close());
+  client.on('error', () => undefined);
+  return client;
 }
 
 /**
@@ -491,7 +486,7 @@ async function rawH2Server(onHeaders: (sock: net.Socket, stream: number, block: 
       settings.writeUInt16BE(0x1, 0);
       settings.writeUInt32BE(tableSize, 2);
     }
-    sock.write(frame(FRAME_SETTINGS, 0, 0, settings));
+    sock.write(frame(FRAME.SETTINGS, 0, 0, settings));
     sock.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
       if (!sawPreface) {
@@ -508,15 +503,15 @@ async function rawH2Server(onHeaders: (sock: net.Socket, stream: number, block: 
         const stream = buf.readUInt32BE(5) & 0x7fffffff;
         let p = buf.subarray(9, 9 + len);
         buf = buf.subarray(9 + len);
-        if (type === FRAME_SETTINGS && !(flags & ACK)) sock.write(frame(FRAME_SETTINGS, ACK, 0, Buffer.alloc(0)));
-        else if (type === FRAME_SETTINGS && tableSize !== undefined) dec.setMaxTableSize(tableSize);
-        else if (type === FRAME_PING && !(flags & ACK)) sock.write(frame(FRAME_PING, ACK, 0, p));
-        else if (type === FRAME_HEADERS) {
+        if (type === FRAME.SETTINGS && !(flags & ACK)) sock.write(frame(FRAME.SETTINGS, ACK, 0, Buffer.alloc(0)));
+        else if (type === FRAME.SETTINGS && tableSize !== undefined) dec.setMaxTableSize(tableSize);
+        else if (type === FRAME.PING && !(flags & ACK)) sock.write(frame(FRAME.PING, ACK, 0, p));
+        else if (type === FRAME.HEADERS) {
           if (flags & PADDED) p = p.subarray(1, p.length - p[0]!);
           if (flags & PRIORITY) p = p.subarray(5);
           if (flags & END_HEADERS) onHeaders(sock, stream, p, dec);
           else pending = { stream, parts: [p] };
-        } else if (type === FRAME_CONTINUATION && pending) {
+        } else if (type === FRAME.CONTINUATION && pending) {
           pending.parts.push(p);
           if (flags & END_HEADERS) {
             onHeaders(sock, pending.stream, Buffer.concat(pending.parts), dec);
@@ -592,21 +587,19 @@ t.test('interop: node:http2 client accepts the encoder\'s response and trailer b
     // The HEADERS frame written in place in front of the block (headroom of 9 bytes).
     const f = enc.encode(c.status, c.fields, 9);
     f.writeUIntBE(f.length - 9, 0, 3);
-    f[3] = FRAME_HEADERS;
+    f[3] = FRAME.HEADERS;
     f[4] = END_HEADERS;
     f.writeUInt32BE(stream, 5);
     sock.write(f);
     if (c.trailers) {
-      sock.write(frame(FRAME_DATA, 0, stream, Buffer.from('ok')));
-      sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(undefined, c.trailers)));
+      sock.write(frame(FRAME.DATA, 0, stream, Buffer.from('ok')));
+      sock.write(frame(FRAME.HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(undefined, c.trailers)));
     } else {
-      sock.write(frame(FRAME_DATA, END_STREAM, stream, Buffer.from('ok')));
+      sock.write(frame(FRAME.DATA, END_STREAM, stream, Buffer.from('ok')));
     }
   });
   t.teardown(srv.close);
-  const client = http2.connect(`http://127.0.0.1:${srv.port}`);
-  t.teardown(() => client.close());
-  client.on('error', () => undefined);
+  const client = connectTo(t, srv.port);
   // Sequentially, then all at once.
   for (const [path, c] of Object.entries(cases)) {
     const r = await clientRequest(client, { ':path': path });
@@ -628,12 +621,10 @@ t.test('interop: the decoder reads node:http2 client request blocks (dynamic tab
     lastDecoder = dec;
     blocks.push(Buffer.from(block));
     decoded.push(dec.decode(block, NO_LIMIT)!);
-    sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(204, [])));
+    sock.write(frame(FRAME.HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(204, [])));
   });
   t.teardown(srv.close);
-  const client = http2.connect(`http://127.0.0.1:${srv.port}`);
-  t.teardown(() => client.close());
-  client.on('error', () => undefined);
+  const client = connectTo(t, srv.port);
   const sent: http2.OutgoingHttpHeaders[] = [];
   for (let i = 0; i < 8; i++) {
     const h: http2.OutgoingHttpHeaders = {
@@ -678,7 +669,7 @@ t.test('interop: the client honours our SETTINGS_HEADER_TABLE_SIZE; the decoder 
     const srv = await rawH2Server((sock, stream, block, dec) => {
       decoded.push(dec.decode(block, NO_LIMIT)!);
       capacities.push(dec.tableCapacity);
-      sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(200, [])));
+      sock.write(frame(FRAME.HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(200, [])));
     }, size);
     const client = http2.connect(`http://127.0.0.1:${srv.port}`);
     client.on('error', () => undefined);
@@ -797,8 +788,8 @@ t.test('interop: h2load and nghttp (nghttp2 tools) against the codec on a raw HT
       bad.push(`stream ${stream}: ${JSON.stringify(req)}`);
     }
     const fields = ['content-type', 'text/plain', 'x-seen', String(blocks), 'x-bytes', 'caf\xe9', 'server', 'hpack-test'];
-    sock.write(frame(FRAME_HEADERS, END_HEADERS, stream, enc.encode(get(':path') === '/load/teapot' ? 418 : 200, fields)));
-    sock.write(frame(FRAME_DATA, END_STREAM, stream, Buffer.from('hello')));
+    sock.write(frame(FRAME.HEADERS, END_HEADERS, stream, enc.encode(get(':path') === '/load/teapot' ? 418 : 200, fields)));
+    sock.write(frame(FRAME.DATA, END_STREAM, stream, Buffer.from('hello')));
   });
   t.teardown(srv.close);
   // x-test's value is sent as UTF-8 by the tools and decoded here byte for byte (latin1).
@@ -833,12 +824,10 @@ t.test('interop: every static table name as nghttp2 indexes it decodes to the sa
   const enc = new HpackEncoder();
   const srv = await rawH2Server((sock, stream, block, dec) => {
     decoded.push(dec.decode(block, NO_LIMIT)!);
-    sock.write(frame(FRAME_HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(204, [])));
+    sock.write(frame(FRAME.HEADERS, END_HEADERS | END_STREAM, stream, enc.encode(204, [])));
   });
   t.teardown(srv.close);
-  const client = http2.connect(`http://127.0.0.1:${srv.port}`);
-  t.teardown(() => client.close());
-  client.on('error', () => undefined);
+  const client = connectTo(t, srv.port);
   const headers: http2.OutgoingHttpHeaders = { ':method': 'POST', ':path': '/index.html', ':scheme': 'https' };
   for (const n of names) headers[n] = n === 'accept-encoding' ? 'gzip, deflate' : n === 'content-length' ? '0' : `v-${n}`;
   await clientRequest(client, headers);
